@@ -1,0 +1,54 @@
+//! The streaming generator: push talk / listen PCM (16 kHz mono f32), pull
+//! chunks of RGB frames. `AvatarSource` is the contract the call agent
+//! (`session`) drives; `StreamingGenerator` is the real StreamAvatar model
+//! behind it.
+
+use crate::media::frame::RgbFrame;
+
+/// Errors of a frame source.
+#[derive(Debug, thiserror::Error)]
+pub enum GeneratorError {
+    #[error("not enough audio pushed for the next chunk: need {needed} samples per branch, have {have}")]
+    NotEnoughAudio { needed: usize, have: usize },
+    #[error("model error: {0}")]
+    Model(String),
+    #[error("bad reference image: {0}")]
+    BadReference(String),
+}
+
+/// One generated chunk (C latent frames -> C*4 video frames).
+#[derive(Debug, Clone)]
+pub struct VideoChunk {
+    /// Chunk index since the last reset (0, 1, 2, ...).
+    pub index: u64,
+    /// Media time of the first frame since the last reset, in 16 kHz samples
+    /// of the pushed audio: frames of chunk k show audio samples
+    /// `[k * samples_per_chunk, (k + 1) * samples_per_chunk)`.
+    pub audio_sample_start: u64,
+    pub frames: Vec<RgbFrame>,
+}
+
+/// Anything that turns talk/listen audio into avatar video chunk by chunk.
+///
+/// Timing contract: chunk k covers audio samples `[k*S, (k+1)*S)` with
+/// `S = samples_per_chunk()`. `next_chunk` may be called once at least
+/// `(k+1)*S + lookahead_samples()` samples were pushed to *each* branch
+/// (push silence to a branch that has nothing); otherwise it returns
+/// `NotEnoughAudio`.
+pub trait AvatarSource: Send {
+    fn fps(&self) -> u32;
+    /// (width, height) of the frames.
+    fn frame_size(&self) -> (usize, usize);
+    fn frames_per_chunk(&self) -> usize;
+    /// 16 kHz samples per chunk (frames_per_chunk / fps seconds).
+    fn samples_per_chunk(&self) -> usize;
+    /// 16 kHz samples of future audio needed beyond a chunk.
+    fn lookahead_samples(&self) -> usize;
+    fn push_talk(&mut self, pcm_16k: &[f32]);
+    fn push_listen(&mut self, pcm_16k: &[f32]);
+    /// True when `next_chunk` would not return `NotEnoughAudio`.
+    fn ready(&self) -> bool;
+    fn next_chunk(&mut self) -> Result<VideoChunk, GeneratorError>;
+    /// Start over with a new reference image (RGB frame of any size).
+    fn reset(&mut self, reference: Option<&RgbFrame>) -> Result<(), GeneratorError>;
+}
