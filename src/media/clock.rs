@@ -42,6 +42,28 @@
 //! are consumed and counted as `frames_dropped_late`) and at most
 //! [`MAX_AUDIO_BURST_PACKETS`] audio packets (older ones are dropped and
 //! counted); the delay line holds at most [`DELAY_LINE_MAX_SECONDS`].
+//!
+//! ## Wiring (what `session` does)
+//!
+//! ```text
+//! let cfg = PacerConfig::new(gen.fps(), gen.frames_per_chunk())?;
+//! let mut pacer = AvPacer::new(cfg, Instant::now())?;
+//! let mut line = TalkDelayLine::new(cfg.audio_samples_per_chunk);
+//! // talk PCM at rate r: the same audio goes to the generator (16 kHz) and
+//! // to the delay line (48 kHz), in lockstep; silence for both when idle.
+//! gen.push_talk(&to16k.process(&pcm)?);   line.push(&to48k.process(&pcm)?, now)?;
+//! // a chunk is ready:
+//! let chunk = gen.next_chunk()?;
+//! let talk = line.take_chunk(chunk.index);
+//! pacer.push_chunk(PacedChunk::from_generated(chunk, talk))?;
+//! // the output task:
+//! loop {
+//!     let out = pacer.poll(Instant::now());
+//!     if let Some(v) = out.video { video_track.send(h264.encode_rgb(&v.frame, pli)?.data, 1/fps) }
+//!     for a in out.audio { audio_track.send(opus.encode_frame(&a.samples)?, 20 ms) }
+//!     sleep_until(pacer.next_deadline(Instant::now()));
+//! }
+//! ```
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -412,17 +434,15 @@ impl AvPacer {
         self.audio_fifo.len() as u64 * 1000 / AUDIO_RATE as u64
     }
 
-    /// The next instant at which `poll` has something to do (never before `now`).
+    /// The next instant at which `poll` has something to do (never before
+    /// `now`): the next audio packet or video slot. Before the first chunk
+    /// there are no video slots; after a push, poll again right away.
     pub fn next_deadline(&self, now: Instant) -> Instant {
         let audio = self.clock.audio_packet_time(self.next_audio_packet);
-        let video_slot = match self.next_video_slot {
-            Some(s) => s,
-            None => self.clock.frame_index_at(now) + 1,
-        };
-        let video = if self.next_video_slot.is_none() && self.queue.is_empty() && self.last_frame.is_none() {
-            audio
-        } else {
-            self.clock.frame_time(video_slot)
+        let video = match (self.next_video_slot, self.queue.is_empty()) {
+            (Some(slot), _) => self.clock.frame_time(slot),
+            (None, false) => now,
+            (None, true) => audio,
         };
         audio.min(video).max(now)
     }
@@ -1001,6 +1021,7 @@ mod tests {
         assert_eq!(p.next_deadline(now), clock.audio_packet_time(1));
         p.push_chunk(chunk(0, 0.1)).unwrap();
         let now = t.at_ms(5);
+        assert_eq!(p.next_deadline(now), now, "a queued first chunk starts at once");
         p.poll(now);
         // Slot 0 was sent at 5 ms; next: packet 1 at 20 ms, slot 1 at 41.7 ms.
         assert_eq!(p.next_deadline(now), clock.audio_packet_time(1));

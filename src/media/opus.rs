@@ -4,6 +4,9 @@
 //! turns 48 kHz mono PCM into 20 ms packets for the outgoing track (VoIP
 //! application, in-band FEC on), and [`OpusFrameAccumulator`] cuts PCM of
 //! any block length into the encoder's 960-sample frames.
+//! [`OpusStreamDecoder`] adds RTP sequence-number handling (loss detection,
+//! late / duplicate drop) on top of the decoder, and [`OpusPacketizer`]
+//! combines accumulator and encoder.
 //!
 //! WebRTC always negotiates `opus/48000/2`; a mono encoder output is a valid
 //! stream for it (RFC 7587 section 7).
@@ -136,6 +139,96 @@ impl OpusDecoder {
 
     fn push_mono(&self, frames: usize, out: &mut Vec<f32>) {
         out.extend(self.scratch[..frames * 2].chunks_exact(2).map(|lr| 0.5 * (lr[0] + lr[1])));
+    }
+}
+
+/// Longest run of lost packets concealed one by one (10 x 20 ms); a longer
+/// gap is a discontinuity: the decoder is reset and nothing is synthesized.
+pub const MAX_CONCEALED_PACKETS: u16 = 10;
+
+/// Counters of an incoming Opus RTP stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OpusStreamStats {
+    pub packets_decoded: u64,
+    /// Packets missing from the sequence-number space.
+    pub packets_lost: u64,
+    /// Lost packets replaced by PLC / FEC audio.
+    pub packets_concealed: u64,
+    /// Packets that arrived behind the stream or twice (dropped).
+    pub packets_late_or_duplicate: u64,
+    pub packets_malformed: u64,
+    /// Gaps longer than [`MAX_CONCEALED_PACKETS`].
+    pub discontinuities: u64,
+}
+
+/// Decodes an incoming Opus RTP stream by sequence number: detects loss
+/// (concealing up to [`MAX_CONCEALED_PACKETS`], using the next packet's FEC
+/// for the last lost one), drops late / duplicate packets (no jitter buffer:
+/// packets are expected in order, as a real-time listener wants them), and
+/// counts malformed ones.
+#[derive(Debug)]
+pub struct OpusStreamDecoder {
+    decoder: OpusDecoder,
+    last_seq: Option<u16>,
+    stats: OpusStreamStats,
+}
+
+impl OpusStreamDecoder {
+    pub fn new() -> Result<Self, OpusError> {
+        Ok(Self { decoder: OpusDecoder::new()?, last_seq: None, stats: OpusStreamStats::default() })
+    }
+
+    pub fn stats(&self) -> &OpusStreamStats {
+        &self.stats
+    }
+
+    /// Handle the RTP packet with sequence number `seq`: appends concealment
+    /// for lost packets before it, then its own 48 kHz mono samples, to
+    /// `out`. Returns the samples appended (0 for a late or duplicate
+    /// packet). A malformed payload is an error; the stream stays usable.
+    pub fn push(&mut self, seq: u16, payload: &[u8], out: &mut Vec<f32>) -> Result<usize, OpusError> {
+        let before = out.len();
+        if let Some(last) = self.last_seq {
+            let diff = seq.wrapping_sub(last);
+            if diff == 0 || diff >= 0x8000 {
+                self.stats.packets_late_or_duplicate += 1;
+                return Ok(0);
+            }
+            let lost = diff - 1;
+            if lost > 0 {
+                self.stats.packets_lost += lost as u64;
+                if lost <= MAX_CONCEALED_PACKETS {
+                    for i in 0..lost {
+                        let fec_source = if i == lost - 1 { Some(payload) } else { None };
+                        // A malformed next packet cannot give FEC: fall back to PLC.
+                        if self.decoder.conceal_into(fec_source, out).is_err() {
+                            self.decoder.conceal_into(None, out)?;
+                        }
+                        self.stats.packets_concealed += 1;
+                    }
+                } else {
+                    self.stats.discontinuities += 1;
+                    self.decoder.reset()?;
+                }
+            }
+        }
+        self.last_seq = Some(seq);
+        match self.decoder.decode_into(payload, out) {
+            Ok(_) => {
+                self.stats.packets_decoded += 1;
+                Ok(out.len() - before)
+            }
+            Err(e) => {
+                self.stats.packets_malformed += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Forget the stream (new remote track / SSRC).
+    pub fn reset(&mut self) -> Result<(), OpusError> {
+        self.last_seq = None;
+        self.decoder.reset()
     }
 }
 
@@ -411,6 +504,40 @@ mod tests {
         // Concealed audio is not silence (PLC continues the tone).
         let energy: f32 = y[10 * FRAME_SAMPLES..11 * FRAME_SAMPLES].iter().map(|s| s * s).sum();
         assert!(energy > 1.0, "PLC energy {energy}");
+    }
+
+    #[test]
+    fn stream_decoder_conceals_gaps_and_drops_late_packets() {
+        let x = tone(FRAME_SAMPLES * 40);
+        let mut enc = OpusEncoder::new().unwrap();
+        let packets: Vec<Vec<u8>> = x.chunks(FRAME_SAMPLES).map(|f| enc.encode_frame(f).unwrap()).collect();
+        let mut dec = OpusStreamDecoder::new().unwrap();
+        let mut out = Vec::new();
+        let base = 65_530u16; // wraps around during the test
+        for (i, p) in packets.iter().enumerate().take(10) {
+            if i == 3 || i == 4 {
+                continue; // two lost packets
+            }
+            let n = dec.push(base.wrapping_add(i as u16), p, &mut out).unwrap();
+            assert_eq!(n, if i == 5 { 3 * FRAME_SAMPLES } else { FRAME_SAMPLES }, "packet {i}");
+        }
+        assert_eq!(out.len(), 10 * FRAME_SAMPLES, "the timeline has no holes");
+        // Late and duplicate packets are dropped.
+        assert_eq!(dec.push(base.wrapping_add(3), &packets[3], &mut out).unwrap(), 0);
+        assert_eq!(dec.push(base.wrapping_add(9), &packets[9], &mut out).unwrap(), 0);
+        // A long gap is a discontinuity, not 30 packets of synthesized audio.
+        let n = dec.push(base.wrapping_add(10 + 20), &packets[30], &mut out).unwrap();
+        assert_eq!(n, FRAME_SAMPLES);
+        // Malformed payload: error, counted, stream continues.
+        assert!(dec.push(base.wrapping_add(31), &[0x03, 0x00], &mut out).is_err());
+        assert_eq!(dec.push(base.wrapping_add(32), &packets[32], &mut out).unwrap(), FRAME_SAMPLES);
+        let st = *dec.stats();
+        assert_eq!(st.packets_lost, 2 + 20);
+        assert_eq!(st.packets_concealed, 2);
+        assert_eq!(st.packets_late_or_duplicate, 2);
+        assert_eq!(st.discontinuities, 1);
+        assert_eq!(st.packets_malformed, 1);
+        assert_eq!(st.packets_decoded, 8 + 1 + 1);
     }
 
     #[test]
