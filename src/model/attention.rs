@@ -91,15 +91,43 @@ pub fn rms_norm_f32(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     candle_nn::ops::rms_norm(&x.to_dtype(DType::F32)?.contiguous()?, weight, eps)?.to_dtype(dtype)
 }
 
+/// Upper bound on f32 attention-score elements materialised at once; larger
+/// problems are split over heads (keeps the full model's chunk attention,
+/// 2,640 queries x ~17k keys x 24 heads, within a few hundred MB).
+const MAX_SCORE_ELEMENTS: usize = 1 << 27;
+
 /// `softmax(q k^T / sqrt(d) + mask) v` for `[B, H, L, d]` inputs. Scores and
 /// softmax are computed in f32; `mask` is an additive f32 mask broadcastable
-/// to `[B, H, Lq, Lk]` (0 = attend, -inf = blocked).
+/// to `[B, H, Lq, Lk]` (0 = attend, -inf = blocked; every query must see at
+/// least one key). Large problems are processed a few heads at a time.
 pub fn scaled_dot_product_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
+    sdpa_split_heads(q, k, v, mask, MAX_SCORE_ELEMENTS)
+}
+
+fn sdpa_split_heads(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, max_elements: usize) -> Result<Tensor> {
+    let (b, h, lq, _) = q.dims4()?;
+    let lk = k.dim(2)?;
+    let per_head = b * lq * lk;
+    let heads_at_once = (max_elements / per_head.max(1)).clamp(1, h.max(1));
+    if heads_at_once >= h {
+        return sdpa_once(q, k, v, mask);
+    }
+    let mut outs = Vec::with_capacity(h.div_ceil(heads_at_once));
+    let mut h0 = 0;
+    while h0 < h {
+        let n = heads_at_once.min(h - h0);
+        outs.push(sdpa_once(&q.narrow(1, h0, n)?, &k.narrow(1, h0, n)?, &v.narrow(1, h0, n)?, mask)?);
+        h0 += n;
+    }
+    Tensor::cat(&outs, 1)
+}
+
+fn sdpa_once(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let dtype = q.dtype();
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
     let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)?;
@@ -132,5 +160,19 @@ mod tests {
         let o = scaled_dot_product_attention(&q, &k, &v, Some(&mask)).unwrap();
         let o = o.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(&o[..2], &[10.0, 0.0]);
+    }
+
+    #[test]
+    fn head_split_matches_single_pass() {
+        let dev = Device::Cpu;
+        // 5 heads, a limit that fits 2 heads at once -> groups 2 + 2 + 1.
+        let lk = 10;
+        let q = Tensor::randn(0f32, 1., (1, 5, 8, 4), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1., (1, 5, lk, 4), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1., (1, 5, lk, 4), &dev).unwrap();
+        let split = sdpa_split_heads(&q, &k, &v, None, 2 * 8 * lk + 1).unwrap();
+        let whole = sdpa_once(&q, &k, &v, None).unwrap();
+        let d = (split - whole).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
     }
 }

@@ -90,26 +90,33 @@ impl WanRope {
         width: usize,
         device: &Device,
     ) -> Result<(Tensor, Tensor)> {
-        let half = self.head_dim / 2;
-        let tokens = temporal_positions.len() * height * width;
-        let mut cos = Vec::with_capacity(tokens * half);
-        let mut sin = Vec::with_capacity(tokens * half);
-        for &t in temporal_positions {
-            for y in 0..height {
-                for x in 0..width {
-                    for (axis, pos) in [(0, t), (1, y), (2, x)] {
-                        for &f in &self.inv_freq[axis] {
-                            let angle = pos as f64 * f;
-                            cos.push(angle.cos() as f32);
-                            sin.push(angle.sin() as f32);
-                        }
-                    }
+        // Small per-axis tables, expanded to tokens on the device.
+        let table = |positions: &mut dyn Iterator<Item = usize>, axis: usize| -> Result<(Tensor, Tensor)> {
+            let freqs = &self.inv_freq[axis];
+            let (mut c, mut s, mut n) = (Vec::new(), Vec::new(), 0usize);
+            for pos in positions {
+                for &f in freqs {
+                    let angle = pos as f64 * f;
+                    c.push(angle.cos() as f32);
+                    s.push(angle.sin() as f32);
                 }
+                n += 1;
             }
-        }
-        let cos = Tensor::from_vec(cos, (tokens, half), device)?;
-        let sin = Tensor::from_vec(sin, (tokens, half), device)?;
-        Ok((cos, sin))
+            Ok((Tensor::from_vec(c, (n, freqs.len()), device)?, Tensor::from_vec(s, (n, freqs.len()), device)?))
+        };
+        let nf = temporal_positions.len();
+        let (tc, ts) = table(&mut temporal_positions.iter().copied(), 0)?;
+        let (hc, hs) = table(&mut (0..height), 1)?;
+        let (wc, ws) = table(&mut (0..width), 2)?;
+        let (dt, dh, dw) = (self.t_dim / 2, self.h_dim / 2, self.w_dim / 2);
+        let expand = |t: &Tensor, h: &Tensor, w: &Tensor| -> Result<Tensor> {
+            let shape = |d: usize| (nf, height, width, d);
+            let t = t.reshape((nf, 1, 1, dt))?.broadcast_as(shape(dt))?;
+            let h = h.reshape((1, height, 1, dh))?.broadcast_as(shape(dh))?;
+            let w = w.reshape((1, 1, width, dw))?.broadcast_as(shape(dw))?;
+            Tensor::cat(&[&t, &h, &w], 3)?.reshape((nf * height * width, self.head_dim / 2))
+        };
+        Ok((expand(&tc, &hc, &wc)?, expand(&ts, &hs, &ws)?))
     }
 }
 
