@@ -28,11 +28,19 @@ use crate::model::rope::TemporalPositions;
 #[derive(Debug, thiserror::Error)]
 pub enum KvCacheError {
     #[error("frames {first}..{end} appended after frame {last_cached}: chunks must be appended in increasing frame order")]
-    OutOfOrder { first: usize, end: usize, last_cached: usize },
+    OutOfOrder {
+        first: usize,
+        end: usize,
+        last_cached: usize,
+    },
     #[error("{got} layers of K/V given, the cache has {expected}")]
     LayerCount { got: usize, expected: usize },
     #[error("a segment must have 1..={max} frames (the reference exactly 1), got {got} at frame {first}")]
-    SegmentSize { got: usize, max: usize, first: usize },
+    SegmentSize {
+        got: usize,
+        max: usize,
+        first: usize,
+    },
     #[error("bad K/V shape: {0}")]
     Shape(String),
     #[error(transparent)]
@@ -106,7 +114,12 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(num_layers: usize, policy: CachePolicy) -> Self {
-        Self { policy, num_layers, tokens_per_frame: None, segments: VecDeque::new() }
+        Self {
+            policy,
+            num_layers,
+            tokens_per_frame: None,
+            segments: VecDeque::new(),
+        }
     }
 
     /// Cache for `num_layers` layers with the settings of `stream`.
@@ -142,7 +155,10 @@ impl KvCache {
 
     /// (first frame, frames, role) of every segment, in order.
     pub fn segments(&self) -> Vec<(usize, usize, SegmentRole)> {
-        self.segments.iter().map(|s| (s.first_frame, s.num_frames, s.role)).collect()
+        self.segments
+            .iter()
+            .map(|s| (s.first_frame, s.num_frames, s.role))
+            .collect()
     }
 
     pub fn num_frames(&self) -> usize {
@@ -162,13 +178,18 @@ impl KvCache {
     /// One past the last cached frame (0 when empty): the earliest frame a
     /// new chunk may start at.
     pub fn next_frame(&self) -> usize {
-        self.segments.back().map(|s| s.first_frame + s.num_frames).unwrap_or(0)
+        self.segments
+            .back()
+            .map(|s| s.first_frame + s.num_frames)
+            .unwrap_or(0)
     }
 
     /// RoPE temporal positions of the cached frames while generating the
     /// chunk that starts at `chunk_start`.
     pub fn temporal_positions(&self, chunk_start: usize) -> Vec<usize> {
-        self.policy.positions.positions(&self.frame_ids(), chunk_start)
+        self.policy
+            .positions
+            .positions(&self.frame_ids(), chunk_start)
     }
 
     /// Append the K/V of `num_frames` frames starting at `first_frame` (one
@@ -187,12 +208,23 @@ impl KvCache {
                 last_cached: self.next_frame() - 1,
             });
         }
-        let max = if first_frame == 0 { 1 } else { self.policy.chunk_frames };
+        let max = if first_frame == 0 {
+            1
+        } else {
+            self.policy.chunk_frames
+        };
         if num_frames == 0 || num_frames > max {
-            return Err(KvCacheError::SegmentSize { got: num_frames, max, first: first_frame });
+            return Err(KvCacheError::SegmentSize {
+                got: num_frames,
+                max,
+                first: first_frame,
+            });
         }
         if layers.len() != self.num_layers {
-            return Err(KvCacheError::LayerCount { got: layers.len(), expected: self.num_layers });
+            return Err(KvCacheError::LayerCount {
+                got: layers.len(),
+                expected: self.num_layers,
+            });
         }
         let tokens_per_frame = self.check_shapes(&layers, num_frames)?;
         self.tokens_per_frame = Some(tokens_per_frame);
@@ -203,7 +235,13 @@ impl KvCache {
             _ => SegmentRole::Window,
         };
         let pinned = self.policy.reference_sink && role != SegmentRole::Window;
-        self.segments.push_back(Segment { first_frame, num_frames, role, pinned, layers });
+        self.segments.push_back(Segment {
+            first_frame,
+            num_frames,
+            role,
+            pinned,
+            layers,
+        });
         self.evict();
         Ok(())
     }
@@ -212,14 +250,20 @@ impl KvCache {
     /// or None while empty.
     pub fn layer(&self, layer: usize) -> Result<Option<LayerKv>, KvCacheError> {
         if layer >= self.num_layers {
-            return Err(KvCacheError::LayerCount { got: layer + 1, expected: self.num_layers });
+            return Err(KvCacheError::LayerCount {
+                got: layer + 1,
+                expected: self.num_layers,
+            });
         }
         if self.segments.is_empty() {
             return Ok(None);
         }
         let ks: Vec<&Tensor> = self.segments.iter().map(|s| &s.layers[layer].k).collect();
         let vs: Vec<&Tensor> = self.segments.iter().map(|s| &s.layers[layer].v).collect();
-        Ok(Some(LayerKv { k: Tensor::cat(&ks, 1)?, v: Tensor::cat(&vs, 1)? }))
+        Ok(Some(LayerKv {
+            k: Tensor::cat(&ks, 1)?,
+            v: Tensor::cat(&vs, 1)?,
+        }))
     }
 
     fn check_shapes(&self, layers: &[LayerKv], num_frames: usize) -> Result<usize, KvCacheError> {
@@ -240,7 +284,9 @@ impl KvCache {
                 )));
             }
             let tpf = n / num_frames;
-            if tokens_per_frame.is_some_and(|t| t != tpf) || self.tokens_per_frame.is_some_and(|t| t != tpf) {
+            if tokens_per_frame.is_some_and(|t| t != tpf)
+                || self.tokens_per_frame.is_some_and(|t| t != tpf)
+            {
                 return Err(KvCacheError::Shape(format!(
                     "layer {i}: {tpf} tokens per frame, cache holds {:?}",
                     self.tokens_per_frame.or(tokens_per_frame)
@@ -264,7 +310,12 @@ impl KvCache {
     fn evict(&mut self) {
         let capacity = self.policy.window_chunks * self.policy.chunk_frames;
         loop {
-            let window: usize = self.segments.iter().filter(|s| !s.pinned).map(|s| s.num_frames).sum();
+            let window: usize = self
+                .segments
+                .iter()
+                .filter(|s| !s.pinned)
+                .map(|s| s.num_frames)
+                .sum();
             if window <= capacity {
                 break;
             }
@@ -288,8 +339,12 @@ mod tests {
     fn kv(frames: usize, fill: f32, layers: usize) -> Vec<LayerKv> {
         (0..layers)
             .map(|l| {
-                let t = Tensor::full(fill + l as f32 * 1000.0, (1, frames * TPF, 8), &Device::Cpu).unwrap();
-                LayerKv { k: t.clone(), v: (t * 2.0).unwrap() }
+                let t = Tensor::full(fill + l as f32 * 1000.0, (1, frames * TPF, 8), &Device::Cpu)
+                    .unwrap();
+                LayerKv {
+                    k: t.clone(),
+                    v: (t * 2.0).unwrap(),
+                }
             })
             .collect()
     }
@@ -299,7 +354,10 @@ mod tests {
             chunk_frames: 3,
             window_chunks: 2,
             reference_sink: sink,
-            positions: TemporalPositions { chunk_frames: 3, rapr_max_distance: Some(10) },
+            positions: TemporalPositions {
+                chunk_frames: 3,
+                rapr_max_distance: Some(10),
+            },
         }
     }
 
@@ -328,7 +386,15 @@ mod tests {
         }
         assert_eq!(cache.num_tokens(), bound);
         let roles: Vec<SegmentRole> = cache.segments().iter().map(|s| s.2).collect();
-        assert_eq!(roles, vec![SegmentRole::Reference, SegmentRole::Sink, SegmentRole::Window, SegmentRole::Window]);
+        assert_eq!(
+            roles,
+            vec![
+                SegmentRole::Reference,
+                SegmentRole::Sink,
+                SegmentRole::Window,
+                SegmentRole::Window
+            ]
+        );
     }
 
     #[test]
@@ -339,10 +405,30 @@ mod tests {
         let l1 = cache.layer(1).unwrap().unwrap();
         assert_eq!(l1.k.dims(), &[1, 10 * TPF, 8]);
         let firsts: Vec<f32> = (0..10)
-            .map(|f| l1.k.get(0).unwrap().get(f * TPF).unwrap().get(0).unwrap().to_scalar::<f32>().unwrap())
+            .map(|f| {
+                l1.k.get(0)
+                    .unwrap()
+                    .get(f * TPF)
+                    .unwrap()
+                    .get(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            })
             .collect();
-        assert_eq!(firsts, vec![1000., 1001., 1001., 1001., 1007., 1007., 1007., 1010., 1010., 1010.]);
-        let v0 = l1.v.get(0).unwrap().get(0).unwrap().get(0).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(
+            firsts,
+            vec![1000., 1001., 1001., 1001., 1007., 1007., 1007., 1010., 1010., 1010.]
+        );
+        let v0 =
+            l1.v.get(0)
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
         assert_eq!(v0, 2000.0);
         assert!(cache.layer(2).is_err());
     }
@@ -359,14 +445,29 @@ mod tests {
     fn rejects_misuse() {
         let mut cache = KvCache::new(2, policy(true));
         fill(&mut cache, 1);
-        assert!(matches!(cache.append(2, 3, kv(3, 0.0, 2)), Err(KvCacheError::OutOfOrder { .. })));
-        assert!(matches!(cache.append(4, 4, kv(4, 0.0, 2)), Err(KvCacheError::SegmentSize { .. })));
-        assert!(matches!(cache.append(4, 3, kv(3, 0.0, 1)), Err(KvCacheError::LayerCount { .. })));
+        assert!(matches!(
+            cache.append(2, 3, kv(3, 0.0, 2)),
+            Err(KvCacheError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            cache.append(4, 4, kv(4, 0.0, 2)),
+            Err(KvCacheError::SegmentSize { .. })
+        ));
+        assert!(matches!(
+            cache.append(4, 3, kv(3, 0.0, 1)),
+            Err(KvCacheError::LayerCount { .. })
+        ));
         let bad = vec![
-            LayerKv { k: Tensor::zeros((1, 10, 8), DType::F32, &Device::Cpu).unwrap(), v: Tensor::zeros((1, 10, 8), DType::F32, &Device::Cpu).unwrap() };
+            LayerKv {
+                k: Tensor::zeros((1, 10, 8), DType::F32, &Device::Cpu).unwrap(),
+                v: Tensor::zeros((1, 10, 8), DType::F32, &Device::Cpu).unwrap()
+            };
             2
         ];
-        assert!(matches!(cache.append(4, 2, bad), Err(KvCacheError::Shape(_))));
+        assert!(matches!(
+            cache.append(4, 2, bad),
+            Err(KvCacheError::Shape(_))
+        ));
         assert_eq!(cache.next_frame(), 4);
         cache.clear();
         assert!(cache.is_empty());
@@ -378,6 +479,9 @@ mod tests {
         let mut cache = KvCache::new(2, policy(true));
         fill(&mut cache, 5); // next chunk starts at 16 > D = 10
         assert_eq!(cache.frame_ids(), vec![0, 1, 2, 3, 10, 11, 12, 13, 14, 15]);
-        assert_eq!(cache.temporal_positions(16), vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(
+            cache.temporal_positions(16),
+            vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        );
     }
 }

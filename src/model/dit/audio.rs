@@ -89,7 +89,14 @@ impl BlockAudioAttention {
     pub(crate) fn new(dim: usize, heads: usize, eps: f64, vb: &VarBuilder) -> Result<Self> {
         Ok(Self {
             talk: FrameAudioAttention::new(dim, heads, eps, vb, "norm_talk", "talk_audio_attn")?,
-            listen: FrameAudioAttention::new(dim, heads, eps, vb, "norm_listen", "listen_audio_attn")?,
+            listen: FrameAudioAttention::new(
+                dim,
+                heads,
+                eps,
+                vb,
+                "norm_listen",
+                "listen_audio_attn",
+            )?,
         })
     }
 

@@ -26,7 +26,11 @@ impl Fp32LayerNorm {
     /// With `weight` and `bias` loaded from `vb` (kept in f32).
     pub(crate) fn affine(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         let vb = vb.to_dtype(DType::F32);
-        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps: eps as f32 })
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps: eps as f32,
+        })
     }
 
     /// Normalise the last dim of `x` (any dtype); returns f32.
@@ -59,6 +63,9 @@ pub(crate) fn modulate(
 pub(crate) fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
     let (b, l, d) = x.dims3()?;
     let frames = gate.dim(1)?;
-    let y = y.to_dtype(DType::F32)?.reshape((b, frames, l / frames, d))?.broadcast_mul(gate)?;
+    let y = y
+        .to_dtype(DType::F32)?
+        .reshape((b, frames, l / frames, d))?
+        .broadcast_mul(gate)?;
     (x.to_dtype(DType::F32)? + y.reshape((b, l, d))?)?.to_dtype(x.dtype())
 }
