@@ -356,10 +356,12 @@ impl ModelConfig {
             ));
         }
         // RAPR ordering: ref(0) < sink(1..=C) < window < current <= D + C - 1.
-        let needed = s.chunk_frames * (1 + s.window_chunks);
+        // With D == C * (1 + W) the oldest window frame would tie with the
+        // last sink frame (both at position C), hence the strict bound.
+        let needed = s.chunk_frames * (1 + s.window_chunks) + 1;
         if s.rapr && s.rapr_max_distance < needed {
             return bad(format!(
-                "stream.rapr_max_distance ({}) must be >= chunk_frames * (1 + window_chunks) = {needed}",
+                "stream.rapr_max_distance ({}) must be > chunk_frames * (1 + window_chunks), i.e. >= {needed}",
                 s.rapr_max_distance
             ));
         }

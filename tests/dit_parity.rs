@@ -1,0 +1,492 @@
+//! DiT parity and streaming tests on the `tiny` config (CPU, seconds).
+//!
+//! - parity with diffusers `WanTransformer3DModel` (fixture written by
+//!   `tests/parity/make_dit_fixtures.py`) in f32, bf16 and f16;
+//! - streaming (`prime_reference` + `forward_chunk`) == one block-causal
+//!   forward, with audio attention;
+//! - RAPR + eviction over many chunks keeps the cache bounded and outputs finite;
+//! - audio attention locality and "zero out-projection == no audio".
+//!
+//! Run: `cargo test --test dit_parity`
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+use streamavatar::config::{DitConfig, ModelConfig};
+use streamavatar::model::dit::{AttentionMask, AudioTokens, DitError, WanDit};
+use streamavatar::model::kv_cache::{CachePolicy, KvCache};
+use streamavatar::model::rope::TemporalPositions;
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/dit_tiny.safetensors"
+);
+const WAN_NAMES_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/dit_tiny_wan_names.safetensors"
+);
+
+fn cfg() -> DitConfig {
+    ModelConfig::tiny().dit
+}
+
+fn fixture() -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(FIXTURE, &Device::Cpu).context("load dit fixture")
+}
+
+fn model(weights: &HashMap<String, Tensor>, cfg: &DitConfig, dtype: DType) -> Result<WanDit> {
+    let vb = VarBuilder::from_tensors(weights.clone(), dtype, &Device::Cpu);
+    Ok(WanDit::new(cfg, vb)?)
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?.abs()?;
+    Ok(d.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
+fn randn(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| offset + scale * rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+}
+
+/// The fixture weights plus random talk/listen audio attention weights.
+fn weights_with_audio(seed: u64) -> Result<HashMap<String, Tensor>> {
+    let cfg = cfg();
+    let d = cfg.hidden_size();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut w = fixture()?;
+    for i in 0..cfg.num_layers {
+        for kind in ["talk", "listen"] {
+            let norm = format!("blocks.{i}.norm_{kind}");
+            w.insert(format!("{norm}.weight"), randn(&mut rng, &[d], 0.2, 1.0)?);
+            w.insert(format!("{norm}.bias"), randn(&mut rng, &[d], 0.1, 0.0)?);
+            let attn = format!("blocks.{i}.{kind}_audio_attn");
+            for lin in ["to_q", "to_k", "to_v", "to_out.0"] {
+                w.insert(
+                    format!("{attn}.{lin}.weight"),
+                    randn(&mut rng, &[d, d], 1.0 / (d as f32).sqrt(), 0.0)?,
+                );
+                w.insert(
+                    format!("{attn}.{lin}.bias"),
+                    randn(&mut rng, &[d], 0.1, 0.0)?,
+                );
+            }
+            for n in ["norm_q", "norm_k"] {
+                w.insert(
+                    format!("{attn}.{n}.weight"),
+                    randn(&mut rng, &[d], 0.2, 1.0)?,
+                );
+            }
+        }
+    }
+    Ok(w)
+}
+
+fn random_audio(rng: &mut StdRng, frames: usize) -> Result<AudioTokens> {
+    let c = cfg();
+    let shape = [1, frames, c.audio_tokens_per_frame, c.hidden_size()];
+    Ok(AudioTokens {
+        talk: randn(rng, &shape, 1.0, 0.0)?,
+        listen: randn(rng, &shape, 1.0, 0.0)?,
+    })
+}
+
+fn audio_frames(a: &AudioTokens, start: usize, len: usize) -> Result<AudioTokens> {
+    Ok(AudioTokens {
+        talk: a.talk.narrow(1, start, len)?,
+        listen: a.listen.narrow(1, start, len)?,
+    })
+}
+
+fn diffusers_run(dtype: DType) -> Result<(Tensor, Tensor)> {
+    let w = fixture()?;
+    let dit = model(&w, &cfg(), dtype)?;
+    assert!(!dit.has_audio_attention());
+    let text = dit.text_context(&w["fixture.text"])?;
+    let out = dit.forward(
+        &w["fixture.latents"],
+        &w["fixture.timesteps"],
+        &text,
+        None,
+        AttentionMask::Bidirectional,
+    )?;
+    Ok((out, w["fixture.output"].clone()))
+}
+
+#[test]
+fn matches_diffusers_f32() -> Result<()> {
+    let (out, want) = diffusers_run(DType::F32)?;
+    assert_eq!(out.dims(), want.dims());
+    let err = max_abs_diff(&out, &want)?;
+    println!("f32 max abs err vs diffusers: {err:e}");
+    assert!(err < 1e-5, "f32 max abs err {err}");
+    Ok(())
+}
+
+#[test]
+fn matches_diffusers_bf16_and_f16() -> Result<()> {
+    // Reference is diffusers in f32; outputs have max |v| ~ 3.
+    for (dtype, tol) in [(DType::BF16, 0.06f32), (DType::F16, 0.01)] {
+        let (out, want) = diffusers_run(dtype)?;
+        assert_eq!(out.dtype(), dtype);
+        let err = max_abs_diff(&out, &want)?;
+        println!("{dtype:?} max abs err vs diffusers f32: {err:e}");
+        assert!(err < tol, "{dtype:?} max abs err {err} >= {tol}");
+    }
+    Ok(())
+}
+
+#[test]
+fn text_is_zero_padded_to_text_len() -> Result<()> {
+    // The fixture prompt is 10 real tokens + 6 zero rows; giving only the 10
+    // real tokens must give the same result.
+    let w = fixture()?;
+    let dit = model(&w, &cfg(), DType::F32)?;
+    let short = dit.text_context(&w["fixture.text"].narrow(1, 0, 10)?)?;
+    let out = dit.forward(
+        &w["fixture.latents"],
+        &w["fixture.timesteps"],
+        &short,
+        None,
+        AttentionMask::Bidirectional,
+    )?;
+    assert!(max_abs_diff(&out, &w["fixture.output"])? < 1e-4);
+    Ok(())
+}
+
+#[test]
+fn wan_names_fixture_holds_the_same_weights() -> Result<()> {
+    let diffusers = fixture()?;
+    let wan = candle_core::safetensors::load(WAN_NAMES_FIXTURE, &Device::Cpu)?;
+    let pairs = [
+        (
+            "condition_embedder.time_embedder.linear_1.weight",
+            "time_embedding.0.weight",
+        ),
+        (
+            "condition_embedder.text_embedder.linear_2.bias",
+            "text_embedding.2.bias",
+        ),
+        (
+            "condition_embedder.time_proj.weight",
+            "time_projection.1.weight",
+        ),
+        (
+            "blocks.1.attn1.to_out.0.weight",
+            "blocks.1.self_attn.o.weight",
+        ),
+        (
+            "blocks.0.attn2.norm_k.weight",
+            "blocks.0.cross_attn.norm_k.weight",
+        ),
+        ("blocks.0.norm2.weight", "blocks.0.norm3.weight"),
+        ("blocks.1.ffn.net.0.proj.bias", "blocks.1.ffn.0.bias"),
+        ("blocks.0.scale_shift_table", "blocks.0.modulation"),
+        ("proj_out.weight", "head.head.weight"),
+        ("scale_shift_table", "head.modulation"),
+        ("patch_embedding.weight", "patch_embedding.weight"),
+    ];
+    for (d, o) in pairs {
+        assert_eq!(max_abs_diff(&diffusers[d], &wan[o])?, 0.0, "{d} vs {o}");
+    }
+    let n_weights = diffusers
+        .keys()
+        .filter(|k| !k.starts_with("fixture."))
+        .count();
+    assert_eq!(wan.len(), n_weights);
+    Ok(())
+}
+
+#[test]
+fn streaming_equals_block_causal_forward() -> Result<()> {
+    let c = cfg();
+    let w = weights_with_audio(1)?;
+    let dit = model(&w, &c, DType::F32)?;
+    assert!(dit.has_audio_attention());
+    let text = dit.text_context(&w["fixture.text"])?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let (chunk, frames) = (3usize, 10usize); // reference + 3 chunks of 3
+    let latents = randn(&mut rng, &[1, c.in_channels, frames, 8, 8], 1.0, 0.0)?;
+    let mut t: Vec<f32> = (0..frames).map(|_| rng.random_range(1.0..999.0)).collect();
+    t[0] = 0.0;
+    let t = Tensor::from_vec(t, (1, frames), &Device::Cpu)?;
+    let audio = random_audio(&mut rng, frames)?;
+
+    let full = dit.forward(
+        &latents,
+        &t,
+        &text,
+        Some(&audio),
+        AttentionMask::BlockCausal {
+            chunk_frames: chunk,
+        },
+    )?;
+
+    let policy = CachePolicy {
+        chunk_frames: chunk,
+        window_chunks: 2,
+        reference_sink: true,
+        positions: TemporalPositions {
+            chunk_frames: chunk,
+            rapr_max_distance: Some(10),
+        },
+    };
+    let mut cache = KvCache::new(dit.num_layers(), policy);
+    let ref_out = dit.prime_reference(
+        &latents.narrow(2, 0, 1)?,
+        &text,
+        Some(&audio_frames(&audio, 0, 1)?),
+        &mut cache,
+    )?;
+    let mut worst = max_abs_diff(&ref_out, &full.narrow(2, 0, 1)?)?;
+    for s in [1usize, 4, 7] {
+        let x = latents.narrow(2, s, chunk)?;
+        let ts = t.narrow(1, s, chunk)?;
+        let a = audio_frames(&audio, s, chunk)?;
+        // A non-committing step (denoising step 1..n-1) leaves the cache alone.
+        let before = cache.frame_ids();
+        let trial = dit.forward_chunk(&x, &ts, &text, Some(&a), &mut cache, s, false)?;
+        assert_eq!(cache.frame_ids(), before);
+        let out = dit.forward_chunk(&x, &ts, &text, Some(&a), &mut cache, s, true)?;
+        assert_eq!(max_abs_diff(&trial, &out)?, 0.0);
+        worst = worst.max(max_abs_diff(&out, &full.narrow(2, s, chunk)?)?);
+    }
+    println!("streaming vs block-causal max abs err: {worst:e}");
+    assert!(
+        worst < 1e-5,
+        "streaming differs from block-causal by {worst}"
+    );
+    assert_eq!(cache.frame_ids(), (0..10).collect::<Vec<_>>());
+    // Block-causal differs from bidirectional (the mask matters).
+    let bidi = dit.forward(
+        &latents,
+        &t,
+        &text,
+        Some(&audio),
+        AttentionMask::Bidirectional,
+    )?;
+    assert!(max_abs_diff(&bidi.narrow(2, 0, 4)?, &full.narrow(2, 0, 4)?)? > 1e-3);
+    Ok(())
+}
+
+#[test]
+fn long_stream_with_rapr_and_eviction_stays_bounded() -> Result<()> {
+    let c = cfg();
+    let w = weights_with_audio(2)?;
+    let dit = model(&w, &c, DType::F32)?;
+    let text = dit.text_context(&w["fixture.text"])?;
+    let mut rng = StdRng::seed_from_u64(3);
+    let (h, wd) = (4usize, 4usize);
+    let tokens_per_frame = (h / 2) * (wd / 2);
+    for (rapr, sink) in [(true, true), (false, false)] {
+        let mut stream = ModelConfig::tiny().stream;
+        stream.rapr = rapr;
+        stream.reference_sink = sink;
+        let chunk = stream.chunk_frames;
+        let mut cache = KvCache::from_stream(dit.num_layers(), &stream);
+        let bound = (1 + chunk + stream.window_chunks * chunk) * tokens_per_frame;
+        let reference = randn(&mut rng, &[1, c.in_channels, 1, h, wd], 1.0, 0.0)?;
+        dit.prime_reference(
+            &reference,
+            &text,
+            Some(&random_audio(&mut rng, 1)?),
+            &mut cache,
+        )?;
+        for k in 0..20 {
+            let s = 1 + k * chunk;
+            let x = randn(&mut rng, &[1, c.in_channels, chunk, h, wd], 1.0, 0.0)?;
+            let t = Tensor::new(&[500f32], &Device::Cpu)?;
+            let out = dit.forward_chunk(
+                &x,
+                &t,
+                &text,
+                Some(&random_audio(&mut rng, chunk)?),
+                &mut cache,
+                s,
+                true,
+            )?;
+            let v: Vec<f32> = out.flatten_all()?.to_vec1()?;
+            assert!(
+                v.iter().all(|x| x.is_finite()),
+                "chunk {k}: non-finite output"
+            );
+            assert!(
+                cache.num_tokens() <= bound,
+                "chunk {k}: {} tokens > {bound}",
+                cache.num_tokens()
+            );
+            if sink {
+                assert_eq!(&cache.frame_ids()[..4], &[0, 1, 2, 3]);
+                let pos = cache.temporal_positions(s + chunk);
+                assert!(pos.iter().all(|&p| p < stream.rapr_max_distance + chunk));
+            }
+        }
+        assert_eq!(
+            cache.num_tokens(),
+            if sink {
+                bound
+            } else {
+                stream.window_chunks * chunk * tokens_per_frame
+            }
+        );
+    }
+    Ok(())
+}
+
+/// With one block, self-attention runs before the audio attention and the
+/// FFN / head are per token, so frame f's talk audio can only change frame f.
+#[test]
+fn talk_audio_of_a_frame_changes_only_that_frame() -> Result<()> {
+    let mut c = cfg();
+    c.num_layers = 1;
+    let w = weights_with_audio(4)?;
+    let dit = model(&w, &c, DType::F32)?;
+    let text = dit.text_context(&w["fixture.text"])?;
+    let mut rng = StdRng::seed_from_u64(5);
+    let latents = w["fixture.latents"].clone();
+    let audio = random_audio(&mut rng, 4)?;
+    let base = dit.forward(
+        &latents,
+        &w["fixture.timesteps"],
+        &text,
+        Some(&audio),
+        AttentionMask::Bidirectional,
+    )?;
+    let f = 2;
+    let mut talk = audio.talk.clone();
+    let new_frame = randn(
+        &mut rng,
+        &[1, 1, c.audio_tokens_per_frame, c.hidden_size()],
+        1.0,
+        0.0,
+    )?;
+    talk = talk.slice_assign(
+        &[
+            0..1,
+            f..f + 1,
+            0..c.audio_tokens_per_frame,
+            0..c.hidden_size(),
+        ],
+        &new_frame,
+    )?;
+    let changed = AudioTokens {
+        talk,
+        listen: audio.listen.clone(),
+    };
+    let out = dit.forward(
+        &latents,
+        &w["fixture.timesteps"],
+        &text,
+        Some(&changed),
+        AttentionMask::Bidirectional,
+    )?;
+    for frame in 0..4 {
+        let d = max_abs_diff(
+            &out.i((.., .., frame..frame + 1))?,
+            &base.i((.., .., frame..frame + 1))?,
+        )?;
+        if frame == f {
+            assert!(d > 1e-3, "frame {f} did not react to its audio ({d})");
+        } else {
+            assert_eq!(
+                d, 0.0,
+                "frame {frame} changed by {d} when only frame {f}'s audio changed"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn zero_out_projection_equals_no_audio() -> Result<()> {
+    let c = cfg();
+    let mut w = weights_with_audio(6)?;
+    for i in 0..c.num_layers {
+        for kind in ["talk", "listen"] {
+            for p in ["weight", "bias"] {
+                let name = format!("blocks.{i}.{kind}_audio_attn.to_out.0.{p}");
+                let z = w[&name].zeros_like()?;
+                w.insert(name, z);
+            }
+        }
+    }
+    let dit = model(&w, &c, DType::F32)?;
+    let text = dit.text_context(&w["fixture.text"])?;
+    let mut rng = StdRng::seed_from_u64(8);
+    let audio = random_audio(&mut rng, 4)?;
+    let with = dit.forward(
+        &w["fixture.latents"],
+        &w["fixture.timesteps"],
+        &text,
+        Some(&audio),
+        AttentionMask::Bidirectional,
+    )?;
+    let without = dit.forward(
+        &w["fixture.latents"],
+        &w["fixture.timesteps"],
+        &text,
+        None,
+        AttentionMask::Bidirectional,
+    )?;
+    assert_eq!(max_abs_diff(&with, &without)?, 0.0);
+    // ... and equals diffusers (no audio weights at all).
+    assert!(max_abs_diff(&with, &w["fixture.output"])? < 1e-4);
+    Ok(())
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() -> Result<()> {
+    let w = fixture()?;
+    let dit = model(&w, &cfg(), DType::F32)?;
+    let text = dit.text_context(&w["fixture.text"])?;
+    let lat = &w["fixture.latents"];
+    let t = &w["fixture.timesteps"];
+    // audio for a checkpoint without audio weights
+    let mut rng = StdRng::seed_from_u64(9);
+    let audio = random_audio(&mut rng, 4)?;
+    let e = dit
+        .forward(lat, t, &text, Some(&audio), AttentionMask::Bidirectional)
+        .unwrap_err();
+    assert!(matches!(e, DitError::AudioNotSupported));
+    // wrong channel count / odd spatial size / wrong timesteps
+    let bad_lat = Tensor::zeros((1, 3, 4, 8, 8), DType::F32, &Device::Cpu)?;
+    assert!(matches!(
+        dit.forward(&bad_lat, t, &text, None, AttentionMask::Bidirectional),
+        Err(DitError::BadInput { .. })
+    ));
+    let odd = Tensor::zeros((1, 8, 4, 7, 8), DType::F32, &Device::Cpu)?;
+    assert!(dit
+        .forward(&odd, t, &text, None, AttentionMask::Bidirectional)
+        .is_err());
+    let bad_t = Tensor::zeros((1, 3), DType::F32, &Device::Cpu)?;
+    assert!(matches!(
+        dit.forward(lat, &bad_t, &text, None, AttentionMask::Bidirectional),
+        Err(DitError::BadInput { .. })
+    ));
+    let long_text = Tensor::zeros((1, 17, 24), DType::F32, &Device::Cpu)?;
+    assert!(dit.text_context(&long_text).is_err());
+    // chunk overlapping the cache
+    let mut cache = KvCache::from_stream(dit.num_layers(), &ModelConfig::tiny().stream);
+    dit.prime_reference(&lat.narrow(2, 0, 1)?, &text, None, &mut cache)?;
+    let x = lat.narrow(2, 1, 3)?;
+    let ts = t.narrow(1, 1, 3)?;
+    dit.forward_chunk(&x, &ts, &text, None, &mut cache, 1, true)?;
+    assert!(dit
+        .forward_chunk(&x, &ts, &text, None, &mut cache, 1, true)
+        .is_err());
+    // partial audio weights are rejected at load time
+    let mut partial = weights_with_audio(1)?;
+    partial.retain(|k, _| !k.starts_with("blocks.1.listen"));
+    assert!(
+        matches!(model(&partial, &cfg(), DType::F32), Err(e) if e.to_string().contains("block 1"))
+    );
+    Ok(())
+}
