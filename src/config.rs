@@ -307,7 +307,7 @@ impl ModelConfig {
             },
             vae: VaeConfig {
                 base_dim: 8,
-                decoder_base_dim: 8,
+                decoder_base_dim: 6,
                 z_dim: 8,
                 dim_mult: vec![1, 2, 2, 2],
                 num_res_blocks: 1,

@@ -7,3 +7,4 @@ pub mod attention;
 pub mod dit;
 pub mod kv_cache;
 pub mod rope;
+pub mod vae;
