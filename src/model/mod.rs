@@ -8,3 +8,4 @@ pub mod dit;
 pub mod kv_cache;
 pub mod rope;
 pub mod vae;
+pub mod audio;
