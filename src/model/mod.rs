@@ -2,3 +2,6 @@
 //! StreamAvatar's talk/listen audio attention, 3-D RoPE and RAPR, the rolling
 //! KV cache with reference sink, the Wan2.2 VAE, wav2vec2, the few-step
 //! flow-matching sampler, and weight loading.
+
+pub mod sampler;
+pub mod weights;
