@@ -223,3 +223,42 @@ fn check_lists_missing_unexpected_and_mismatched() {
     let text = report.to_string();
     assert!(text.contains("missing: blocks.0.attn1.to_k.weight") && text.contains("PROBLEMS FOUND"), "{text}");
 }
+
+/// The parity fixtures of the DiT and VAE (written by
+/// tests/parity/make_{dit,vae}_fixtures.py from diffusers' modules, once with
+/// diffusers names and once renamed to original Wan names) must load to the
+/// same tensors under every canonical name.
+fn fixture(name: &str) -> PathBuf {
+    let dir = std::env::var("STREAMAVATAR_FIXTURES").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures").into());
+    Path::new(&dir).join(name)
+}
+
+fn assert_schemes_agree(diffusers: &str, wan: &str, kind: FileKind) {
+    let (d, w) = (fixture(diffusers), fixture(wan));
+    assert!(d.exists() && w.exists(), "fixtures {} / {} not found (set STREAMAVATAR_FIXTURES)", d.display(), w.display());
+    let wd = ModelWeights::open(&[&d]).unwrap();
+    let ww = ModelWeights::open(&[&w]).unwrap();
+    assert_eq!(ww.files()[0].kind, kind);
+    assert_eq!(ww.files()[0].scheme, NameScheme::Wan);
+    assert_eq!(wd.files()[0].scheme, NameScheme::Canonical);
+    let component = if kind == FileKind::Vae { Component::Vae } else { Component::Dit };
+    let (vd, vw) = (wd.var_builder(component, DType::F32, &Device::Cpu), ww.var_builder(component, DType::F32, &Device::Cpu));
+    let mut compared = 0;
+    for canon in ww.files()[0].canonical.keys() {
+        let a = vw.get_unchecked(canon).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = vd.get_unchecked(canon).unwrap_or_else(|e| panic!("{canon} (from Wan names) not in diffusers file: {e}"));
+        assert_eq!(a, b.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{canon}");
+        compared += 1;
+    }
+    assert!(compared > 40, "only {compared} tensors compared");
+}
+
+#[test]
+fn dit_fixture_loads_under_both_schemes() {
+    assert_schemes_agree("dit_tiny.safetensors", "dit_tiny_wan_names.safetensors", FileKind::Transformer);
+}
+
+#[test]
+fn vae_fixture_loads_under_both_schemes() {
+    assert_schemes_agree("vae_tiny.safetensors", "vae_tiny_wan_names.safetensors", FileKind::Vae);
+}
