@@ -9,3 +9,5 @@ pub mod kv_cache;
 pub mod rope;
 pub mod vae;
 pub mod audio;
+pub mod sampler;
+pub mod weights;

@@ -1,0 +1,142 @@
+//! `SeededInitBackend`: deterministic random weights for a model built
+//! without a checkpoint (the `tiny` preset before trained weights exist).
+//! Every tensor is drawn from an RNG seeded by (seed, tensor name), so the
+//! values do not depend on construction order, and a name asked twice gets
+//! the same tensor.
+//!
+//! Init policy (PyTorch-like, since candle's default hint is "zeros"):
+//! a `Const(0)` hint on a `*weight`/`*gamma` tensor is treated as "no hint":
+//! rank >= 2 weights get Kaiming-normal (fan-in, gain 1), rank-1 weights and
+//! norm gains get ones; `scale_shift_table`/`prompt_embeds` get N(0, 1/sqrt(d));
+//! everything else honours the hint.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+pub struct SeededInitBackend {
+    seed: u64,
+    cache: Mutex<HashMap<String, Tensor>>,
+}
+
+/// FNV-1a, stable across runs and platforms.
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl SeededInitBackend {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A `VarBuilder` with deterministic random weights.
+    pub fn var_builder(seed: u64, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(Self::new(seed)), dtype, device.clone())
+    }
+
+    fn effective_init(name: &str, shape: &Shape, hint: Init) -> Init {
+        let leaf = name.rsplit('.').next().unwrap_or(name);
+        let default_zero = matches!(hint, Init::Const(v) if v == 0.0);
+        if leaf == "scale_shift_table" || leaf == "prompt_embeds" {
+            let d = shape.dims().last().copied().unwrap_or(1).max(1) as f64;
+            return Init::Randn { mean: 0.0, stdev: 1.0 / d.sqrt() };
+        }
+        if default_zero && (leaf.ends_with("weight") || leaf == "gamma" || leaf.starts_with("original")) {
+            if shape.rank() >= 2 {
+                return candle_nn::init::DEFAULT_KAIMING_NORMAL;
+            }
+            return Init::Const(1.0);
+        }
+        hint
+    }
+
+    fn draw(&self, name: &str, shape: &Shape, hint: Init) -> Vec<f32> {
+        let n = shape.elem_count();
+        let mut rng = StdRng::seed_from_u64(self.seed ^ fnv1a(name));
+        let normal = |rng: &mut StdRng, mean: f64, std: f64| -> f32 {
+            let z: f64 = StandardNormal.sample(rng);
+            (mean + std * z) as f32
+        };
+        match Self::effective_init(name, shape, hint) {
+            Init::Const(v) => vec![v as f32; n],
+            Init::Randn { mean, stdev } => (0..n).map(|_| normal(&mut rng, mean, stdev)).collect(),
+            Init::Uniform { lo, up } => (0..n).map(|_| rng.random_range(lo..=up) as f32).collect(),
+            Init::Kaiming { dist, fan, non_linearity } => {
+                let fan = fan.for_shape(shape).max(1);
+                let std = non_linearity.gain() / (fan as f64).sqrt();
+                match dist {
+                    candle_nn::init::NormalOrUniform::Normal => (0..n).map(|_| normal(&mut rng, 0.0, std)).collect(),
+                    candle_nn::init::NormalOrUniform::Uniform => {
+                        let b = 3f64.sqrt() * std;
+                        (0..n).map(|_| rng.random_range(-b..=b) as f32).collect()
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl SimpleBackend for SeededInitBackend {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("seeded weights cache poisoned".into()))?;
+        if let Some(t) = cache.get(name) {
+            if t.shape() != &s {
+                candle_core::bail!("seeded weights: `{name}` asked with shape {s:?} and {:?}", t.shape());
+            }
+            return t.to_dtype(dtype)?.to_device(dev);
+        }
+        let values = self.draw(name, &s, h);
+        let t = Tensor::from_vec(values, s, &Device::Cpu)?.to_dtype(dtype)?.to_device(dev)?;
+        cache.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("seeded weights: `{name}` must be requested with a shape")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_values_any_order() {
+        let a = SeededInitBackend::var_builder(7, DType::F32, &Device::Cpu);
+        let b = SeededInitBackend::var_builder(7, DType::F32, &Device::Cpu);
+        let a1 = a.get((4, 3), "x.weight").unwrap();
+        let a2 = a.get(5, "y.bias").unwrap();
+        let b2 = b.get(5, "y.bias").unwrap();
+        let b1 = b.get((4, 3), "x.weight").unwrap();
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v(&a1), v(&b1));
+        assert_eq!(v(&a2), v(&b2));
+        // A weight with the default hint is random, not zeros.
+        assert!(v(&a1).iter().any(|x| *x != 0.0));
+        let c = SeededInitBackend::var_builder(8, DType::F32, &Device::Cpu);
+        assert_ne!(v(&a1), v(&c.get((4, 3), "x.weight").unwrap()));
+        // Norm gains default to one.
+        assert_eq!(v(&a.get(3, "norm.weight").unwrap()), vec![1.0; 3]);
+    }
+}
