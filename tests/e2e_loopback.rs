@@ -32,6 +32,7 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp::codecs::h264::H264Packet;
 use webrtc::rtp::packetizer::Depacketizer;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
@@ -189,6 +190,9 @@ fn best_lag(signal: &[f32], reference: &[f32]) -> (usize, f32) {
 struct Received {
     /// (arrival since t0, width, height, mean luma of the left half)
     frames: Vec<(Duration, usize, usize, f32)>,
+    /// Arrival times of access units holding an IDR slice.
+    idr_at: Vec<Duration>,
+    video_ssrc: Option<u32>,
     /// (arrival since t0, decoded 48 kHz samples)
     audio: Vec<(Duration, Vec<f32>)>,
     decode_errors: usize,
@@ -233,6 +237,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
         let rx = rx.clone();
         Box::pin(async move {
             if track.kind() == RTPCodecType::Video {
+                rx.lock().unwrap().video_ssrc = Some(track.ssrc());
                 tokio::spawn(async move {
                     let mut depack = H264Packet::default();
                     let mut au = Vec::<u8>::new();
@@ -250,6 +255,9 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
                         let at = t0.elapsed();
                         let data = std::mem::take(&mut au);
                         let mut r = rx.lock().unwrap();
+                        if openh264::nal_units(&data).any(|n| n.len() > 4 && (n[if n[2] == 1 { 3 } else { 4 }] & 0x1f) == 5) {
+                            r.idr_at.push(at);
+                        }
                         match decoder.decode(&data) {
                             Ok(Some(yuv)) => {
                                 let (w, h) = yuv.dimensions();
@@ -411,9 +419,20 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     assert!((done - talk_ms).abs() <= 20, "played {done} ms of {talk_ms} ms");
     assert!(stats.connected && stats.frames_sent as usize >= frames.len());
     assert!(stats.fps > 0.8 * FPS as f64);
+
+    // --- PLI from the remote -> keyframe ---
+    let ssrc = r.video_ssrc.context("no video ssrc")?;
     drop(r);
+    let pli_at = t0.elapsed();
+    pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(session.stats().keyframe_requests >= 1, "PLI not seen by the session");
+    let idr_after = received.lock().unwrap().idr_at.iter().find(|t| **t >= pli_at).copied();
+    let idr_after = idr_after.context("no IDR after the PLI")?;
+    println!("IDR {} ms after PLI", (idr_after - pli_at).as_millis());
 
     // --- the remote vanishes: the session cleans up and the generator thread ends ---
+    let closed_at = Instant::now();
     pc.close().await?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while !(session.is_closed() && source_dropped.load(Ordering::SeqCst)) {
@@ -422,7 +441,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("session closed {} ms after the remote closed", (t0.elapsed()).as_millis());
+    println!("session closed {} ms after the remote closed", closed_at.elapsed().as_millis());
     assert!(matches!(session.talk(TalkCommand::End), Err(SessionError::Closed)));
     Ok(())
 }

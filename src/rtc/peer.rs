@@ -283,7 +283,7 @@ impl Peer {
 
     /// Offerer side: apply the remote answer.
     pub async fn accept_answer(&self, answer_sdp: &str) -> Result<(), RtcError> {
-        sdp::check(answer_sdp)?;
+        sdp::check_answer(answer_sdp)?;
         let answer = RTCSessionDescription::answer(answer_sdp.to_owned())
             .map_err(|e| RtcError::RemoteDescription(e.to_string()))?;
         self.inner

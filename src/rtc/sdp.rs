@@ -71,8 +71,20 @@ pub struct SdpSummary {
     pub video: Option<Direction>,
 }
 
-/// Parse `sdp` and check that it can be negotiated by our peer.
+/// Parse an offer and check that it can be negotiated by our peer
+/// (Opus for audio, H.264 for video).
 pub fn check(sdp: &str) -> Result<SdpSummary, SdpError> {
+    check_with(sdp, true)
+}
+
+/// Parse an answer to our own offer: structure and credentials only, since
+/// the codecs were chosen from what we offered (a WHEP server may answer
+/// with a video codec we then simply ignore).
+pub fn check_answer(sdp: &str) -> Result<SdpSummary, SdpError> {
+    check_with(sdp, false)
+}
+
+fn check_with(sdp: &str, require_codecs: bool) -> Result<SdpSummary, SdpError> {
     if sdp.trim().is_empty() {
         return Err(SdpError::Empty);
     }
@@ -117,12 +129,12 @@ pub fn check(sdp: &str) -> Result<SdpSummary, SdpError> {
         };
         let dir = Direction::of(md);
         if kind == "audio" && summary.audio.is_none() {
-            if !codec("opus/") {
+            if require_codecs && !codec("opus/") {
                 return Err(SdpError::NoOpus);
             }
             summary.audio = Some(dir);
         } else if kind == "video" && summary.video.is_none() {
-            if !codec("h264/") {
+            if require_codecs && !codec("h264/") {
                 return Err(SdpError::NoH264);
             }
             summary.video = Some(dir);
@@ -167,6 +179,7 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
         assert_eq!(check(no_media), Err(SdpError::NoMedia));
         assert_eq!(check(&OFFER.replace("opus/48000/2", "PCMU/8000")), Err(SdpError::NoOpus));
         assert_eq!(check(&OFFER.replace("H264/90000", "VP8/90000")), Err(SdpError::NoH264));
+        assert!(check_answer(&OFFER.replace("H264/90000", "VP8/90000")).is_ok());
         let no_ice = OFFER.replace("a=ice-ufrag:abcd\r\n", "");
         assert!(matches!(check(&no_ice), Err(SdpError::Missing { what, .. }) if what.contains("ICE")));
         let no_fp = OFFER.replace("a=fingerprint:sha-256 AA:BB\r\n", "");

@@ -116,7 +116,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Session {
     /// Starts the agent: the generator runs on its own OS thread, bounded
-    /// channels everywhere. Must be called inside a tokio runtime.
+    /// channels everywhere. Spawns no tokio task (callable from a blocking
+    /// thread); the async methods must run inside a tokio runtime.
     pub fn start(spec: SessionSpec, source: Box<dyn AvatarSource>) -> Result<Session, SessionError> {
         Self::start_with(spec, source, SessionOptions::default())
     }
@@ -127,8 +128,6 @@ impl Session {
         source: Box<dyn AvatarSource>,
         opts: SessionOptions,
     ) -> Result<Session, SessionError> {
-        tokio::runtime::Handle::try_current()
-            .map_err(|_| SessionError::Rtc("Session::start needs a tokio runtime".into()))?;
         let fps = source.fps();
         let (w, h) = source.frame_size();
         let fpc = source.frames_per_chunk();
