@@ -473,3 +473,107 @@ async fn malformed_offers_are_bad_sdp_and_session_survives() -> Result<()> {
     assert!(session.is_closed() && dropped.load(Ordering::SeqCst));
     Ok(())
 }
+
+/// A minimal WHIP endpoint (axum + a webrtc-rs answerer) on loopback: the
+/// session publishes through `WhipClient` as `streamavatar join` does, the
+/// endpoint receives H.264, then the client DELETEs the resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_publish_reaches_endpoint_and_delete_ends_it() -> Result<()> {
+    use axum::http::{header, HeaderMap, StatusCode};
+    use axum::routing::{delete, post};
+    use streamavatar::rtc::whip_client::WhipClient;
+
+    #[derive(Default)]
+    struct Endpoint {
+        pc: tokio::sync::Mutex<Option<Arc<RTCPeerConnection>>>,
+        video_units: std::sync::atomic::AtomicUsize,
+        auth: Mutex<Option<String>>,
+        deleted: AtomicBool,
+    }
+    let ep = Arc::new(Endpoint::default());
+
+    let post_ep = ep.clone();
+    let delete_ep = ep.clone();
+    let app = axum::Router::new()
+        .route(
+            "/whip",
+            post(move |headers: HeaderMap, body: String| {
+                let ep = post_ep.clone();
+                async move {
+                    *ep.auth.lock().unwrap() =
+                        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) != Some("application/sdp") {
+                        return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+                    }
+                    let answer = async {
+                        let (pc, _) = client_peer().await?;
+                        let counter = ep.clone();
+                        pc.on_track(Box::new(move |track, _, _| {
+                            let counter = counter.clone();
+                            Box::pin(async move {
+                                tokio::spawn(async move {
+                                    while let Ok((pkt, _)) = track.read_rtp().await {
+                                        if track.kind() == RTPCodecType::Video && pkt.header.marker {
+                                            counter.video_units.fetch_add(1, Ordering::SeqCst);
+                                        }
+                                    }
+                                });
+                            })
+                        }));
+                        pc.set_remote_description(RTCSessionDescription::offer(body)?).await?;
+                        let answer = pc.create_answer(None).await?;
+                        let mut gathered = pc.gathering_complete_promise().await;
+                        pc.set_local_description(answer).await?;
+                        let _ = gathered.recv().await;
+                        let sdp = pc.local_description().await.context("no answer")?.sdp;
+                        *ep.pc.lock().await = Some(pc);
+                        anyhow::Ok(sdp)
+                    }
+                    .await
+                    .map_err(|_| StatusCode::BAD_REQUEST)?;
+                    Ok((
+                        StatusCode::CREATED,
+                        [(header::CONTENT_TYPE, "application/sdp"), (header::LOCATION, "/whip/resource/1")],
+                        answer,
+                    ))
+                }
+            }),
+        )
+        .route(
+            "/whip/resource/1",
+            delete(move || {
+                let ep = delete_ep.clone();
+                async move {
+                    ep.deleted.store(true, Ordering::SeqCst);
+                    if let Some(pc) = ep.pc.lock().await.take() {
+                        let _ = pc.close().await;
+                    }
+                    StatusCode::OK
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (session, source_dropped) = start_session()?;
+    let whip = WhipClient::new(&format!("http://{addr}/whip"), Some("tok".into()))?;
+    let offer = session.create_offer().await?;
+    let published = whip.publish(&offer).await?;
+    session.accept_answer(&published.answer_sdp).await?;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ep.video_units.load(Ordering::SeqCst) < 25 {
+        if Instant::now() > deadline {
+            bail!("endpoint received only {} video frames", ep.video_units.load(Ordering::SeqCst));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ep.auth.lock().unwrap().as_deref(), Some("Bearer tok"));
+    session.close().await;
+    whip.delete(&published).await?;
+    assert!(ep.deleted.load(Ordering::SeqCst));
+    assert!(source_dropped.load(Ordering::SeqCst));
+    server.abort();
+    Ok(())
+}
