@@ -9,4 +9,5 @@ pub mod config;
 pub mod generator;
 pub mod media;
 pub mod model;
+pub mod rtc;
 pub mod session;

@@ -140,10 +140,92 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => anyhow::bail!("serve: not built yet ({a:?})"),
-        Command::Join(a) => anyhow::bail!("join: not built yet ({a:?})"),
+        Command::Join(a) => tokio::runtime::Runtime::new()?.block_on(run_join(a)),
         Command::Render(a) => anyhow::bail!("render: not built yet ({a:?})"),
         Command::Bench(BenchCommand::Generator(a)) => anyhow::bail!("bench generator: not built yet ({a:?})"),
         Command::Bench(BenchCommand::Call(a)) => anyhow::bail!("bench call: not built yet ({a:?})"),
         Command::Weights(WeightsCommand::Check(a)) => anyhow::bail!("weights check: not built yet ({a:?})"),
     }
+}
+
+/// Builds the avatar source for `join`. The streaming generator is wired in
+/// here once it exists in this build.
+fn build_source(
+    spec: &streamavatar::session::SessionSpec,
+) -> anyhow::Result<Box<dyn streamavatar::generator::AvatarSource>> {
+    anyhow::bail!(
+        "join: no streaming generator in this build for model `{}` (device {}); \
+         the StreamingGenerator source is not wired in yet",
+        spec.model.name,
+        spec.device
+    )
+}
+
+/// `streamavatar join`: publish the avatar to a WHIP endpoint, optionally
+/// listen to a WHEP stream, until Ctrl-C or the call ends; then DELETE the
+/// WHIP/WHEP resources.
+async fn run_join(a: JoinArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use streamavatar::rtc::whip_client::WhipClient;
+    use streamavatar::rtc::{Peer, PeerOptions, PeerRole};
+    use streamavatar::session::{Session, SessionSpec};
+
+    let model = streamavatar::config::ModelConfig::load(&a.config)?;
+    let spec = SessionSpec {
+        model,
+        weights: a.weights.iter().map(std::path::PathBuf::from).collect(),
+        device: a.device.clone(),
+        reference: None,
+        seed: 0,
+    };
+    let whip = WhipClient::new(&a.whip, a.token.clone())?;
+    let whep = a.whep.as_deref().map(|u| WhipClient::new(u, a.token.clone())).transpose()?;
+    let source = build_source(&spec)?;
+    let session = Session::start(spec, source)?;
+
+    let offer = session.create_offer().await?;
+    let published = whip.publish(&offer).await.context("WHIP publish")?;
+    tracing::info!(resource = %published.location, "WHIP session created");
+    session.accept_answer(&published.answer_sdp).await.context("WHIP answer")?;
+
+    let mut subscription = None;
+    if let Some(whep) = whep {
+        let (peer, handles) =
+            Peer::new(PeerOptions { role: PeerRole::Listener, include_loopback: false, ..Default::default() }).await?;
+        let offer = peer.offer().await?;
+        match whep.publish(&offer).await {
+            Ok(res) => {
+                peer.accept_answer(&res.answer_sdp).await.context("WHEP answer")?;
+                tracing::info!(resource = %res.location, "WHEP subscription created");
+                session.listen_from(handles.remote_audio);
+                subscription = Some((whep, res, peer));
+            }
+            Err(e) => {
+                peer.close().await;
+                session.close().await;
+                let _ = whip.delete(&published).await;
+                return Err(e).context("WHEP subscribe");
+            }
+        }
+    }
+
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; leaving the call"); break; }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                if session.is_closed() { tracing::info!("call ended"); break; }
+            }
+        }
+    }
+    session.close().await;
+    if let Err(e) = whip.delete(&published).await {
+        tracing::warn!("WHIP DELETE failed: {e}");
+    }
+    if let Some((client, res, peer)) = subscription {
+        peer.close().await;
+        if let Err(e) = client.delete(&res).await {
+            tracing::warn!("WHEP DELETE failed: {e}");
+        }
+    }
+    Ok(())
 }

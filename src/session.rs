@@ -4,9 +4,21 @@
 //! out, paced by one media clock. Barge-in (`TalkCommand::Clear`) drops
 //! queued talk audio at once.
 //!
-//! The signaling server only sees the types below.
+//! The signaling server only sees the types below and [`Session`].
+//!
+//! Internals: `talk_queue` (bounded talk audio with utterance markers),
+//! `pacer` (the sans-IO media clock and fall-behind policy), `runtime`
+//! (the generator thread, the pacing task, the video encoder thread and
+//! the remote-audio task), `media_shim` (codec adapters).
 
 use std::time::Duration;
+
+mod media_shim;
+pub mod pacer;
+mod runtime;
+pub mod talk_queue;
+
+pub use runtime::{Session, SessionOptions};
 
 /// Everything needed to start one agent.
 #[derive(Clone, Debug)]
@@ -73,6 +85,10 @@ pub struct SessionStats {
     pub frames_repeated: u64,
     pub chunks_skipped: u64,
     pub talk_queue_ms: u64,
+    /// Frames that arrived after their playout slot and were dropped.
+    pub frames_late: u64,
+    /// PLI/FIR keyframe requests received from the remote.
+    pub keyframe_requests: u64,
 }
 
 /// Time budget for a WebRTC negotiation.
