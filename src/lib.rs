@@ -10,3 +10,5 @@ pub mod generator;
 pub mod media;
 pub mod model;
 pub mod session;
+#[path = "../signaling/mod.rs"]
+pub mod signaling;
