@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
@@ -66,9 +67,23 @@ pub fn router(state: AppState) -> Router {
         .layer(trace)
         .with_state(state);
     if let Some(cors) = cors_layer(&cfg.cors_origins) {
-        app = app.layer(cors);
+        // tower-http answers every OPTIONS itself once CORS is on; keep the
+        // WHIP `Accept-Post` advertisement on those answers too.
+        app = app.layer(cors).layer(middleware::from_fn(whip_options_headers));
     }
     app
+}
+
+async fn whip_options_headers(req: axum::extract::Request, next: Next) -> Response {
+    let is_whip_options = req.method() == Method::OPTIONS && req.uri().path().ends_with("/whip");
+    let mut resp = next.run(req).await;
+    if is_whip_options {
+        let h = resp.headers_mut();
+        h.entry(header::HeaderName::from_static("accept-post"))
+            .or_insert(HeaderValue::from_static("application/sdp"));
+        h.entry(header::ALLOW).or_insert(HeaderValue::from_static("OPTIONS, POST"));
+    }
+    resp
 }
 
 /// CORS for browsers on other origins; `None` = same-origin only.

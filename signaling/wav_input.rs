@@ -59,7 +59,7 @@ pub fn parse_wav(bytes: &[u8]) -> Result<MonoPcm, WavError> {
         .chunks_exact(channels)
         .map(|frame| {
             let mean = frame.iter().sum::<f32>() / channels as f32;
-            (mean * 32767.0).round().clamp(-32768.0, 32767.0) as i16
+            (mean * 32768.0).round().clamp(-32768.0, 32767.0) as i16
         })
         .collect();
     Ok(MonoPcm { sample_rate: spec.sample_rate, samples })
@@ -144,7 +144,7 @@ mod tests {
         let b = wav(spec(1, 22050, 16, hound::SampleFormat::Int), &[0i16, 1000, -32768, 32767]);
         let p = parse_wav(&b).unwrap();
         assert_eq!(p.sample_rate, 22050);
-        assert_eq!(p.samples, vec![0, 1000, -32767, 32767]);
+        assert_eq!(p.samples, vec![0, 1000, -32768, 32767]);
     }
 
     #[test]
