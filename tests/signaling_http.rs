@@ -867,3 +867,38 @@ async fn room_bad_input_and_limits() {
     let r = srv.http.get(srv.url("/v1/rooms/bad%20name/ws")).send().await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+// ---------------------------------------------------------------- the example dialog backend
+
+#[tokio::test]
+async fn dialog_backend_example_streams_and_barges_in() {
+    let have = |bin: &str| std::process::Command::new(bin).arg("--version").output().is_ok();
+    if !have("python3") || !have("espeak-ng") {
+        eprintln!("python3 or espeak-ng missing: example not exercised");
+        return;
+    }
+    let srv = start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dialog_backend.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("python3")
+            .args([script, "--server", &srv.base, "--speed", "20", "--barge-in-after", "0.5"])
+            .output(),
+    )
+    .await
+    .expect("example finishes")
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for needle in ["'type': 'speech_started'", "'type': 'speech_done'", "'type': 'speech_cleared'", "session deleted (HTTP 204)"] {
+        assert!(stdout.contains(needle), "missing {needle} in\n{stdout}");
+    }
+    // what the agent received: 24 kHz PCM in 20 ms frames, end, then clear
+    let agent = srv.agent(0);
+    let cmds = agent.commands.lock().unwrap().clone();
+    assert!(matches!(&cmds[0], TalkCommand::Pcm { sample_rate: 24000, samples } if samples.len() == 480));
+    assert!(cmds.iter().any(|c| matches!(c, TalkCommand::End)));
+    assert!(matches!(cmds.last(), Some(TalkCommand::Clear)));
+    assert!(agent.is_closed());
+}
