@@ -11,3 +11,5 @@ pub mod media;
 pub mod model;
 pub mod rtc;
 pub mod session;
+#[path = "../signaling/mod.rs"]
+pub mod signaling;

@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// Folder with the web page.
     #[arg(long, default_value = "web")]
     web_dir: String,
+    /// Concurrent call agents (API sessions + room avatars); more get 503.
+    #[arg(long, default_value_t = 2)]
+    max_sessions: usize,
+    /// Allowed CORS origin (repeatable; `*` = any). None = same-origin only.
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -139,7 +145,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(a) => anyhow::bail!("serve: not built yet ({a:?})"),
+        Command::Serve(a) => tokio::runtime::Runtime::new()?.block_on(run_serve(a)),
         Command::Join(a) => tokio::runtime::Runtime::new()?.block_on(run_join(a)),
         Command::Render(a) => anyhow::bail!("render: not built yet ({a:?})"),
         Command::Bench(BenchCommand::Generator(a)) => anyhow::bail!("bench generator: not built yet ({a:?})"),
@@ -227,5 +233,43 @@ async fn run_join(a: JoinArgs) -> anyhow::Result<()> {
             tracing::warn!("WHEP DELETE failed: {e}");
         }
     }
+/// `streamavatar serve`: the signaling server and the page, one agent per call.
+async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use streamavatar::signaling::{self, agent::NoAgentFactory, AgentFactory, AppState, ServerConfig};
+
+    let model = streamavatar::config::ModelConfig::load(&a.config)?;
+    let mut cfg = ServerConfig::new(model);
+    cfg.weights = a.weights.iter().map(std::path::PathBuf::from).collect();
+    cfg.device = a.device.clone();
+    cfg.max_sessions = a.max_sessions;
+    cfg.cors_origins = a.cors_origins.clone();
+    let web_dir = std::path::PathBuf::from(&a.web_dir);
+    if web_dir.join("index.html").is_file() {
+        cfg.web_dir = Some(web_dir);
+    } else {
+        tracing::warn!(dir = %a.web_dir, "no index.html there: serving the API only");
+    }
+    // The product agent (crate::session::Session + the streaming generator)
+    // is plugged in through signaling::session_agent::SessionAgentFactory.
+    let factory: Arc<dyn AgentFactory> = Arc::new(NoAgentFactory {
+        reason: "this build has no call agent wired into `serve` yet".into(),
+    });
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        model = %cfg.model.name,
+        device = %cfg.device,
+        max_sessions = cfg.max_sessions,
+        "serving"
+    );
+    let state = AppState::new(cfg, factory);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    signaling::serve(listener, state, shutdown).await?;
     Ok(())
 }

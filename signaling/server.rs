@@ -1,0 +1,159 @@
+//! The axum application: routes, per-route body limits, request timeouts,
+//! CORS, request tracing (paths only: query strings can carry tokens), the
+//! static page, and the background task that samples session stats.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::services::ServeDir;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use super::state::AppState;
+use super::{room_ws, sessions, speech, talk_ws, whip};
+
+/// Build the whole application.
+pub fn router(state: AppState) -> Router {
+    let cfg = state.config.clone();
+    // JSON bodies carry the image as base64 (4/3 of its size).
+    let create_limit = cfg.max_image_bytes / 3 * 4 + 16 * 1024;
+    let http = Router::new()
+        .route(
+            "/v1/sessions",
+            post(sessions::create_session).layer(RequestBodyLimitLayer::new(create_limit)),
+        )
+        .route("/v1/sessions/{id}", get(sessions::get_session).delete(sessions::delete_session))
+        .route(
+            "/v1/sessions/{id}/whip",
+            post(whip::post_offer)
+                .layer(RequestBodyLimitLayer::new(cfg.max_sdp_bytes))
+                .options(whip::options),
+        )
+        .route("/v1/sessions/{id}/whip/{resource}", delete(whip::delete_resource))
+        .route(
+            "/v1/sessions/{id}/say",
+            post(speech::say).layer(RequestBodyLimitLayer::new(cfg.max_wav_bytes)),
+        )
+        .route(
+            "/v1/sessions/{id}/speak",
+            post(speech::speak).layer(RequestBodyLimitLayer::new(cfg.max_speak_chars * 4 + 1024)),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, cfg.request_timeout));
+    // WebSockets live as long as the call: no request timeout.
+    let sockets = Router::new()
+        .route("/v1/sessions/{id}/talk", get(talk_ws::talk_upgrade))
+        .route("/v1/rooms/{room}/ws", get(room_ws::room_upgrade));
+    let mut app = http.merge(sockets);
+    if let Some(dir) = &cfg.web_dir {
+        app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true));
+    }
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+        // Path only: `?token=` must never reach the logs.
+        tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+    });
+    let mut app = app
+        .layer(DefaultBodyLimit::disable())
+        .layer(trace)
+        .with_state(state);
+    if let Some(cors) = cors_layer(&cfg.cors_origins) {
+        // tower-http answers every OPTIONS itself once CORS is on; keep the
+        // WHIP `Accept-Post` advertisement on those answers too.
+        app = app.layer(cors).layer(middleware::from_fn(whip_options_headers));
+    }
+    app
+}
+
+async fn whip_options_headers(req: axum::extract::Request, next: Next) -> Response {
+    let is_whip_options = req.method() == Method::OPTIONS && req.uri().path().ends_with("/whip");
+    let mut resp = next.run(req).await;
+    if is_whip_options {
+        let h = resp.headers_mut();
+        h.entry(header::HeaderName::from_static("accept-post"))
+            .or_insert(HeaderValue::from_static("application/sdp"));
+        h.entry(header::ALLOW).or_insert(HeaderValue::from_static("OPTIONS, POST"));
+    }
+    resp
+}
+
+/// CORS for browsers on other origins; `None` = same-origin only.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| match HeaderValue::from_str(o) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    tracing::warn!(origin = %o, "ignoring invalid CORS origin");
+                    None
+                }
+            })
+            .collect();
+        AllowOrigin::list(list)
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS, Method::PATCH])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+            .expose_headers([header::LOCATION, header::ETAG, header::LINK, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "status": "ok",
+        "sessions_active": state.sessions.active(),
+        "capacity": state.sessions.capacity(),
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.reap_and_sample().await;
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+/// Serve on `listener` until `shutdown` resolves; then close every agent.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sampler_state = state.clone();
+    let interval = state.config.stats_interval;
+    let sampler = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            sampler_state.reap_and_sample().await;
+        }
+    });
+    let result = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sampler.abort();
+    for entry in state.sessions.list() {
+        state.end_session(&entry.id, "server shutting down").await;
+    }
+    result
+}
