@@ -482,6 +482,9 @@ fn bad_inputs_are_clear_errors() -> Result<()> {
     assert!(dit
         .forward_chunk(&x, &ts, &text, None, &mut cache, 1, true)
         .is_err());
+    let x2 = Tensor::cat(&[&x, &x], 0)?;
+    let e = dit.forward_chunk(&x2, &ts.repeat((2, 1))?, &text, None, &mut cache, 4, false);
+    assert!(matches!(e, Err(DitError::BadInput { name: "chunk", .. })));
     // partial audio weights are rejected at load time
     let mut partial = weights_with_audio(1)?;
     partial.retain(|k, _| !k.starts_with("blocks.1.listen"));

@@ -175,6 +175,14 @@ impl KvCache {
         self.tokens_per_frame
     }
 
+    /// Batch size of the cached K/V (None while empty).
+    pub fn batch(&self) -> Option<usize> {
+        self.segments
+            .front()
+            .and_then(|s| s.layers.first())
+            .and_then(|kv| kv.k.dim(0).ok())
+    }
+
     /// One past the last cached frame (0 when empty): the earliest frame a
     /// new chunk may start at.
     pub fn next_frame(&self) -> usize {

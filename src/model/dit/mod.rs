@@ -314,6 +314,13 @@ impl WanDit {
                 ),
             ));
         }
+        let batch = chunk.dim(0)?;
+        if cache.batch().is_some_and(|cb| cb != batch) {
+            return Err(bad(
+                "chunk",
+                format!("batch {batch}, the cache holds batch {:?}", cache.batch()),
+            ));
+        }
         if let Some(tpf) = cache.tokens_per_frame() {
             if tpf != nh * nw {
                 return Err(bad(
@@ -579,12 +586,30 @@ mod tests {
     #[test]
     fn block_causal_mask_blocks() {
         // ref + 2 chunks of 2 frames, 1 token per frame.
-        let m = block_causal_mask(5, 1, 2, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let m = block_causal_mask(5, 1, 2, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let seen: Vec<Vec<usize>> = m
             .iter()
-            .map(|row| row.iter().enumerate().filter(|(_, v)| **v == 0.0).map(|(k, _)| k).collect())
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v == 0.0)
+                    .map(|(k, _)| k)
+                    .collect()
+            })
             .collect();
-        assert_eq!(seen, vec![vec![0], vec![0, 1, 2], vec![0, 1, 2], vec![0, 1, 2, 3, 4], vec![0, 1, 2, 3, 4]]);
+        assert_eq!(
+            seen,
+            vec![
+                vec![0],
+                vec![0, 1, 2],
+                vec![0, 1, 2],
+                vec![0, 1, 2, 3, 4],
+                vec![0, 1, 2, 3, 4]
+            ]
+        );
         assert!(m[0][1].is_infinite() && m[0][1] < 0.0);
         assert!(block_causal_mask(2, 1, 0, &Device::Cpu).is_err());
     }
