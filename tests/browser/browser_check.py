@@ -38,7 +38,7 @@ def main():
     p.add_argument("url")
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--join-button", default="join")
+    p.add_argument("--join-button", default="start")
     p.add_argument("--video", default="avatar")
     p.add_argument("--screenshot", default="")
     args = p.parse_args()
@@ -78,7 +78,7 @@ def main():
         if first is None:
             result["error"] = "avatar video never started playing"
             result["status_text"] = driver.execute_script(
-                "const s=document.getElementById('status');return s?s.textContent:null;"
+                "const s=document.getElementById("message");return s?s.textContent:null;"
             )
         else:
             signatures = {first[2]}
