@@ -78,7 +78,7 @@ def main():
         if first is None:
             result["error"] = "avatar video never started playing"
             result["status_text"] = driver.execute_script(
-                "const s=document.getElementById("message");return s?s.textContent:null;"
+                "const s=document.getElementById('message');return s?s.textContent:null;"
             )
         else:
             signatures = {first[2]}
