@@ -397,6 +397,18 @@ mod tests {
     }
 
     #[test]
+    fn sizes_off_the_macroblock_grid_are_cropped_back() {
+        let (w, h) = (120, 90);
+        let mut enc = H264Encoder::new(w, h, 24, None).unwrap();
+        let mut dec = H264Decoder::new().unwrap();
+        let frame = RgbFrame::solid(w, h, [40, 160, 90]);
+        let au = enc.encode_rgb(&frame, false).unwrap();
+        let out = dec.decode(&au.data).unwrap().unwrap();
+        assert_eq!((out.width, out.height), (w, h));
+        assert!(yuv::psnr_rgb(&frame, &out).unwrap() > 35.0);
+    }
+
+    #[test]
     fn codec_types_can_move_between_tasks() {
         fn is_send<T: Send>() {}
         is_send::<H264Encoder>();
