@@ -188,7 +188,11 @@ impl PacerConfig {
         if frames_per_chunk == 0 {
             return Err(ClockError::NoFramesPerChunk);
         }
-        Ok(Self { fps, frames_per_chunk, audio_samples_per_chunk: frames_per_chunk * AUDIO_RATE as usize / fps as usize })
+        Ok(Self {
+            fps,
+            frames_per_chunk,
+            audio_samples_per_chunk: frames_per_chunk * AUDIO_RATE as usize / fps as usize,
+        })
     }
 
     /// Duration of one chunk.
@@ -223,9 +227,13 @@ impl PacedChunk {
 pub enum PushOutcome {
     Queued,
     /// The queue was full: the oldest waiting chunk was dropped (counted in `chunks_skipped`).
-    QueuedDroppedOldest { dropped_index: u64 },
+    QueuedDroppedOldest {
+        dropped_index: u64,
+    },
     /// Index not newer than the last accepted chunk: ignored.
-    Stale { last_index: u64 },
+    Stale {
+        last_index: u64,
+    },
 }
 
 /// Where an outgoing frame came from.
@@ -831,9 +839,8 @@ mod tests {
             audio.extend(out.audio);
             video.extend(out.video);
         }
-        let want: Vec<FrameSource> = (0..2u64)
-            .flat_map(|c| (0..F).map(move |j| FrameSource::Fresh { chunk: c, frame: j }))
-            .collect();
+        let want: Vec<FrameSource> =
+            (0..2u64).flat_map(|c| (0..F).map(move |j| FrameSource::Fresh { chunk: c, frame: j })).collect();
         let got: Vec<FrameSource> = video.iter().map(|v| v.source).collect();
         assert_eq!(got, want);
         assert_eq!(video.iter().map(|v| v.slot).collect::<Vec<_>>(), (0..24).collect::<Vec<_>>());

@@ -187,7 +187,8 @@ impl H264Encoder {
     /// Encode an RGB frame. `force_keyframe` makes this frame an IDR.
     pub fn encode_rgb(&mut self, frame: &RgbFrame, force_keyframe: bool) -> Result<EncodedFrame, H264Error> {
         self.check_size(frame.width, frame.height)?;
-        let mut yuv = std::mem::replace(&mut self.yuv, I420Frame { width: 0, height: 0, y: vec![], u: vec![], v: vec![] });
+        let mut yuv =
+            std::mem::replace(&mut self.yuv, I420Frame { width: 0, height: 0, y: vec![], u: vec![], v: vec![] });
         let result = yuv::rgb_to_i420_into(frame, &mut yuv)
             .map_err(H264Error::from)
             .and_then(|()| self.encode_i420(&yuv, force_keyframe));
@@ -222,7 +223,12 @@ impl H264Encoder {
 
     fn check_size(&self, w: usize, h: usize) -> Result<(), H264Error> {
         if (w, h) != (self.config.width, self.config.height) {
-            return Err(H264Error::SizeMismatch { got_w: w, got_h: h, want_w: self.config.width, want_h: self.config.height });
+            return Err(H264Error::SizeMismatch {
+                got_w: w,
+                got_h: h,
+                want_w: self.config.width,
+                want_h: self.config.height,
+            });
         }
         Ok(())
     }
