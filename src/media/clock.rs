@@ -188,7 +188,11 @@ impl PacerConfig {
         if frames_per_chunk == 0 {
             return Err(ClockError::NoFramesPerChunk);
         }
-        Ok(Self { fps, frames_per_chunk, audio_samples_per_chunk: frames_per_chunk * AUDIO_RATE as usize / fps as usize })
+        Ok(Self {
+            fps,
+            frames_per_chunk,
+            audio_samples_per_chunk: frames_per_chunk * AUDIO_RATE as usize / fps as usize,
+        })
     }
 
     /// Duration of one chunk.
@@ -223,9 +227,13 @@ impl PacedChunk {
 pub enum PushOutcome {
     Queued,
     /// The queue was full: the oldest waiting chunk was dropped (counted in `chunks_skipped`).
-    QueuedDroppedOldest { dropped_index: u64 },
+    QueuedDroppedOldest {
+        dropped_index: u64,
+    },
     /// Index not newer than the last accepted chunk: ignored.
-    Stale { last_index: u64 },
+    Stale {
+        last_index: u64,
+    },
 }
 
 /// Where an outgoing frame came from.
@@ -831,9 +839,8 @@ mod tests {
             audio.extend(out.audio);
             video.extend(out.video);
         }
-        let want: Vec<FrameSource> = (0..2u64)
-            .flat_map(|c| (0..F).map(move |j| FrameSource::Fresh { chunk: c, frame: j }))
-            .collect();
+        let want: Vec<FrameSource> =
+            (0..2u64).flat_map(|c| (0..F).map(move |j| FrameSource::Fresh { chunk: c, frame: j })).collect();
         let got: Vec<FrameSource> = video.iter().map(|v| v.source).collect();
         assert_eq!(got, want);
         assert_eq!(video.iter().map(|v| v.slot).collect::<Vec<_>>(), (0..24).collect::<Vec<_>>());
@@ -1064,6 +1071,72 @@ mod tests {
         let out = p.poll(t.at_ms(20));
         assert!(out.audio[0].samples.iter().all(|&s| s == 0.0));
         assert!(!out.audio[0].has_talk);
+    }
+
+    /// Random generator timing and random poll jitter: the bounds and the
+    /// accounting identities hold at every step.
+    #[test]
+    fn invariants_hold_under_random_timing() {
+        let mut seed = 0x9e37_79b9u64;
+        let mut rnd = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut t = FakeTime::new();
+        let mut p = pacer(&t);
+        let clock = *p.clock();
+        let mut next_index = 0u64;
+        let mut pushed = 0u64;
+        let mut next_push_ms = 0u64;
+        let mut last_slot: Option<u64> = None;
+        let mut last_packet: Option<u64> = None;
+        let mut last_fresh: Option<(u64, usize)> = None;
+        let mut first_slot = None;
+        let mut ms = 0u64;
+        while ms < 20_000 {
+            if ms >= next_push_ms {
+                // Occasionally skip an index (generator reset-free gap) to exercise anchoring.
+                next_index += 1 + u64::from(rnd(20) == 0);
+                p.push_chunk(chunk(next_index - 1, 0.1)).unwrap();
+                pushed += 1;
+                // 0.15 .. 0.85 s between chunks (real time is 0.5 s): stalls and bursts.
+                next_push_ms = ms + 150 + rnd(700);
+            }
+            let out = p.poll(t.at_ms(ms));
+            if let Some(v) = &out.video {
+                assert!(last_slot.is_none_or(|l| v.slot > l));
+                assert_eq!(v.slot, clock.frame_index_at(t.now));
+                first_slot.get_or_insert(v.slot);
+                last_slot = Some(v.slot);
+                if let FrameSource::Fresh { chunk, frame } = v.source {
+                    if let Some((c, f)) = last_fresh {
+                        assert!(chunk > c || (chunk == c && frame > f), "fresh frames go forward");
+                    }
+                    last_fresh = Some((chunk, frame));
+                }
+            }
+            for a in &out.audio {
+                assert_eq!(a.samples.len(), AUDIO_PACKET_SAMPLES);
+                assert!(last_packet.is_none_or(|l| a.packet > l));
+                last_packet = Some(a.packet);
+            }
+            assert!(out.audio.len() as u64 <= MAX_AUDIO_BURST_PACKETS);
+            assert!(p.queued_chunks() <= CHUNK_QUEUE_CAPACITY);
+            assert!(p.audio_fifo.len() <= p.audio_fifo_capacity());
+            assert_eq!(p.audio_fifo.len(), p.fifo_talk.len());
+            // Poll jitter: 1 .. 120 ms (sometimes very late).
+            let max_gap = if rnd(10) == 0 { 120 } else { 25 };
+            ms += 1 + rnd(max_gap);
+        }
+        let st = p.stats().clone();
+        let slots = last_slot.unwrap() - first_slot.unwrap() + 1;
+        assert_eq!(st.frames_sent + st.frames_dropped_late, slots);
+        assert_eq!(st.audio_packets_sent + st.audio_packets_dropped_late, last_packet.unwrap() + 1);
+        assert_eq!(st.chunks_played + st.chunks_skipped + p.queued_chunks() as u64, pushed);
+        // This seed exercises every policy branch.
+        assert!(st.frames_repeated > 0 && st.chunks_skipped > 0 && st.chunks_played > 20, "{st:?}");
+        assert!(st.frames_dropped_late > 0 && st.audio_packets_dropped_late > 0, "{st:?}");
+        assert!(st.av_offset_ms <= 20.0 + 1e-9, "{st:?}");
     }
 
     #[test]

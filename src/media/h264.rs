@@ -187,7 +187,8 @@ impl H264Encoder {
     /// Encode an RGB frame. `force_keyframe` makes this frame an IDR.
     pub fn encode_rgb(&mut self, frame: &RgbFrame, force_keyframe: bool) -> Result<EncodedFrame, H264Error> {
         self.check_size(frame.width, frame.height)?;
-        let mut yuv = std::mem::replace(&mut self.yuv, I420Frame { width: 0, height: 0, y: vec![], u: vec![], v: vec![] });
+        let mut yuv =
+            std::mem::replace(&mut self.yuv, I420Frame { width: 0, height: 0, y: vec![], u: vec![], v: vec![] });
         let result = yuv::rgb_to_i420_into(frame, &mut yuv)
             .map_err(H264Error::from)
             .and_then(|()| self.encode_i420(&yuv, force_keyframe));
@@ -222,7 +223,12 @@ impl H264Encoder {
 
     fn check_size(&self, w: usize, h: usize) -> Result<(), H264Error> {
         if (w, h) != (self.config.width, self.config.height) {
-            return Err(H264Error::SizeMismatch { got_w: w, got_h: h, want_w: self.config.width, want_h: self.config.height });
+            return Err(H264Error::SizeMismatch {
+                got_w: w,
+                got_h: h,
+                want_w: self.config.width,
+                want_h: self.config.height,
+            });
         }
         Ok(())
     }
@@ -394,6 +400,18 @@ mod tests {
             let _ = dec.decode(&junk); // error or no picture, never a panic
         }
         assert!(dec.decode(&[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn sizes_off_the_macroblock_grid_are_cropped_back() {
+        let (w, h) = (120, 90);
+        let mut enc = H264Encoder::new(w, h, 24, None).unwrap();
+        let mut dec = H264Decoder::new().unwrap();
+        let frame = RgbFrame::solid(w, h, [40, 160, 90]);
+        let au = enc.encode_rgb(&frame, false).unwrap();
+        let out = dec.decode(&au.data).unwrap().unwrap();
+        assert_eq!((out.width, out.height), (w, h));
+        assert!(yuv::psnr_rgb(&frame, &out).unwrap() > 35.0);
     }
 
     #[test]

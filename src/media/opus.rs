@@ -283,9 +283,7 @@ impl OpusEncoder {
         enc_cfg.expected_loss_percent = enc_cfg.expected_loss_percent.clamp(0, 100);
         inner.set_complexity(enc_cfg.complexity).map_err(|e| lib_err("set complexity", e))?;
         inner.set_inband_fec(enc_cfg.fec).map_err(|e| lib_err("set fec", e))?;
-        inner
-            .set_packet_loss_perc(enc_cfg.expected_loss_percent)
-            .map_err(|e| lib_err("set packet loss", e))?;
+        inner.set_packet_loss_perc(enc_cfg.expected_loss_percent).map_err(|e| lib_err("set packet loss", e))?;
         let mut enc = Self { inner, config: enc_cfg, out: vec![0; MAX_PACKET_BYTES] };
         enc.set_bitrate(config.bitrate_bps)?;
         Ok(enc)
@@ -300,9 +298,7 @@ impl OpusEncoder {
         if !(6_000..=510_000).contains(&bitrate_bps) {
             return Err(OpusError::BadBitrate(bitrate_bps));
         }
-        self.inner
-            .set_bitrate(::opus::Bitrate::Bits(bitrate_bps))
-            .map_err(|e| lib_err("set bitrate", e))?;
+        self.inner.set_bitrate(::opus::Bitrate::Bits(bitrate_bps)).map_err(|e| lib_err("set bitrate", e))?;
         self.config.bitrate_bps = bitrate_bps;
         Ok(())
     }
@@ -394,11 +390,7 @@ impl OpusPacketizer {
 
     /// Add 48 kHz mono samples; returns the packets of the completed frames.
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<Vec<u8>>, OpusError> {
-        self.accumulator
-            .push(samples)
-            .iter()
-            .map(|f| self.encoder.encode_frame(f))
-            .collect()
+        self.accumulator.push(samples).iter().map(|f| self.encoder.encode_frame(f)).collect()
     }
 
     /// Encode the held partial frame (zero-padded), if any.
@@ -423,9 +415,7 @@ mod tests {
     use super::*;
 
     fn tone(n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| 0.4 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 48_000.0).sin())
-            .collect()
+        (0..n).map(|i| 0.4 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 48_000.0).sin()).collect()
     }
 
     /// Best normalized cross-correlation over lags 0..max_lag (decoded lags input).
@@ -494,7 +484,9 @@ mod tests {
         for (i, p) in packets.iter().enumerate() {
             match i {
                 10 => assert_eq!(dec.conceal_into(None, &mut y).unwrap(), FRAME_SAMPLES),
-                15 => assert_eq!(dec.conceal_into(packets.get(16).map(|v| v.as_slice()), &mut y).unwrap(), FRAME_SAMPLES),
+                15 => {
+                    assert_eq!(dec.conceal_into(packets.get(16).map(|v| v.as_slice()), &mut y).unwrap(), FRAME_SAMPLES)
+                }
                 _ => {
                     dec.decode_into(p, &mut y).unwrap();
                 }

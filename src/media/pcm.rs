@@ -22,10 +22,7 @@ pub fn parse_pcm16le(bytes: &[u8]) -> Result<Vec<i16>, PcmError> {
     if bytes.len() % 2 != 0 {
         return Err(PcmError::OddByteCount(bytes.len()));
     }
-    Ok(bytes
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect())
+    Ok(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
 }
 
 /// Serialize samples as PCM16 little-endian bytes.
@@ -75,10 +72,7 @@ pub fn mixdown_interleaved(samples: &[f32], channels: usize) -> Result<Vec<f32>,
         return Ok(samples.to_vec());
     }
     let scale = 1.0 / channels as f32;
-    Ok(samples
-        .chunks_exact(channels)
-        .map(|frame| frame.iter().sum::<f32>() * scale)
-        .collect())
+    Ok(samples.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() * scale).collect())
 }
 
 /// Parse PCM16LE bytes straight to mono f32 (`channels` interleaved).
@@ -123,10 +117,7 @@ mod tests {
         let st = [1.0, 0.0, 0.5, 0.5, -1.0, 1.0];
         assert_eq!(mixdown_interleaved(&st, 2).unwrap(), vec![0.5, 0.5, 0.0]);
         assert_eq!(mixdown_interleaved(&st, 1).unwrap(), st.to_vec());
-        assert_eq!(
-            mixdown_interleaved(&st, 4),
-            Err(PcmError::RaggedInterleave { samples: 6, channels: 4 })
-        );
+        assert_eq!(mixdown_interleaved(&st, 4), Err(PcmError::RaggedInterleave { samples: 6, channels: 4 }));
         assert_eq!(mixdown_interleaved(&st, 0), Err(PcmError::ZeroChannels(0)));
         let bytes = to_pcm16le(&[16384, -16384, 16384, 16384]);
         assert_eq!(pcm16le_to_mono_f32(&bytes, 2).unwrap(), vec![0.0, 0.5]);

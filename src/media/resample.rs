@@ -233,9 +233,7 @@ mod tests {
     use super::*;
 
     fn tone(freq: f32, rate: u32, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
-            .collect()
+        (0..n).map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin()).collect()
     }
 
     /// Frequency estimate from the zero crossings of the middle of a signal.

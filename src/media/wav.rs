@@ -88,18 +88,13 @@ pub fn parse_wav(body: &[u8], max_bytes: usize) -> Result<MonoAudio, WavError> {
 
 /// Write mono f32 samples as a PCM16 WAV body (fixtures, `render`, tests).
 pub fn write_wav_pcm16(samples: &[f32], sample_rate: u32) -> Result<Vec<u8>, WavError> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut cursor = Cursor::new(Vec::new());
     {
         let mut w = hound::WavWriter::new(&mut cursor, spec).map_err(|e| WavError::Malformed(e.to_string()))?;
         for &s in samples {
-            w.write_sample(crate::media::pcm::sample_f32_to_i16(s))
-                .map_err(|e| WavError::Malformed(e.to_string()))?;
+            w.write_sample(crate::media::pcm::sample_f32_to_i16(s)).map_err(|e| WavError::Malformed(e.to_string()))?;
         }
         w.finalize().map_err(|e| WavError::Malformed(e.to_string()))?;
     }
@@ -173,6 +168,28 @@ mod tests {
         assert!((audio.duration_s() - 0.1).abs() < 1e-9);
         for (a, b) in x.iter().zip(&audio.samples) {
             assert!((a - b).abs() < 1e-4);
+        }
+    }
+
+    /// Header fields mutated at random: errors, never panics.
+    #[test]
+    fn mutated_headers_never_panic() {
+        let body = write(spec(2, 16_000, 16, false), 64, |i, c| ((i + c) % 5) as f64 / 10.0);
+        let mut seed = 0xdead_beefu32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for _ in 0..3_000 {
+            let mut m = body.clone();
+            for _ in 0..1 + next() % 4 {
+                let pos = (next() as usize) % 48;
+                m[pos] = next() as u8;
+            }
+            let cut = if next() % 4 == 0 { (next() as usize) % m.len() } else { m.len() };
+            let _ = parse_wav(&m[..cut], LIMIT);
         }
     }
 

@@ -90,7 +90,9 @@ impl I420Frame {
         check_size(self.width, self.height)?;
         let (w, h) = (self.width, self.height);
         let c = (w / 2) * (h / 2);
-        for (what, got, expected) in [("Y plane", self.y.len(), w * h), ("U plane", self.u.len(), c), ("V plane", self.v.len(), c)] {
+        for (what, got, expected) in
+            [("Y plane", self.y.len(), w * h), ("U plane", self.u.len(), c), ("V plane", self.v.len(), c)]
+        {
             if got != expected {
                 return Err(YuvError::BadLength { what, got, expected, width: w, height: h });
             }
@@ -138,7 +140,13 @@ pub fn rgb_to_i420_into(rgb: &RgbFrame, out: &mut I420Frame) -> Result<(), YuvEr
     let (w, h) = (rgb.width, rgb.height);
     check_size(w, h)?;
     if rgb.data.len() != w * h * 3 {
-        return Err(YuvError::BadLength { what: "RGB data", got: rgb.data.len(), expected: w * h * 3, width: w, height: h });
+        return Err(YuvError::BadLength {
+            what: "RGB data",
+            got: rgb.data.len(),
+            expected: w * h * 3,
+            width: w,
+            height: h,
+        });
     }
     let (cw, ch) = (w / 2, h / 2);
     out.width = w;
@@ -254,7 +262,8 @@ mod tests {
 
     #[test]
     fn known_colours_use_limited_range_bt601() {
-        let cases = [([0u8, 0, 0], (16u8, 128u8, 128u8)), ([255, 255, 255], (235, 128, 128)), ([255, 0, 0], (82, 90, 240))];
+        let cases =
+            [([0u8, 0, 0], (16u8, 128u8, 128u8)), ([255, 255, 255], (235, 128, 128)), ([255, 0, 0], (82, 90, 240))];
         for (rgb, (y, u, v)) in cases {
             let f = rgb_to_i420(&RgbFrame::solid(4, 2, rgb)).unwrap();
             assert!(f.y.iter().all(|&p| p == y), "{rgb:?}: Y {:?}", f.y[0]);
