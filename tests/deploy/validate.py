@@ -254,6 +254,46 @@ def serve_flags() -> set[str]:
     return flags
 
 
+# Value checks of the ingress-nginx annotations used here, after the
+# validators of ingress-nginx's annotation parsers (a bad value makes the
+# controller ignore the annotation, silently).
+NGINX = "nginx.ingress.kubernetes.io/"
+NGINX_ANNOTATIONS = {
+    "affinity": re.compile(r"^cookie$"),
+    "affinity-mode": re.compile(r"^(balanced|persistent)$"),
+    "session-cookie-name": re.compile(r"^[A-Za-z0-9_-]+$"),
+    "session-cookie-path": re.compile(r"^/[A-Za-z0-9/_.-]*$"),
+    "session-cookie-samesite": re.compile(r"^(None|Lax|Strict)$"),
+    "session-cookie-max-age": re.compile(r"^\d+$"),
+    "session-cookie-change-on-failure": re.compile(r"^(true|false)$"),
+    "proxy-next-upstream": re.compile(
+        r"^((error|timeout|invalid_header|http_500|http_502|http_503|http_504|http_403|http_404|http_429|non_idempotent|off)\s?)+$"
+    ),
+    "proxy-next-upstream-tries": re.compile(r"^\d+$"),
+    "proxy-body-size": re.compile(r"^\d+[kKmMgG]?$"),
+    "proxy-read-timeout": re.compile(r"^\d+$"),
+    "proxy-send-timeout": re.compile(r"^\d+$"),
+    "upstream-hash-by": re.compile(r"^[A-Za-z0-9_${}-]*$"),
+    "denylist-source-range": re.compile(r"^[0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*$"),
+}
+
+
+def ingress_nginx_annotation_problems(objs: list[dict]) -> list[str]:
+    problems = []
+    for o in objs:
+        if o["kind"] != "Ingress":
+            continue
+        for k, v in o["metadata"].get("annotations", {}).items():
+            if not k.startswith(NGINX):
+                continue
+            rule = NGINX_ANNOTATIONS.get(k[len(NGINX):])
+            if rule is None:
+                problems.append(f"Ingress {o['metadata']['name']}: annotation {k} is not one this check knows; add its validator")
+            elif not rule.match(str(v)):
+                problems.append(f"Ingress {o['metadata']['name']}: {k}={v!r} is not a valid value")
+    return problems
+
+
 def check_objects(label: str, objs: list[dict], report: Report) -> None:
     by_id = {ident(o): o for o in objs}
     namespaces = {o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"}
@@ -389,6 +429,7 @@ def check_objects(label: str, objs: list[dict], report: Report) -> None:
                 if key in affinity and affinity[key] != aff:
                     problems.append(f"Ingress {o['metadata']['name']}: affinity annotations differ from another Ingress on Service {key[1]}")
                 affinity.setdefault(key, aff)
+    problems += ingress_nginx_annotation_problems(objs)
     report.check(f"{label}: Services and Ingress routing", problems)
 
     problems = []
