@@ -18,7 +18,8 @@ What it checks, without a cluster, a Docker engine or the network:
   * the Dockerfiles: each stage has FROM with an explicit, non-`latest` tag,
     COPY sources exist, the runtime stage runs as a non-root USER, serves
     8080 with a /healthz HEALTHCHECK; CUDA requirement files are hash-pinned;
-  * deploy/bin/streamavatar-drain against a local HTTP server (loopback).
+  * deploy/bin/streamavatar-drain against a local HTTP server (loopback):
+    idle, calls ending, deadline, failing server, server gone, bad settings.
 
 Exit status: 0 all passed, 1 a check failed, 3 `kubernetes-validate` missing.
 """
@@ -799,7 +800,8 @@ class _Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server API)
         active = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         body = json.dumps({"status": "ok", "sessions_active": active, "capacity": 2}).encode()
-        self.send_response(200)
+        # A negative answer stands for a failing server (HTTP 503).
+        self.send_response(200 if active >= 0 else 503)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -837,6 +839,12 @@ def check_drain_script(report: Report) -> None:
         rc, err, dt = run([1], 0)
         if rc != 0 or "still live" not in err:
             problems.append(f"call outliving the deadline: rc={rc}, {dt:.1f}s, stderr={err.strip()!r}")
+        rc, err, _ = run([-1], 0)
+        if rc != 0 or "still live (unknown)" not in err:
+            problems.append(f"failing server (503) at the deadline: rc={rc}, stderr={err.strip()!r}")
+        rc, err, dt = run([-1, 0], 60)
+        if rc != 0 or "no live calls" not in err or dt < 0.5:
+            problems.append(f"failing server, then idle: rc={rc}, {dt:.1f}s, stderr={err.strip()!r}")
         rc, err, _ = run([0], "soon")
         if rc != 2:
             problems.append(f"DRAIN_TIMEOUT_S=soon: rc={rc}, expected 2")
