@@ -233,6 +233,9 @@ async fn run_join(a: JoinArgs) -> anyhow::Result<()> {
             tracing::warn!("WHEP DELETE failed: {e}");
         }
     }
+    Ok(())
+}
+
 /// `streamavatar serve`: the signaling server and the page, one agent per call.
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     use std::sync::Arc;
