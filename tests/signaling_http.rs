@@ -100,15 +100,14 @@ impl CallAgent for ScriptedAgent {
     }
 
     fn stats(&self) -> SessionStats {
-        SessionStats {
-            connected: self.connected.load(Ordering::SeqCst),
-            fps: 24.0,
-            latency_ms: 250.0,
-            frames_sent: 48,
-            frames_repeated: 2,
-            chunks_skipped: 0,
-            talk_queue_ms: 0,
-        }
+        // Field by field: the real SessionStats may grow more fields.
+        let mut s = SessionStats::default();
+        s.connected = self.connected.load(Ordering::SeqCst);
+        s.fps = 24.0;
+        s.latency_ms = 250.0;
+        s.frames_sent = 48;
+        s.frames_repeated = 2;
+        s
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -882,7 +881,7 @@ async fn dialog_backend_example_streams_and_barges_in() {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new("python3")
-            .args([script, "--server", &srv.base, "--speed", "20", "--barge-in-after", "0.5"])
+            .args([script, "--server", &srv.base, "--speed", "20", "--barge-in-after", "0.5", "--wait-for-peer", "0"])
             .output(),
     )
     .await
