@@ -142,9 +142,10 @@ fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage) {
             let Some(entry) = state.sessions.get(&session_id) else {
                 return error(format!("avatar {avatar_peer} has ended"));
             };
-            if let Err(e) = entry.begin_negotiation() {
-                return error(e.to_string());
-            }
+            let negotiation = match entry.begin_negotiation() {
+                Ok(n) => n,
+                Err(e) => return error(e.to_string()),
+            };
             let (state, room, peer_id) = (state.clone(), room.to_string(), peer_id.to_string());
             tokio::spawn(async move {
                 let started = Instant::now();
@@ -152,15 +153,15 @@ fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage) {
                 match answer {
                     Ok(Ok(answer)) => {
                         state.metrics.observe(Stage::Negotiation, started.elapsed());
-                        entry.finish_negotiation(Some(format!("room-{avatar_peer}")));
+                        negotiation.succeed(format!("room-{avatar_peer}"));
                         state.rooms.deliver_answer(&room, &avatar_peer, &peer_id, answer);
                     }
                     Ok(Err(e)) => {
-                        entry.finish_negotiation(None);
+                        drop(negotiation);
                         state.rooms.notify(&room, &peer_id, &ServerMessage::Error { message: e.to_string() });
                     }
                     Err(_) => {
-                        entry.finish_negotiation(None);
+                        drop(negotiation);
                         state.rooms.notify(&room, &peer_id, &ServerMessage::Error {
                             message: format!("avatar negotiation took longer than {NEGOTIATION_TIMEOUT:?}"),
                         });

@@ -99,6 +99,7 @@ impl CallAgent for ScriptedAgent {
         self.events.subscribe()
     }
 
+    #[allow(clippy::field_reassign_with_default)]
     fn stats(&self) -> SessionStats {
         // Field by field: the real SessionStats may grow more fields.
         let mut s = SessionStats::default();
