@@ -29,7 +29,9 @@ pub enum WhipState {
     /// An offer is being answered.
     Negotiating,
     /// Answered; `resource` is the last path segment of the Location URL.
-    Connected { resource: String },
+    Connected {
+        resource: String,
+    },
 }
 
 /// Refusals of WHIP state transitions.

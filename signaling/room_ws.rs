@@ -21,11 +21,7 @@ use super::talk_protocol::{close_code, CloseReason};
 use super::talk_ws::close;
 use crate::session::NEGOTIATION_TIMEOUT;
 
-pub async fn room_upgrade(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    ws: WebSocketUpgrade,
-) -> Response {
+pub async fn room_upgrade(State(state): State<AppState>, Path(room): Path<String>, ws: WebSocketUpgrade) -> Response {
     if !valid_room_name(&room) {
         return ApiError::BadRequest(RoomError::BadRoomName.to_string()).into_response();
     }
@@ -117,15 +113,19 @@ fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage) {
         tokio::spawn(async move {
             let origin = SessionOrigin::Room { room: room.clone(), peer_id: peer_id.clone() };
             match state.start_session(reference, seed, origin).await {
-                Err(e) => state.rooms.notify(&room, &peer_id, &ServerMessage::Error {
-                    message: format!("cannot start avatar: {e}"),
-                }),
+                Err(e) => state.rooms.notify(
+                    &room,
+                    &peer_id,
+                    &ServerMessage::Error { message: format!("cannot start avatar: {e}") },
+                ),
                 Ok(entry) => {
                     if let Err(e) = state.rooms.add_avatar(&room, &peer_id, &entry.id, entry.token.as_str()) {
                         state.end_session(&entry.id, "room avatar no longer wanted").await;
-                        state.rooms.notify(&room, &peer_id, &ServerMessage::Error {
-                            message: format!("cannot add avatar: {e}"),
-                        });
+                        state.rooms.notify(
+                            &room,
+                            &peer_id,
+                            &ServerMessage::Error { message: format!("cannot add avatar: {e}") },
+                        );
                     }
                 }
             }
@@ -162,9 +162,13 @@ fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage) {
                     }
                     Err(_) => {
                         drop(negotiation);
-                        state.rooms.notify(&room, &peer_id, &ServerMessage::Error {
-                            message: format!("avatar negotiation took longer than {NEGOTIATION_TIMEOUT:?}"),
-                        });
+                        state.rooms.notify(
+                            &room,
+                            &peer_id,
+                            &ServerMessage::Error {
+                                message: format!("avatar negotiation took longer than {NEGOTIATION_TIMEOUT:?}"),
+                            },
+                        );
                     }
                 }
             });

@@ -26,12 +26,7 @@ pub async fn post_offer(
     req: Request,
 ) -> Result<Response, ApiError> {
     let entry = state.authorize(&id, req.headers(), q.token.as_deref())?;
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let essence = ctype.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case(SDP) {
         return Err(ApiError::UnsupportedMediaType { got: ctype, expected: SDP });

@@ -205,7 +205,13 @@ impl Server {
         r.json().await.unwrap()
     }
 
-    async fn whip(&self, s: &Created, ctype: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    async fn whip(
+        &self,
+        s: &Created,
+        ctype: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         let mut req = self.http.post(self.url(&s.whip_url)).header("content-type", ctype).body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -271,7 +277,8 @@ fn png(w: u32, h: u32) -> Vec<u8> {
 }
 
 fn wav(rate: u32, samples: &[i16]) -> Vec<u8> {
-    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut cur = std::io::Cursor::new(Vec::new());
     let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
     for &s in samples {
@@ -319,7 +326,14 @@ async fn avatar_upload_in_all_three_shapes() {
     let srv = start().await;
     let img = png(24, 16);
     // raw body
-    let r = srv.http.post(srv.url("/v1/sessions")).header("content-type", "image/png").body(img.clone()).send().await.unwrap();
+    let r = srv
+        .http
+        .post(srv.url("/v1/sessions"))
+        .header("content-type", "image/png")
+        .body(img.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     // multipart
     let boundary = "XyZbOuNdArY";
@@ -701,11 +715,7 @@ async fn speak_synthesizes_with_espeak() {
     let srv = start().await;
     let s = srv.create().await;
     let speak = |body: serde_json::Value| {
-        srv.http
-            .post(srv.url(&format!("/v1/sessions/{}/speak", s.id)))
-            .bearer_auth(&s.token)
-            .json(&body)
-            .send()
+        srv.http.post(srv.url(&format!("/v1/sessions/{}/speak", s.id))).bearer_auth(&s.token).json(&body).send()
     };
     let r = speak(serde_json::json!({"text": ""})).await.unwrap();
     assert_eq!(r.status(), 400);
@@ -746,7 +756,13 @@ async fn one_broken_session_does_not_affect_another() {
 
     let mut reaped = false;
     for _ in 0..50 {
-        let r = srv.http.get(srv.url(&format!("/v1/sessions/{}", broken.id))).bearer_auth(&broken.token).send().await.unwrap();
+        let r = srv
+            .http
+            .get(srv.url(&format!("/v1/sessions/{}", broken.id)))
+            .bearer_auth(&broken.token)
+            .send()
+            .await
+            .unwrap();
         if r.status() == 404 {
             reaped = true;
             break;
@@ -802,11 +818,15 @@ async fn room_relays_between_peers_and_adds_an_avatar() {
     assert_eq!(next_json(&mut a).await, serde_json::json!({"type":"peer_joined","peer_id":b_id,"avatar":false}));
     a.send(Message::Text(serde_json::json!({"type":"offer","to":b_id,"sdp":"v=0"}).to_string().into())).await.unwrap();
     assert_eq!(next_json(&mut b).await, serde_json::json!({"type":"offer","from":a_id,"sdp":"v=0"}));
-    b.send(Message::Text(serde_json::json!({"type":"candidate","to":a_id,"candidate":{"candidate":"c"}}).to_string().into()))
+    b.send(Message::Text(
+        serde_json::json!({"type":"candidate","to":a_id,"candidate":{"candidate":"c"}}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut a).await["candidate"]["candidate"], "c");
+    a.send(Message::Text(serde_json::json!({"type":"answer","to":"peer-0","sdp":""}).to_string().into()))
         .await
         .unwrap();
-    assert_eq!(next_json(&mut a).await["candidate"]["candidate"], "c");
-    a.send(Message::Text(serde_json::json!({"type":"answer","to":"peer-0","sdp":""}).to_string().into())).await.unwrap();
     assert_eq!(next_json(&mut a).await["type"], "error");
 
     a.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
@@ -817,7 +837,9 @@ async fn room_relays_between_peers_and_adds_an_avatar() {
     assert_eq!(ready["type"], "avatar_ready");
     let avatar = ready["peer_id"].as_str().unwrap().to_string();
     assert_eq!(next_json(&mut b).await["peer_id"], avatar.as_str());
-    a.send(Message::Text(serde_json::json!({"type":"offer","to":avatar,"sdp":OFFER}).to_string().into())).await.unwrap();
+    a.send(Message::Text(serde_json::json!({"type":"offer","to":avatar,"sdp":OFFER}).to_string().into()))
+        .await
+        .unwrap();
     let answer = next_json(&mut a).await;
     assert_eq!(answer["type"], "answer");
     assert_eq!(answer["from"], avatar.as_str());
@@ -891,7 +913,9 @@ async fn dialog_backend_example_streams_and_barges_in() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    for needle in ["'type': 'speech_started'", "'type': 'speech_done'", "'type': 'speech_cleared'", "session deleted (HTTP 204)"] {
+    for needle in
+        ["'type': 'speech_started'", "'type': 'speech_done'", "'type': 'speech_cleared'", "session deleted (HTTP 204)"]
+    {
         assert!(stdout.contains(needle), "missing {needle} in\n{stdout}");
     }
     // what the agent received: 24 kHz PCM in 20 ms frames, end, then clear
