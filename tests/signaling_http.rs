@@ -926,3 +926,35 @@ async fn dialog_backend_example_streams_and_barges_in() {
     assert!(matches!(cmds.last(), Some(TalkCommand::Clear)));
     assert!(agent.is_closed());
 }
+
+#[tokio::test]
+async fn room_avatar_refusals_are_error_messages() {
+    let srv = start_with(|c| c.max_sessions = 1).await;
+    let (mut a, _) = join_room(&srv, "r").await;
+    a.send(Message::Text(r#"{"type":"request_avatar","avatar":"!!notbase64"}"#.into())).await.unwrap();
+    let e = next_json(&mut a).await;
+    assert_eq!(e["type"], "error");
+    assert!(e["message"].as_str().unwrap().contains("bad avatar image"), "{e}");
+    a.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
+    assert_eq!(next_json(&mut a).await["type"], "peer_joined");
+    let avatar = next_json(&mut a).await["peer_id"].as_str().unwrap().to_string();
+    a.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
+    let e = next_json(&mut a).await;
+    assert!(e["message"].as_str().unwrap().contains("already have an avatar"), "{e}");
+    // malformed SDP to the avatar: an error, and the avatar still answers a good offer
+    a.send(Message::Text(serde_json::json!({"type":"offer","to":avatar,"sdp":"garbage"}).to_string().into()))
+        .await
+        .unwrap();
+    let e = next_json(&mut a).await;
+    assert!(e["message"].as_str().unwrap().contains("SDP"), "{e}");
+    a.send(Message::Text(serde_json::json!({"type":"offer","to":avatar,"sdp":OFFER}).to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut a).await["type"], "answer");
+    // a second peer asks for an avatar while the server is at capacity
+    let (mut b, _) = join_room(&srv, "r").await;
+    b.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
+    let e = next_json(&mut b).await;
+    assert_eq!(e["type"], "error");
+    assert!(e["message"].as_str().unwrap().contains("server is full"), "{e}");
+}
