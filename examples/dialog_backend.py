@@ -231,6 +231,21 @@ async def wait_for(events, kind, timeout):
             return event
 
 
+async def wait_for_peer(server, session, timeout):
+    """The avatar only speaks into a call: wait until a peer is connected."""
+    print(f"waiting up to {timeout:.0f} s for a peer to join the call...")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, info = api(server, "GET", f"/v1/sessions/{session['id']}", token=session["token"])
+        if status != 200:
+            sys.exit(f"session is gone: HTTP {status}: {info}")
+        if info["stats"]["connected"]:
+            print("peer connected")
+            return
+        await asyncio.sleep(0.5)
+    sys.exit("no peer joined; open the page above or pass --wait-for-peer 0")
+
+
 async def run(args):
     server = args.server.rstrip("/")
     if args.session and args.token:
@@ -243,6 +258,9 @@ async def run(args):
         own_session = True
     print(f"session {session['id']}  token {session['token']}")
     print(f"  WHIP endpoint: {server}/v1/sessions/{session['id']}/whip")
+    print(f"  watch it:      {server}/?session={session['id']}&token={session['token']}")
+    if args.wait_for_peer > 0:
+        await wait_for_peer(server, session, args.wait_for_peer)
 
     ws_url = "ws" + server[len("http"):] + session["talk_url"] + f"?rate={RATE}"
     ws = await WebSocket.connect(ws_url, {"Authorization": f"Bearer {session['token']}"})
@@ -280,6 +298,8 @@ def main():
     p.add_argument("--barge-in-after", type=float, default=1.5, help="seconds of utterance 2 before `clear`")
     p.add_argument("--voice", help="espeak-ng voice (e.g. en-us)")
     p.add_argument("--speed", type=float, default=1.0, help="streaming speed vs real time (tests use >1)")
+    p.add_argument("--wait-for-peer", type=float, default=120.0,
+                   help="seconds to wait for a call peer before speaking (0 = do not wait)")
     p.add_argument("--keep", action="store_true", help="do not delete the session at the end")
     args = p.parse_args()
     asyncio.run(run(args))

@@ -54,9 +54,7 @@ pub fn decode_image(bytes: &[u8], limits: ImageLimits) -> Result<RgbFrame, Image
     }
     let format = sniff(bytes).ok_or(ImageError::NotAnImage)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| ImageError::Decode(e.to_string()))?;
+    let (width, height) = reader.into_dimensions().map_err(|e| ImageError::Decode(e.to_string()))?;
     if width == 0 || height == 0 || width > limits.max_side || height > limits.max_side {
         return Err(ImageError::TooManyPixels { width, height, limit: limits.max_side });
     }
@@ -69,11 +67,7 @@ pub fn decode_image(bytes: &[u8], limits: ImageLimits) -> Result<RgbFrame, Image
     reader.limits(decoder_limits);
     let img = reader.decode().map_err(|e| ImageError::Decode(e.to_string()))?;
     let rgb = img.into_rgb8();
-    Ok(RgbFrame {
-        width: rgb.width() as usize,
-        height: rgb.height() as usize,
-        data: rgb.into_raw(),
-    })
+    Ok(RgbFrame { width: rgb.width() as usize, height: rgb.height() as usize, data: rgb.into_raw() })
 }
 
 /// Decode the `avatar` field of a JSON session request: base64 (standard or

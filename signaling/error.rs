@@ -116,14 +116,11 @@ impl IntoResponse for ApiError {
         let mut resp = (status, body).into_response();
         match &self {
             ApiError::MissingToken => {
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::WrongToken => {
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                );
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
             ApiError::Full { retry_after_s, .. } => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));

@@ -112,11 +112,7 @@ impl Metrics {
             "Talk audio queued and not yet played, per session (queue depth)",
             m.session_talk_queue_ms.clone(),
         );
-        registry.register(
-            "session_connected",
-            "1 when the session has a connected peer",
-            m.session_connected.clone(),
-        );
+        registry.register("session_connected", "1 when the session has a connected peer", m.session_connected.clone());
         registry.register("frames_sent", "Video frames sent to peers", m.frames_sent.clone());
         registry.register(
             "frames_repeated",
@@ -155,9 +151,7 @@ impl Metrics {
         let labels = session_labels(id);
         self.session_fps.get_or_create(&labels).set(stats.fps);
         self.session_latency_ms.get_or_create(&labels).set(stats.latency_ms);
-        self.session_talk_queue_ms
-            .get_or_create(&labels)
-            .set(i64::try_from(stats.talk_queue_ms).unwrap_or(i64::MAX));
+        self.session_talk_queue_ms.get_or_create(&labels).set(i64::try_from(stats.talk_queue_ms).unwrap_or(i64::MAX));
         self.session_connected.get_or_create(&labels).set(i64::from(stats.connected));
         if stats.connected && stats.latency_ms > 0.0 {
             self.observe(Stage::AudioToFrame, Duration::from_secs_f64(stats.latency_ms / 1000.0));
@@ -213,7 +207,8 @@ mod tests {
     fn stats_become_series_and_counter_increments() {
         let m = Metrics::new();
         m.session_created();
-        let mut s = SessionStats { connected: true, fps: 23.5, latency_ms: 180.0, frames_sent: 10, ..Default::default() };
+        let mut s =
+            SessionStats { connected: true, fps: 23.5, latency_ms: 180.0, frames_sent: 10, ..Default::default() };
         m.record_stats("abc", &s);
         s.frames_sent = 25;
         s.frames_repeated = 3;

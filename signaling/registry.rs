@@ -29,7 +29,9 @@ pub enum WhipState {
     /// An offer is being answered.
     Negotiating,
     /// Answered; `resource` is the last path segment of the Location URL.
-    Connected { resource: String },
+    Connected {
+        resource: String,
+    },
 }
 
 /// Refusals of WHIP state transitions.
@@ -83,27 +85,18 @@ impl SessionEntry {
         lock(&self.whip).clone()
     }
 
-    /// Idle -> Negotiating.
-    pub fn begin_negotiation(&self) -> Result<(), WhipConflict> {
+    /// Idle -> Negotiating. The returned guard moves the state on to
+    /// Connected ([`Negotiation::succeed`]) or, when dropped without success
+    /// (error, timeout, client gone, panic), back to Idle.
+    pub fn begin_negotiation(self: &Arc<Self>) -> Result<Negotiation, WhipConflict> {
         let mut s = lock(&self.whip);
         match *s {
             WhipState::Idle => {
                 *s = WhipState::Negotiating;
-                Ok(())
+                Ok(Negotiation { entry: self.clone(), succeeded: false })
             }
             WhipState::Negotiating => Err(WhipConflict::Negotiating),
             WhipState::Connected { .. } => Err(WhipConflict::AlreadyConnected),
-        }
-    }
-
-    /// Negotiating -> Connected (`Some`) or back to Idle (`None`, failure).
-    pub fn finish_negotiation(&self, resource: Option<String>) {
-        let mut s = lock(&self.whip);
-        if *s == WhipState::Negotiating {
-            *s = match resource {
-                Some(resource) => WhipState::Connected { resource },
-                None => WhipState::Idle,
-            };
         }
     }
 
@@ -127,6 +120,34 @@ impl SessionEntry {
 
     fn mark_closed(&self) {
         self.closed_tx.send_replace(true);
+    }
+}
+
+/// An offer being answered; see [`SessionEntry::begin_negotiation`].
+pub struct Negotiation {
+    entry: Arc<SessionEntry>,
+    succeeded: bool,
+}
+
+impl Negotiation {
+    /// Negotiating -> Connected with WHIP resource `resource`.
+    pub fn succeed(mut self, resource: String) {
+        let mut s = lock(&self.entry.whip);
+        if *s == WhipState::Negotiating {
+            *s = WhipState::Connected { resource };
+        }
+        self.succeeded = true;
+    }
+}
+
+impl Drop for Negotiation {
+    fn drop(&mut self) {
+        if !self.succeeded {
+            let mut s = lock(&self.entry.whip);
+            if *s == WhipState::Negotiating {
+                *s = WhipState::Idle;
+            }
+        }
     }
 }
 
@@ -287,16 +308,15 @@ mod tests {
 
     #[test]
     fn whip_state_machine() {
-        let e = entry("s");
-        e.begin_negotiation().unwrap();
-        assert_eq!(e.begin_negotiation(), Err(WhipConflict::Negotiating));
-        e.finish_negotiation(None);
+        let e = Arc::new(entry("s"));
+        let n = e.begin_negotiation().unwrap();
+        assert_eq!(e.begin_negotiation().err(), Some(WhipConflict::Negotiating));
+        drop(n); // failed, timed out or cancelled: back to idle
         assert_eq!(e.whip_state(), WhipState::Idle);
-        e.begin_negotiation().unwrap();
-        e.finish_negotiation(Some("r1".into()));
+        e.begin_negotiation().unwrap().succeed("r1".into());
         assert!(e.owns_resource("r1"));
         assert!(!e.owns_resource("r2"));
-        assert_eq!(e.begin_negotiation(), Err(WhipConflict::AlreadyConnected));
+        assert_eq!(e.begin_negotiation().err(), Some(WhipConflict::AlreadyConnected));
     }
 
     #[test]

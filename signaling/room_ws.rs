@@ -21,11 +21,7 @@ use super::talk_protocol::{close_code, CloseReason};
 use super::talk_ws::close;
 use crate::session::NEGOTIATION_TIMEOUT;
 
-pub async fn room_upgrade(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    ws: WebSocketUpgrade,
-) -> Response {
+pub async fn room_upgrade(State(state): State<AppState>, Path(room): Path<String>, ws: WebSocketUpgrade) -> Response {
     if !valid_room_name(&room) {
         return ApiError::BadRequest(RoomError::BadRoomName.to_string()).into_response();
     }
@@ -117,15 +113,19 @@ fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage) {
         tokio::spawn(async move {
             let origin = SessionOrigin::Room { room: room.clone(), peer_id: peer_id.clone() };
             match state.start_session(reference, seed, origin).await {
-                Err(e) => state.rooms.notify(&room, &peer_id, &ServerMessage::Error {
-                    message: format!("cannot start avatar: {e}"),
-                }),
+                Err(e) => state.rooms.notify(
+                    &room,
+                    &peer_id,
+                    &ServerMessage::Error { message: format!("cannot start avatar: {e}") },
+                ),
                 Ok(entry) => {
                     if let Err(e) = state.rooms.add_avatar(&room, &peer_id, &entry.id, entry.token.as_str()) {
                         state.end_session(&entry.id, "room avatar no longer wanted").await;
-                        state.rooms.notify(&room, &peer_id, &ServerMessage::Error {
-                            message: format!("cannot add avatar: {e}"),
-                        });
+                        state.rooms.notify(
+                            &room,
+                            &peer_id,
+                            &ServerMessage::Error { message: format!("cannot add avatar: {e}") },
+                        );
                     }
                 }
             }
@@ -142,9 +142,10 @@ fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage) {
             let Some(entry) = state.sessions.get(&session_id) else {
                 return error(format!("avatar {avatar_peer} has ended"));
             };
-            if let Err(e) = entry.begin_negotiation() {
-                return error(e.to_string());
-            }
+            let negotiation = match entry.begin_negotiation() {
+                Ok(n) => n,
+                Err(e) => return error(e.to_string()),
+            };
             let (state, room, peer_id) = (state.clone(), room.to_string(), peer_id.to_string());
             tokio::spawn(async move {
                 let started = Instant::now();
@@ -152,18 +153,22 @@ fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage) {
                 match answer {
                     Ok(Ok(answer)) => {
                         state.metrics.observe(Stage::Negotiation, started.elapsed());
-                        entry.finish_negotiation(Some(format!("room-{avatar_peer}")));
+                        negotiation.succeed(format!("room-{avatar_peer}"));
                         state.rooms.deliver_answer(&room, &avatar_peer, &peer_id, answer);
                     }
                     Ok(Err(e)) => {
-                        entry.finish_negotiation(None);
+                        drop(negotiation);
                         state.rooms.notify(&room, &peer_id, &ServerMessage::Error { message: e.to_string() });
                     }
                     Err(_) => {
-                        entry.finish_negotiation(None);
-                        state.rooms.notify(&room, &peer_id, &ServerMessage::Error {
-                            message: format!("avatar negotiation took longer than {NEGOTIATION_TIMEOUT:?}"),
-                        });
+                        drop(negotiation);
+                        state.rooms.notify(
+                            &room,
+                            &peer_id,
+                            &ServerMessage::Error {
+                                message: format!("avatar negotiation took longer than {NEGOTIATION_TIMEOUT:?}"),
+                            },
+                        );
                     }
                 }
             });

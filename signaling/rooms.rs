@@ -16,9 +16,18 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
-    Offer { to: String, sdp: String },
-    Answer { to: String, sdp: String },
-    Candidate { to: String, candidate: serde_json::Value },
+    Offer {
+        to: String,
+        sdp: String,
+    },
+    Answer {
+        to: String,
+        sdp: String,
+    },
+    Candidate {
+        to: String,
+        candidate: serde_json::Value,
+    },
     /// Ask the server to add an avatar agent to the room.
     RequestAvatar {
         /// Avatar image, base64 PNG/JPEG or data URL (optional).
@@ -34,17 +43,40 @@ pub enum ClientMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// First message after joining: your id and who is already here.
-    Welcome { peer_id: String, peers: Vec<PeerInfo> },
-    PeerJoined { peer_id: String, avatar: bool },
-    PeerLeft { peer_id: String },
-    Offer { from: String, sdp: String },
-    Answer { from: String, sdp: String },
-    Candidate { from: String, candidate: serde_json::Value },
+    Welcome {
+        peer_id: String,
+        peers: Vec<PeerInfo>,
+    },
+    PeerJoined {
+        peer_id: String,
+        avatar: bool,
+    },
+    PeerLeft {
+        peer_id: String,
+    },
+    Offer {
+        from: String,
+        sdp: String,
+    },
+    Answer {
+        from: String,
+        sdp: String,
+    },
+    Candidate {
+        from: String,
+        candidate: serde_json::Value,
+    },
     /// To the requester only: the avatar peer to send an offer to, and the
     /// session credentials to drive it (talk socket, /say, /speak).
-    AvatarReady { peer_id: String, session_id: String, token: String },
+    AvatarReady {
+        peer_id: String,
+        session_id: String,
+        token: String,
+    },
     /// A non-fatal problem with the last message.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -47,10 +47,7 @@ pub fn check_offer(body: &[u8]) -> Result<&str, SdpError> {
             b'm' => {
                 has_m = true;
                 let fields: Vec<&str> = line[2..].split(' ').collect();
-                let port_ok = fields
-                    .get(1)
-                    .map(|p| p.split('/').all(|x| x.parse::<u16>().is_ok()))
-                    .unwrap_or(false);
+                let port_ok = fields.get(1).map(|p| p.split('/').all(|x| x.parse::<u16>().is_ok())).unwrap_or(false);
                 if fields.len() < 4 || fields[0].is_empty() || !port_ok || fields[2].is_empty() {
                     return Err(SdpError::BadMedia { line: n, got: truncate(line) });
                 }

@@ -27,22 +27,14 @@ pub fn router(state: AppState) -> Router {
     // JSON bodies carry the image as base64 (4/3 of its size).
     let create_limit = cfg.max_image_bytes / 3 * 4 + 16 * 1024;
     let http = Router::new()
-        .route(
-            "/v1/sessions",
-            post(sessions::create_session).layer(RequestBodyLimitLayer::new(create_limit)),
-        )
+        .route("/v1/sessions", post(sessions::create_session).layer(RequestBodyLimitLayer::new(create_limit)))
         .route("/v1/sessions/{id}", get(sessions::get_session).delete(sessions::delete_session))
         .route(
             "/v1/sessions/{id}/whip",
-            post(whip::post_offer)
-                .layer(RequestBodyLimitLayer::new(cfg.max_sdp_bytes))
-                .options(whip::options),
+            post(whip::post_offer).layer(RequestBodyLimitLayer::new(cfg.max_sdp_bytes)).options(whip::options),
         )
         .route("/v1/sessions/{id}/whip/{resource}", delete(whip::delete_resource))
-        .route(
-            "/v1/sessions/{id}/say",
-            post(speech::say).layer(RequestBodyLimitLayer::new(cfg.max_wav_bytes)),
-        )
+        .route("/v1/sessions/{id}/say", post(speech::say).layer(RequestBodyLimitLayer::new(cfg.max_wav_bytes)))
         .route(
             "/v1/sessions/{id}/speak",
             post(speech::speak).layer(RequestBodyLimitLayer::new(cfg.max_speak_chars * 4 + 1024)),
@@ -62,10 +54,7 @@ pub fn router(state: AppState) -> Router {
         // Path only: `?token=` must never reach the logs.
         tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
     });
-    let mut app = app
-        .layer(DefaultBodyLimit::disable())
-        .layer(trace)
-        .with_state(state);
+    let mut app = app.layer(DefaultBodyLimit::disable()).layer(trace).with_state(state);
     if let Some(cors) = cors_layer(&cfg.cors_origins) {
         // tower-http answers every OPTIONS itself once CORS is on; keep the
         // WHIP `Accept-Post` advertisement on those answers too.
@@ -79,8 +68,7 @@ async fn whip_options_headers(req: axum::extract::Request, next: Next) -> Respon
     let mut resp = next.run(req).await;
     if is_whip_options {
         let h = resp.headers_mut();
-        h.entry(header::HeaderName::from_static("accept-post"))
-            .or_insert(HeaderValue::from_static("application/sdp"));
+        h.entry(header::HeaderName::from_static("accept-post")).or_insert(HeaderValue::from_static("application/sdp"));
         h.entry(header::ALLOW).or_insert(HeaderValue::from_static("OPTIONS, POST"));
     }
     resp
@@ -126,10 +114,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.reap_and_sample().await;
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }
 
 /// Serve on `listener` until `shutdown` resolves; then close every agent.
@@ -148,9 +133,7 @@ pub async fn serve(
             sampler_state.reap_and_sample().await;
         }
     });
-    let result = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
     sampler.abort();
     for entry in state.sessions.list() {
         state.end_session(&entry.id, "server shutting down").await;

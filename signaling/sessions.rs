@@ -55,10 +55,7 @@ fn content_type(headers: &HeaderMap) -> String {
 
 /// Read the avatar (and seed) from whichever body shape the client chose.
 async fn read_create_body(state: &AppState, req: Request) -> Result<(Option<RgbFrame>, Option<u64>), ApiError> {
-    let limits = ImageLimits {
-        max_bytes: state.config.max_image_bytes,
-        max_side: state.config.max_image_side,
-    };
+    let limits = ImageLimits { max_bytes: state.config.max_image_bytes, max_side: state.config.max_image_side };
     let ctype = content_type(req.headers());
     match ctype.as_str() {
         "application/json" => {
@@ -66,8 +63,8 @@ async fn read_create_body(state: &AppState, req: Request) -> Result<(Option<RgbF
             if body.is_empty() {
                 return Ok((None, None));
             }
-            let json: CreateSessionJson = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+            let json: CreateSessionJson =
+                serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
             let avatar = match json.avatar.as_deref() {
                 Some(text) => Some(decode_base64_image(text, limits)?),
                 None => None,
@@ -80,10 +77,8 @@ async fn read_create_body(state: &AppState, req: Request) -> Result<(Option<RgbF
                 .map_err(|e| ApiError::BadRequest(format!("invalid multipart body: {e}")))?;
             let mut avatar = None;
             let mut seed = None;
-            while let Some(field) = multipart
-                .next_field()
-                .await
-                .map_err(|e| multipart_error(e.status(), e.body_text()))?
+            while let Some(field) =
+                multipart.next_field().await.map_err(|e| multipart_error(e.status(), e.body_text()))?
             {
                 match field.name() {
                     Some("image") => {

@@ -42,10 +42,7 @@ fn play(agent: &dyn super::agent::CallAgent, pcm: &MonoPcm) -> Result<(), ApiErr
 }
 
 fn queued(pcm: &MonoPcm) -> impl IntoResponse {
-    (
-        StatusCode::ACCEPTED,
-        Json(Queued { duration_ms: pcm.duration_ms(), sample_rate: pcm.sample_rate }),
-    )
+    (StatusCode::ACCEPTED, Json(Queued { duration_ms: pcm.duration_ms(), sample_rate: pcm.sample_rate }))
 }
 
 const WAV_TYPES: [&str; 4] = ["audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"];
@@ -91,12 +88,7 @@ pub async fn speak(
         .unwrap_or(false);
     if !is_json {
         return Err(ApiError::UnsupportedMediaType {
-            got: req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string(),
+            got: req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
             expected: "application/json",
         });
     }

@@ -51,10 +51,7 @@ pub fn check_rate(rate: Option<u32>) -> Result<u32, CloseReason> {
     if (MIN_RATE..=MAX_RATE).contains(&rate) {
         Ok(rate)
     } else {
-        Err(CloseReason::new(
-            close_code::POLICY,
-            format!("unsupported sample rate {rate} Hz: use 8000..=48000"),
-        ))
+        Err(CloseReason::new(close_code::POLICY, format!("unsupported sample rate {rate} Hz: use 8000..=48000")))
     }
 }
 
@@ -100,9 +97,8 @@ impl TalkDecoder {
         if text.len() > self.max_message_bytes {
             return Err(CloseReason::new(close_code::TOO_BIG, "control message too large"));
         }
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            CloseReason::new(close_code::INVALID_PAYLOAD, format!("invalid JSON control message: {e}"))
-        })?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| CloseReason::new(close_code::INVALID_PAYLOAD, format!("invalid JSON control message: {e}")))?;
         match serde_json::from_value::<Control>(value) {
             Ok(Control::Clear) => Ok(TalkCommand::Clear),
             Ok(Control::End) => Ok(TalkCommand::End),

@@ -39,25 +39,14 @@ pub async fn synthesize(binary: &Path, text: &str, timeout: Duration) -> Result<
             std::io::ErrorKind::NotFound => TtsError::NotInstalled(binary.display().to_string()),
             _ => TtsError::Failed(format!("cannot start {}: {e}", binary.display())),
         })?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| TtsError::Failed("no stdin pipe".into()))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| TtsError::Failed("no stdin pipe".into()))?;
     let text = text.to_owned();
     let run = async move {
-        stdin
-            .write_all(text.as_bytes())
-            .await
-            .map_err(|e| TtsError::Failed(format!("writing text: {e}")))?;
+        stdin.write_all(text.as_bytes()).await.map_err(|e| TtsError::Failed(format!("writing text: {e}")))?;
         drop(stdin);
-        child
-            .wait_with_output()
-            .await
-            .map_err(|e| TtsError::Failed(e.to_string()))
+        child.wait_with_output().await.map_err(|e| TtsError::Failed(e.to_string()))
     };
-    let output = tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| TtsError::Timeout(timeout))??;
+    let output = tokio::time::timeout(timeout, run).await.map_err(|_| TtsError::Timeout(timeout))??;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(TtsError::Failed(format!("{}: {}", output.status, stderr.trim())));
@@ -71,9 +60,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_binary_is_not_installed() {
-        let e = synthesize(Path::new("/nonexistent/espeak-ng"), "hi", Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let e = synthesize(Path::new("/nonexistent/espeak-ng"), "hi", Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(e, TtsError::NotInstalled(_)), "{e}");
     }
 

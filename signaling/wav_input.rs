@@ -101,9 +101,7 @@ where
     S: hound::Sample + ToF32,
     R: std::io::Read,
 {
-    samples
-        .map(|s| s.map(ToF32::to_f32).map_err(|e| WavError::Parse(e.to_string())))
-        .collect()
+    samples.map(|s| s.map(ToF32::to_f32).map_err(|e| WavError::Parse(e.to_string()))).collect()
 }
 
 /// Sample types hound yields, widened to f32 without scaling.

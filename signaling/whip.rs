@@ -26,35 +26,23 @@ pub async fn post_offer(
     req: Request,
 ) -> Result<Response, ApiError> {
     let entry = state.authorize(&id, req.headers(), q.token.as_deref())?;
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let essence = ctype.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case(SDP) {
         return Err(ApiError::UnsupportedMediaType { got: ctype, expected: SDP });
     }
     let body = read_bytes(req).await?;
     let offer = check_offer(&body)?;
-    entry.begin_negotiation()?;
+    // Dropping `negotiation` on any early return (or if the client goes
+    // away and this future is cancelled) puts the session back to idle.
+    let negotiation = entry.begin_negotiation()?;
     let started = Instant::now();
-    let answer = tokio::time::timeout(NEGOTIATION_TIMEOUT, entry.agent.accept_offer(offer)).await;
-    let answer = match answer {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            entry.finish_negotiation(None);
-            return Err(e.into());
-        }
-        Err(_) => {
-            entry.finish_negotiation(None);
-            return Err(SessionError::Rtc(format!("negotiation took longer than {NEGOTIATION_TIMEOUT:?}")).into());
-        }
-    };
+    let answer = tokio::time::timeout(NEGOTIATION_TIMEOUT, entry.agent.accept_offer(offer))
+        .await
+        .map_err(|_| SessionError::Rtc(format!("negotiation took longer than {NEGOTIATION_TIMEOUT:?}")))??;
     state.metrics.observe(Stage::Negotiation, started.elapsed());
     let resource = uuid::Uuid::new_v4().simple().to_string();
-    entry.finish_negotiation(Some(resource.clone()));
+    negotiation.succeed(resource.clone());
     tracing::info!(session = %entry.id, ms = started.elapsed().as_millis() as u64, "WHIP offer answered");
     let location = format!("/v1/sessions/{}/whip/{resource}", entry.id);
     Ok((

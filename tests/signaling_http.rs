@@ -99,16 +99,16 @@ impl CallAgent for ScriptedAgent {
         self.events.subscribe()
     }
 
+    #[allow(clippy::field_reassign_with_default)]
     fn stats(&self) -> SessionStats {
-        SessionStats {
-            connected: self.connected.load(Ordering::SeqCst),
-            fps: 24.0,
-            latency_ms: 250.0,
-            frames_sent: 48,
-            frames_repeated: 2,
-            chunks_skipped: 0,
-            talk_queue_ms: 0,
-        }
+        // Field by field: the real SessionStats may grow more fields.
+        let mut s = SessionStats::default();
+        s.connected = self.connected.load(Ordering::SeqCst);
+        s.fps = 24.0;
+        s.latency_ms = 250.0;
+        s.frames_sent = 48;
+        s.frames_repeated = 2;
+        s
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -205,7 +205,13 @@ impl Server {
         r.json().await.unwrap()
     }
 
-    async fn whip(&self, s: &Created, ctype: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    async fn whip(
+        &self,
+        s: &Created,
+        ctype: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         let mut req = self.http.post(self.url(&s.whip_url)).header("content-type", ctype).body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -271,7 +277,8 @@ fn png(w: u32, h: u32) -> Vec<u8> {
 }
 
 fn wav(rate: u32, samples: &[i16]) -> Vec<u8> {
-    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut cur = std::io::Cursor::new(Vec::new());
     let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
     for &s in samples {
@@ -319,7 +326,14 @@ async fn avatar_upload_in_all_three_shapes() {
     let srv = start().await;
     let img = png(24, 16);
     // raw body
-    let r = srv.http.post(srv.url("/v1/sessions")).header("content-type", "image/png").body(img.clone()).send().await.unwrap();
+    let r = srv
+        .http
+        .post(srv.url("/v1/sessions"))
+        .header("content-type", "image/png")
+        .body(img.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     // multipart
     let boundary = "XyZbOuNdArY";
@@ -701,11 +715,7 @@ async fn speak_synthesizes_with_espeak() {
     let srv = start().await;
     let s = srv.create().await;
     let speak = |body: serde_json::Value| {
-        srv.http
-            .post(srv.url(&format!("/v1/sessions/{}/speak", s.id)))
-            .bearer_auth(&s.token)
-            .json(&body)
-            .send()
+        srv.http.post(srv.url(&format!("/v1/sessions/{}/speak", s.id))).bearer_auth(&s.token).json(&body).send()
     };
     let r = speak(serde_json::json!({"text": ""})).await.unwrap();
     assert_eq!(r.status(), 400);
@@ -746,7 +756,13 @@ async fn one_broken_session_does_not_affect_another() {
 
     let mut reaped = false;
     for _ in 0..50 {
-        let r = srv.http.get(srv.url(&format!("/v1/sessions/{}", broken.id))).bearer_auth(&broken.token).send().await.unwrap();
+        let r = srv
+            .http
+            .get(srv.url(&format!("/v1/sessions/{}", broken.id)))
+            .bearer_auth(&broken.token)
+            .send()
+            .await
+            .unwrap();
         if r.status() == 404 {
             reaped = true;
             break;
@@ -802,11 +818,15 @@ async fn room_relays_between_peers_and_adds_an_avatar() {
     assert_eq!(next_json(&mut a).await, serde_json::json!({"type":"peer_joined","peer_id":b_id,"avatar":false}));
     a.send(Message::Text(serde_json::json!({"type":"offer","to":b_id,"sdp":"v=0"}).to_string().into())).await.unwrap();
     assert_eq!(next_json(&mut b).await, serde_json::json!({"type":"offer","from":a_id,"sdp":"v=0"}));
-    b.send(Message::Text(serde_json::json!({"type":"candidate","to":a_id,"candidate":{"candidate":"c"}}).to_string().into()))
+    b.send(Message::Text(
+        serde_json::json!({"type":"candidate","to":a_id,"candidate":{"candidate":"c"}}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut a).await["candidate"]["candidate"], "c");
+    a.send(Message::Text(serde_json::json!({"type":"answer","to":"peer-0","sdp":""}).to_string().into()))
         .await
         .unwrap();
-    assert_eq!(next_json(&mut a).await["candidate"]["candidate"], "c");
-    a.send(Message::Text(serde_json::json!({"type":"answer","to":"peer-0","sdp":""}).to_string().into())).await.unwrap();
     assert_eq!(next_json(&mut a).await["type"], "error");
 
     a.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
@@ -817,7 +837,9 @@ async fn room_relays_between_peers_and_adds_an_avatar() {
     assert_eq!(ready["type"], "avatar_ready");
     let avatar = ready["peer_id"].as_str().unwrap().to_string();
     assert_eq!(next_json(&mut b).await["peer_id"], avatar.as_str());
-    a.send(Message::Text(serde_json::json!({"type":"offer","to":avatar,"sdp":OFFER}).to_string().into())).await.unwrap();
+    a.send(Message::Text(serde_json::json!({"type":"offer","to":avatar,"sdp":OFFER}).to_string().into()))
+        .await
+        .unwrap();
     let answer = next_json(&mut a).await;
     assert_eq!(answer["type"], "answer");
     assert_eq!(answer["from"], avatar.as_str());
@@ -882,7 +904,7 @@ async fn dialog_backend_example_streams_and_barges_in() {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new("python3")
-            .args([script, "--server", &srv.base, "--speed", "20", "--barge-in-after", "0.5"])
+            .args([script, "--server", &srv.base, "--speed", "20", "--barge-in-after", "0.5", "--wait-for-peer", "0"])
             .output(),
     )
     .await
@@ -891,7 +913,9 @@ async fn dialog_backend_example_streams_and_barges_in() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    for needle in ["'type': 'speech_started'", "'type': 'speech_done'", "'type': 'speech_cleared'", "session deleted (HTTP 204)"] {
+    for needle in
+        ["'type': 'speech_started'", "'type': 'speech_done'", "'type': 'speech_cleared'", "session deleted (HTTP 204)"]
+    {
         assert!(stdout.contains(needle), "missing {needle} in\n{stdout}");
     }
     // what the agent received: 24 kHz PCM in 20 ms frames, end, then clear
@@ -901,4 +925,36 @@ async fn dialog_backend_example_streams_and_barges_in() {
     assert!(cmds.iter().any(|c| matches!(c, TalkCommand::End)));
     assert!(matches!(cmds.last(), Some(TalkCommand::Clear)));
     assert!(agent.is_closed());
+}
+
+#[tokio::test]
+async fn room_avatar_refusals_are_error_messages() {
+    let srv = start_with(|c| c.max_sessions = 1).await;
+    let (mut a, _) = join_room(&srv, "r").await;
+    a.send(Message::Text(r#"{"type":"request_avatar","avatar":"!!notbase64"}"#.into())).await.unwrap();
+    let e = next_json(&mut a).await;
+    assert_eq!(e["type"], "error");
+    assert!(e["message"].as_str().unwrap().contains("bad avatar image"), "{e}");
+    a.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
+    assert_eq!(next_json(&mut a).await["type"], "peer_joined");
+    let avatar = next_json(&mut a).await["peer_id"].as_str().unwrap().to_string();
+    a.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
+    let e = next_json(&mut a).await;
+    assert!(e["message"].as_str().unwrap().contains("already have an avatar"), "{e}");
+    // malformed SDP to the avatar: an error, and the avatar still answers a good offer
+    a.send(Message::Text(serde_json::json!({"type":"offer","to":avatar,"sdp":"garbage"}).to_string().into()))
+        .await
+        .unwrap();
+    let e = next_json(&mut a).await;
+    assert!(e["message"].as_str().unwrap().contains("SDP"), "{e}");
+    a.send(Message::Text(serde_json::json!({"type":"offer","to":avatar,"sdp":OFFER}).to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut a).await["type"], "answer");
+    // a second peer asks for an avatar while the server is at capacity
+    let (mut b, _) = join_room(&srv, "r").await;
+    b.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
+    let e = next_json(&mut b).await;
+    assert_eq!(e["type"], "error");
+    assert!(e["message"].as_str().unwrap().contains("server is full"), "{e}");
 }

@@ -101,7 +101,15 @@ async function startCall(event) {
   show("Creating session…");
   let session;
   try {
-    session = await createSession(ui.avatarImage.files[0] || null);
+    // ?session=<id>&token=<token> joins an existing session (e.g. one a
+    // dialog backend created); otherwise the page creates its own.
+    const params = new URLSearchParams(location.search);
+    if (params.get("session") && params.get("token")) {
+      const id = params.get("session");
+      session = { id, token: params.get("token"), whip_url: `/v1/sessions/${id}/whip`, talk_url: `/v1/sessions/${id}/talk` };
+    } else {
+      session = await createSession(ui.avatarImage.files[0] || null);
+    }
   } catch (e) {
     show(e.message, true);
     ui.start.disabled = false;
