@@ -8,12 +8,14 @@
 //! * [`masks`]: per-video-frame talk / listen masks applied to features.
 //! * [`vad`]: energy voice-activity detection deriving masks from PCM.
 //! * [`projection`]: `AudioProjection` (`audio_proj.*`), features -> DiT tokens.
+//! * [`stream_stats`]: running normalisation statistics for streaming.
 //! * [`streaming`]: `StreamingAudioEncoder`, chunk-by-chunk features over a
 //!   sliding window of left context + chunk + lookahead.
 
 pub mod frame_rate;
 pub mod masks;
 pub mod projection;
+pub mod stream_stats;
 pub mod streaming;
 pub mod vad;
 pub mod wav2vec2;
