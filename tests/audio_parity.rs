@@ -127,6 +127,23 @@ fn summarize(errors: &[f32], settle_s: f64) -> (f32, f32, f32) {
     (mean(errors), mean(late), late.iter().cloned().fold(0.0, f32::max))
 }
 
+/// How much whole-clip features themselves depend on the clip length:
+/// relative difference, over the first `common_s` seconds, between the
+/// features of a `common_s` clip and of the full `pcm` clip. Streaming
+/// cannot be closer to "the" whole-clip features than this.
+fn clip_length_sensitivity(model: &Wav2Vec2Model, audio: &AudioConfig, pcm: &[f32], common_s: f64) -> Result<f32> {
+    let map = FrameRateMap::new(&audio.wav2vec2, audio.sample_rate, 24)?;
+    let n_short = (common_s * audio.sample_rate as f64) as usize;
+    let long = whole_clip_features(model, pcm, &map)?;
+    let short = whole_clip_features(model, &pcm[..n_short], &map)?;
+    // Compare away from the short clip's right edge (last second excluded).
+    let frames = short.dim(2)? - 24;
+    let (a, b) = (short.narrow(2, 0, frames)?, long.narrow(2, 0, frames)?);
+    let num = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+    let den = b.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+    Ok(num / den)
+}
+
 /// Seconds after which a stream's running statistics are considered settled.
 const SETTLE_S: f64 = 5.0;
 /// Bound for the architecture-only streaming error (no whole-input
@@ -152,6 +169,8 @@ fn streaming_matches_whole_clip_within_bound() -> Result<()> {
         println!("tiny {variant} layout, 12 s clip: rel. error (mean all chunks / mean after {SETTLE_S} s / max after)");
         for norm in [InputNormalization::None, InputNormalization::ZeroMeanUnitVariance] {
             let m = model(&fx, norm)?;
+            let sens = clip_length_sensitivity(&m, &audio, &pcm, 8.0)?;
+            println!("  {norm:?}: whole 8 s clip vs whole 12 s clip (first 7 s): {sens:.4}");
             for running in [true, false] {
                 let sweep: &[(f64, f64)] = if running && norm == InputNormalization::ZeroMeanUnitVariance {
                     &[(0.25, 0.25), (0.5, 0.25), (1.0, 0.5), (2.0, 0.5)]
@@ -223,6 +242,8 @@ fn streaming_error_base_config_random_weights() -> Result<()> {
     let pcm = speech_like(16_000 * 8);
     let map = FrameRateMap::new(&audio.wav2vec2, audio.sample_rate, 24)?;
     let whole = whole_clip_features(&m, &pcm, &map)?;
+    let sens = clip_length_sensitivity(&m, &audio, &pcm, 6.0)?;
+    println!("base config (random init): whole 6 s clip vs whole 8 s clip (first 5 s): {sens:.4}");
     println!("base config (random init), 8 s clip, running stats: rel. error per hidden state, chunks after 5 s");
     for (left, look) in [(2.0, 0.5), (2.0, 1.5)] {
         audio.left_context_s = left;
