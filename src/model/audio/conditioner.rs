@@ -128,7 +128,10 @@ impl AudioConditioner {
         let mask = full_mask(&chunk.voice_activity, chunk.pad_frames, source)?;
         let masked = apply_frame_mask(&chunk.features, &mask)?;
         let tokens = self.projection.forward_chunk(&masked, chunk.pad_frames)?;
-        let core = mask[chunk.pad_frames..mask.len() - chunk.pad_frames].to_vec();
+        let core = mask
+            .get(chunk.pad_frames..mask.len().saturating_sub(chunk.pad_frames))
+            .unwrap_or_default()
+            .to_vec();
         Ok((tokens, core))
     }
 }

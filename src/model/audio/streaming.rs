@@ -149,7 +149,7 @@ pub struct AudioChunk {
 impl AudioChunk {
     /// The F chunk frames without the pads: [1, L+1, F, H].
     pub fn core_features(&self) -> Result<Tensor, AudioError> {
-        let n = self.features.dim(2)? - 2 * self.pad_frames;
+        let n = self.features.dim(2)?.saturating_sub(2 * self.pad_frames);
         Ok(self.features.narrow(2, self.pad_frames, n)?)
     }
 }
