@@ -3,21 +3,27 @@
 //! the encoder, as in StreamAvatar) -> audio tokens per latent frame for the
 //! DiT's Talk / Listen Audio Attention.
 //!
+//! * [`conditioner`]: `AudioConditioner`, talk + listen PCM -> DiT audio
+//!   tokens per chunk (the entry point the generator uses).
 //! * [`wav2vec2`]: transformers `Wav2Vec2Model` (base and large-lv60 layouts).
 //! * [`frame_rate`]: time-aligned linear interpolation 50 Hz -> video fps.
 //! * [`masks`]: per-video-frame talk / listen masks applied to features.
 //! * [`vad`]: energy voice-activity detection deriving masks from PCM.
 //! * [`projection`]: `AudioProjection` (`audio_proj.*`), features -> DiT tokens.
+//! * [`stream_stats`]: running normalisation statistics for streaming.
 //! * [`streaming`]: `StreamingAudioEncoder`, chunk-by-chunk features over a
 //!   sliding window of left context + chunk + lookahead.
 
+pub mod conditioner;
 pub mod frame_rate;
 pub mod masks;
 pub mod projection;
+pub mod stream_stats;
 pub mod streaming;
 pub mod vad;
 pub mod wav2vec2;
 
+pub use conditioner::{AudioConditioner, ChunkAudioTokens, MaskSource};
 pub use frame_rate::FrameRateMap;
 pub use masks::apply_frame_mask;
 pub use projection::AudioProjection;

@@ -158,7 +158,7 @@ impl AudioProjection {
             )));
         }
         let n = features.dim(2)?;
-        let core = n.checked_sub(2 * pad).unwrap_or(0);
+        let core = n.saturating_sub(2 * pad);
         if core == 0 || core % FRAMES_PER_LATENT != 0 {
             return Err(AudioError::BadInput(format!(
                 "chunk of {n} frames with {pad} pad frames each side is not a whole number of latent frames"

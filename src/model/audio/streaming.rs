@@ -18,7 +18,10 @@
 //! input, so no exact incremental form exists. Re-encoding a bounded window
 //! costs a constant amount per chunk; the difference to whole-clip features
 //! shrinks as the window grows (measured in tests/audio_parity.rs).
-//! `InputNormalization::ZeroMeanUnitVariance` is applied per window.
+//! The two whole-input normalisations (waveform zero-mean unit-variance,
+//! base layout's first GroupNorm) use running statistics of the whole stream
+//! by default ([`super::stream_stats`]); `with_running_stats(false)` makes
+//! every window use its own statistics instead.
 //!
 //! Buffers are bounded: samples before the next window's start are dropped
 //! after every chunk, and `push` refuses to buffer more than
@@ -29,6 +32,7 @@ use std::collections::VecDeque;
 use candle_core::Tensor;
 
 use super::frame_rate::FrameRateMap;
+use super::stream_stats::StreamNormStats;
 use super::vad::{voice_activity_frames, VadConfig};
 use super::wav2vec2::Wav2Vec2Model;
 use super::AudioError;
@@ -145,7 +149,7 @@ pub struct AudioChunk {
 impl AudioChunk {
     /// The F chunk frames without the pads: [1, L+1, F, H].
     pub fn core_features(&self) -> Result<Tensor, AudioError> {
-        let n = self.features.dim(2)? - 2 * self.pad_frames;
+        let n = self.features.dim(2)?.saturating_sub(2 * self.pad_frames);
         Ok(self.features.narrow(2, self.pad_frames, n)?)
     }
 }
@@ -160,6 +164,8 @@ pub struct StreamingAudioEncoder {
     buffer_start: u64,
     next_chunk: u64,
     max_buffered: usize,
+    /// Running normalisation statistics; `None` = per-window statistics.
+    stats: Option<StreamNormStats>,
 }
 
 impl StreamingAudioEncoder {
@@ -182,7 +188,14 @@ impl StreamingAudioEncoder {
             buffer_start: 0,
             next_chunk: 0,
             max_buffered,
+            stats: Some(StreamNormStats::default()),
         })
+    }
+
+    /// Running (default) or per-window normalisation statistics.
+    pub fn with_running_stats(mut self, running: bool) -> Self {
+        self.stats = running.then(StreamNormStats::default);
+        self
     }
 
     pub fn with_vad(mut self, vad: VadConfig) -> Self {
@@ -250,12 +263,23 @@ impl StreamingAudioEncoder {
         self.buffer.clear();
         self.buffer_start = 0;
         self.next_chunk = 0;
+        if let Some(st) = &mut self.stats {
+            st.reset();
+        }
     }
 
     /// Encode the next chunk (`NotEnoughAudio` until `ready()`).
     pub fn next_chunk(&mut self) -> Result<AudioChunk, AudioError> {
         let window = self.take_window()?;
-        let mut out = encode_windows(&self.model, &self.geometry, &[window])?;
+        let mut out = match &mut self.stats {
+            Some(st) => {
+                let mut stats = [std::mem::take(st)];
+                let r = encode_windows(&self.model, &self.geometry, &[window], Some(&mut stats));
+                *st = std::mem::take(&mut stats[0]);
+                r?
+            }
+            None => encode_windows(&self.model, &self.geometry, &[window], None)?,
+        };
         self.advance();
         out.pop().ok_or_else(|| AudioError::BadInput("no chunk encoded".into()))
     }
@@ -264,7 +288,7 @@ impl StreamingAudioEncoder {
     /// wav2vec2 forward. Both must be at the same chunk index with the same
     /// geometry.
     pub fn next_chunk_pair(a: &mut Self, b: &mut Self) -> Result<(AudioChunk, AudioChunk), AudioError> {
-        if a.next_chunk != b.next_chunk || a.geometry != b.geometry {
+        if a.next_chunk != b.next_chunk || a.geometry != b.geometry || a.stats.is_some() != b.stats.is_some() {
             return Err(AudioError::BadInput(format!(
                 "streams are at chunks {} and {} (or differ in geometry); cannot batch",
                 a.next_chunk, b.next_chunk
@@ -272,7 +296,17 @@ impl StreamingAudioEncoder {
         }
         let wa = a.take_window()?;
         let wb = b.take_window()?;
-        let mut out = encode_windows(&a.model, &a.geometry, &[wa, wb])?;
+        let mut out = match (&mut a.stats, &mut b.stats) {
+            (Some(sa), Some(sb)) => {
+                let mut stats = [std::mem::take(sa), std::mem::take(sb)];
+                let r = encode_windows(&a.model, &a.geometry, &[wa, wb], Some(&mut stats));
+                let [ta, tb] = stats;
+                *sa = ta;
+                *sb = tb;
+                r?
+            }
+            _ => encode_windows(&a.model, &a.geometry, &[wa, wb], None)?,
+        };
         a.advance();
         b.advance();
         let cb = out.pop();
@@ -339,6 +373,7 @@ fn encode_windows(
     model: &Wav2Vec2Model,
     geometry: &ChunkGeometry,
     windows: &[PendingWindow],
+    stats: Option<&mut [StreamNormStats]>,
 ) -> Result<Vec<AudioChunk>, AudioError> {
     let Some(first) = windows.first() else { return Ok(Vec::new()) };
     let len = first.samples.len();
@@ -349,7 +384,10 @@ fn encode_windows(
     let flat: Vec<f32> = windows.iter().flat_map(|w| w.samples.iter().copied()).collect();
     let x = Tensor::from_vec(flat, (windows.len(), len), &device)?;
     let _span = tracing::debug_span!("wav2vec2_window", chunk = first.chunk, samples = len, batch = windows.len()).entered();
-    let hidden = model.forward(&x)?.hidden_states;
+    let hidden = match stats {
+        Some(stats) => model.forward_streaming(&x, first.start, stats)?.hidden_states,
+        None => model.forward(&x)?.hidden_states,
+    };
     let first_feature = first.start / geometry.map.hop as u64;
     let feats = geometry.map.resample(&hidden, first_feature, &first.frames)?;
     windows

@@ -28,8 +28,9 @@
 //! after); `last_hidden_state` is after it.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 
+use super::stream_stats::StreamNormStats;
 use super::AudioError;
 use crate::config::Wav2Vec2Config;
 
@@ -75,7 +76,9 @@ pub struct Wav2Vec2Output {
 #[derive(Clone)]
 enum ConvNorm {
     None,
-    Group(GroupNorm),
+    /// GroupNorm with one group per channel: each channel normalised over
+    /// time. (weight, bias) of shape [C].
+    Group(Tensor, Tensor),
     /// LayerNorm over channels of a [B, C, T] tensor.
     Layer(LayerNorm),
 }
@@ -89,14 +92,33 @@ struct ConvLayer {
 }
 
 impl ConvLayer {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut h = x.conv1d(&self.weight, 0, self.stride, 1, 1)?;
-        if let Some(b) = &self.bias {
-            h = h.broadcast_add(&b.reshape((1, (), 1))?)?;
+    /// Convolution (+ bias) before the norm: [B, C_in, S] -> [B, C, T].
+    fn conv(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = x.conv1d(&self.weight, 0, self.stride, 1, 1)?;
+        match &self.bias {
+            Some(b) => h.broadcast_add(&b.reshape((1, (), 1))?),
+            None => Ok(h),
         }
-        h = match &self.norm {
+    }
+
+    /// `group_stats`: per-item per-channel (mean, var) [B, C, 1] to use in
+    /// the GroupNorm instead of the input's own statistics.
+    fn forward(&self, x: &Tensor, group_stats: Option<&(Tensor, Tensor)>) -> candle_core::Result<Tensor> {
+        let h = self.conv(x)?;
+        let h = match &self.norm {
             ConvNorm::None => h,
-            ConvNorm::Group(gn) => gn.forward(&h)?,
+            ConvNorm::Group(w, b) => {
+                let (mean, var) = match group_stats {
+                    Some((m, v)) => (m.clone(), v.clone()),
+                    None => {
+                        let mean = h.mean_keepdim(2)?;
+                        let var = h.broadcast_sub(&mean)?.sqr()?.mean_keepdim(2)?;
+                        (mean, var)
+                    }
+                };
+                let normed = h.broadcast_sub(&mean)?.broadcast_div(&(var + CONV_NORM_EPS)?.sqrt()?)?;
+                normed.broadcast_mul(&w.reshape((1, (), 1))?)?.broadcast_add(&b.reshape((1, (), 1))?)?
+            }
             ConvNorm::Layer(ln) => ln.forward(&h.transpose(1, 2)?.contiguous()?)?.transpose(1, 2)?,
         };
         h.gelu_erf()
@@ -281,7 +303,13 @@ impl Wav2Vec2Model {
             let weight = vb_l.pp("conv").get_with_hints((c_out, c_in, k), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
             let bias = if cfg.conv_bias { Some(vb_l.pp("conv").get(c_out, "bias")?) } else { None };
             let norm = match (cfg.feat_extract_norm.as_str(), i) {
-                ("group", 0) => ConvNorm::Group(candle_nn::group_norm(c_out, c_out, CONV_NORM_EPS, vb_l.pp("layer_norm"))?),
+                ("group", 0) => {
+                    let gn = vb_l.pp("layer_norm");
+                    ConvNorm::Group(
+                        gn.get_with_hints(c_out, "weight", candle_nn::Init::Const(1.0))?,
+                        gn.get_with_hints(c_out, "bias", candle_nn::Init::Const(0.0))?,
+                    )
+                }
                 ("group", _) => ConvNorm::None,
                 _ => ConvNorm::Layer(candle_nn::layer_norm(c_out, CONV_NORM_EPS, vb_l.pp("layer_norm"))?),
             };
@@ -324,9 +352,110 @@ impl Wav2Vec2Model {
     }
 
     /// Raw waveform [B, S] (16 kHz) -> all hidden states [B, L+1, T, H].
-    /// Applies the model's [`InputNormalization`] first.
+    /// Applies the model's [`InputNormalization`] first; every normalisation
+    /// uses the statistics of this input (transformers behaviour).
     pub fn forward(&self, waveform: &Tensor) -> Result<Wav2Vec2Output, AudioError> {
-        let (_b, s) = waveform.dims2().map_err(|_| {
+        self.check_input(waveform)?;
+        let x = match self.normalization {
+            InputNormalization::None => waveform.clone(),
+            InputNormalization::ZeroMeanUnitVariance => zero_mean_unit_var_norm(waveform)?,
+        };
+        self.encode(&x, None)
+    }
+
+    /// Forward for a window of a stream: row b of `waveform` [B, S] is the
+    /// window of stream b starting at global sample `window_start` (a
+    /// multiple of the first conv's stride). The input normalisation and the
+    /// first conv's GroupNorm use the running statistics in `stats[b]`,
+    /// first updated with the samples / conv frames of this window not
+    /// counted before (see [`super::stream_stats`]).
+    pub fn forward_streaming(
+        &self,
+        waveform: &Tensor,
+        window_start: u64,
+        stats: &mut [StreamNormStats],
+    ) -> Result<Wav2Vec2Output, AudioError> {
+        let (b, s) = self.check_input(waveform)?;
+        if stats.len() != b {
+            return Err(AudioError::BadInput(format!("{} stream statistics for a batch of {b}", stats.len())));
+        }
+        let stride0 = self.cfg.conv_stride[0] as u64;
+        if window_start % stride0 != 0 {
+            return Err(AudioError::BadInput(format!(
+                "window start {window_start} is not a multiple of the first conv stride {stride0}"
+            )));
+        }
+        let end = window_start + s as u64;
+        // 1. waveform moments of the new samples.
+        let rows = waveform.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        for (row, st) in rows.iter().zip(stats.iter_mut()) {
+            let from = st.samples_counted.max(window_start);
+            if from < end {
+                let new = &row[(from - window_start) as usize..];
+                let sum: f64 = new.iter().map(|v| *v as f64).sum();
+                let sum_sq: f64 = new.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+                st.samples.add(new.len() as f64, sum, sum_sq);
+                st.samples_counted = end;
+            }
+        }
+        let x = match self.normalization {
+            InputNormalization::None => waveform.clone(),
+            InputNormalization::ZeroMeanUnitVariance => {
+                let (mut means, mut stds) = (Vec::with_capacity(b), Vec::with_capacity(b));
+                for st in stats.iter() {
+                    let (m, v) = st.samples.mean_var();
+                    means.push(m as f32);
+                    stds.push((v + NORMALIZE_EPS).sqrt() as f32);
+                }
+                let dev = waveform.device();
+                let m = Tensor::from_vec(means, (b, 1), dev)?.to_dtype(waveform.dtype())?;
+                let sd = Tensor::from_vec(stds, (b, 1), dev)?.to_dtype(waveform.dtype())?;
+                waveform.broadcast_sub(&m)?.broadcast_div(&sd)?
+            }
+        };
+        // 2. per-channel moments of the new first-conv frames (GroupNorm layout only).
+        let group_stats = match self.conv_layers.first().map(|c| &c.norm) {
+            Some(ConvNorm::Group(..)) => {
+                let h0 = self.conv_layers[0].conv(&x.unsqueeze(1)?)?.to_dtype(DType::F32)?;
+                let (_, c, t0) = h0.dims3()?;
+                let first_global = window_start / stride0;
+                let mut means = Vec::with_capacity(b * c);
+                let mut vars = Vec::with_capacity(b * c);
+                for (i, st) in stats.iter_mut().enumerate() {
+                    let from = st.conv0_counted.max(first_global);
+                    let last = first_global + t0 as u64;
+                    if st.conv0.len() != c {
+                        st.conv0 = vec![Default::default(); c];
+                    }
+                    if from < last {
+                        let new = h0.get(i)?.narrow(1, (from - first_global) as usize, (last - from) as usize)?;
+                        let sums = new.sum(1)?.to_vec1::<f32>()?;
+                        let sqs = new.sqr()?.sum(1)?.to_vec1::<f32>()?;
+                        for ((m, s1), s2) in st.conv0.iter_mut().zip(sums).zip(sqs) {
+                            m.add((last - from) as f64, s1 as f64, s2 as f64);
+                        }
+                        st.conv0_counted = last;
+                    }
+                    for m in &st.conv0 {
+                        let (mean, var) = m.mean_var();
+                        means.push(mean as f32);
+                        vars.push(var as f32);
+                    }
+                }
+                let dev = waveform.device();
+                let dt = waveform.dtype();
+                Some((
+                    Tensor::from_vec(means, (b, c, 1), dev)?.to_dtype(dt)?,
+                    Tensor::from_vec(vars, (b, c, 1), dev)?.to_dtype(dt)?,
+                ))
+            }
+            _ => None,
+        };
+        self.encode(&x, group_stats.as_ref())
+    }
+
+    fn check_input(&self, waveform: &Tensor) -> Result<(usize, usize), AudioError> {
+        let (b, s) = waveform.dims2().map_err(|_| {
             AudioError::BadInput(format!("wav2vec2 expects a [batch, samples] waveform, got {:?}", waveform.dims()))
         })?;
         if self.num_frames(s) == 0 {
@@ -335,13 +464,14 @@ impl Wav2Vec2Model {
                 receptive_field(&self.cfg)
             )));
         }
-        let x = match self.normalization {
-            InputNormalization::None => waveform.clone(),
-            InputNormalization::ZeroMeanUnitVariance => zero_mean_unit_var_norm(waveform)?,
-        };
+        Ok((b, s))
+    }
+
+    /// Everything after the input normalisation.
+    fn encode(&self, x: &Tensor, group_stats: Option<&(Tensor, Tensor)>) -> Result<Wav2Vec2Output, AudioError> {
         let mut h = x.unsqueeze(1)?;
-        for conv in &self.conv_layers {
-            h = conv.forward(&h)?;
+        for (i, conv) in self.conv_layers.iter().enumerate() {
+            h = conv.forward(&h, if i == 0 { group_stats } else { None })?;
         }
         let h = h.transpose(1, 2)?.contiguous()?;
         let h = self.projection.forward(&self.projection_norm.forward(&h)?)?;
