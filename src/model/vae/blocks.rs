@@ -8,7 +8,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::causal_conv::{conv2d_shifted_gemm, kernel_taps, next_cache, CacheSlot, CausalConv3d, SlotAllocator};
+use super::causal_conv::{conv2d_shifted_gemm, kernel_taps, next_cache, use_shifted_gemm, CacheSlot, CausalConv3d, SlotAllocator};
 
 /// diffusers `WanRMS_norm`: `F.normalize(x, dim=channel) * sqrt(C) * gamma`
 /// (no bias in the Wan VAE). Normalisation runs in f32 for half types.
@@ -170,7 +170,11 @@ impl Resample {
             _ => None,
         };
         let upsampling = matches!(mode, ResampleMode::Upsample2d | ResampleMode::Upsample3d);
-        let conv_taps = if upsampling && vb.device().is_cpu() { Some(kernel_taps(&conv_w)?) } else { None };
+        let conv_taps = if upsampling && use_shifted_gemm(vb.device(), vb.dtype(), dim) {
+            Some(kernel_taps(&conv_w)?)
+        } else {
+            None
+        };
         Ok(Self { mode, conv_w, conv_b, conv_taps, time_conv })
     }
 
