@@ -56,6 +56,13 @@ pub enum WeightsError {
     Candle { context: String, source: candle_core::Error },
 }
 
+/// Tensors stored without a fixed shape (`prompt_embeds` is `[L, text_dim]`
+/// with any L <= text_len). Backends without stored data report them absent
+/// so loaders request them with an explicit shape.
+pub fn is_unshaped(name: &str) -> bool {
+    name == "prompt_embeds" || name.ends_with(".prompt_embeds")
+}
+
 /// A model component with its own tensor namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
