@@ -5,10 +5,12 @@
 
 use crate::media::frame::RgbFrame;
 
+pub mod audio_branch;
 pub mod devices;
 pub mod reference;
 pub mod streaming;
 
+pub use audio_branch::AudioBranch;
 pub use devices::DevicePlan;
 pub use streaming::{GeneratorOptions, GeneratorWeights, StreamingGenerator};
 

@@ -30,12 +30,12 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
+use super::audio_branch::AudioBranch;
 use super::devices::DevicePlan;
 use super::reference::{fit_reference, frame_to_tensor, video_to_frames};
 use super::{AvatarSource, ChunkTimings, GeneratorError, VideoChunk};
 use crate::config::{CacheUpdate, ModelConfig};
 use crate::media::frame::RgbFrame;
-use crate::model::audio::{apply_frame_mask, AudioProjection, InputNormalization, StreamingAudioEncoder, Wav2Vec2Model};
 use crate::model::dit::{AudioTokens, TextContext, WanDit};
 use crate::model::kv_cache::KvCache;
 use crate::model::sampler::{predict_x0, renoise, FlowMatchSchedule, NoiseSource};
@@ -96,13 +96,6 @@ impl Default for GeneratorOptions {
             seed: 0,
         }
     }
-}
-
-/// The talk / listen audio front end.
-struct AudioBranch {
-    talk: StreamingAudioEncoder,
-    listen: StreamingAudioEncoder,
-    projection: AudioProjection,
 }
 
 /// StreamAvatar streaming generator (see module docs).
@@ -173,7 +166,7 @@ impl StreamingGenerator {
         let vae = WanVae::new(&config.vae, vae_vb).map_err(|e| GeneratorError::Model(format!("VAE: {e}")))?;
         let decoder = vae.streaming_decoder();
 
-        let audio = Self::build_audio(&config, w2v_vb, &dit_vb)?;
+        let audio = AudioBranch::new(&config, w2v_vb, dit_vb.pp("audio_proj"))?;
         let schedule = FlowMatchSchedule::from_config(&config.stream).map_err(|e| GeneratorError::Model(e.to_string()))?;
 
         let s = config.vae.scale_factor_spatial;
@@ -199,23 +192,6 @@ impl StreamingGenerator {
         };
         gen.start(Some(reference))?;
         Ok(gen)
-    }
-
-    fn build_audio(config: &ModelConfig, w2v_vb: VarBuilder, dit_vb: &VarBuilder) -> Result<AudioBranch, GeneratorError> {
-        let e = |what: &'static str| move |err: crate::model::audio::AudioError| GeneratorError::Model(format!("{what}: {err}"));
-        let model = Wav2Vec2Model::new(&config.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, w2v_vb)
-            .map_err(e("wav2vec2"))?;
-        let fpc = config.stream.frames_per_chunk(&config.vae);
-        let talk = StreamingAudioEncoder::new(model.clone(), &config.audio, config.stream.fps, fpc).map_err(e("audio encoder"))?;
-        let listen = StreamingAudioEncoder::new(model, &config.audio, config.stream.fps, fpc).map_err(e("audio encoder"))?;
-        let projection = AudioProjection::new(
-            &config.audio,
-            config.dit.hidden_size(),
-            config.dit.audio_tokens_per_frame,
-            dit_vb.pp("audio_proj"),
-        )
-        .map_err(e("audio projection"))?;
-        Ok(AudioBranch { talk, listen, projection })
     }
 
     /// (Re)start the stream at chunk 0; a new reference is encoded first.
@@ -291,27 +267,6 @@ impl StreamingGenerator {
             self.dropped_samples += pcm.len() as u64;
             tracing::warn!(branch = if talk { "talk" } else { "listen" }, error = %e, "audio dropped");
         }
-    }
-
-    fn audio_tokens(&mut self) -> Result<AudioTokens, GeneratorError> {
-        let a = &mut self.audio;
-        let (talk, listen) = StreamingAudioEncoder::next_chunk_pair(&mut a.talk, &mut a.listen)
-            .map_err(|e| GeneratorError::Model(format!("audio encoder: {e}")))?;
-        let err = |e: crate::model::audio::AudioError| GeneratorError::Model(format!("audio tokens: {e}"));
-        let mut tokens = Vec::with_capacity(2);
-        for chunk in [&talk, &listen] {
-            let masked = apply_frame_mask(&chunk.features, &chunk.voice_activity).map_err(err)?;
-            let t = a.projection.forward_chunk(&masked, chunk.pad_frames).map_err(err)?;
-            tokens.push(t);
-        }
-        let listen_t = tokens.pop().ok_or_else(|| GeneratorError::Model("audio tokens missing".into()))?;
-        let talk_t = tokens.pop().ok_or_else(|| GeneratorError::Model("audio tokens missing".into()))?;
-        let dt = self.dit.dtype();
-        let conv = |t: Tensor| t.to_dtype(dt).map_err(|e| GeneratorError::Model(e.to_string()));
-        Ok(AudioTokens {
-            talk: conv(talk_t)?,
-            listen: conv(listen_t)?,
-        })
     }
 
     /// Denoise one chunk; returns the clean normalised latent and the
@@ -408,7 +363,7 @@ impl AvatarSource for StreamingGenerator {
         let mut timings = ChunkTimings::default();
 
         let t0 = Instant::now();
-        let audio = self.audio_tokens()?;
+        let audio = self.audio.next_tokens(self.dit.dtype())?;
         self.plan.synchronize();
         timings.audio_ms = t0.elapsed().as_secs_f64() * 1e3;
 

@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod check;
+pub mod expected;
 pub mod names;
 pub mod recording;
 pub mod safetensors_file;
@@ -27,6 +28,7 @@ use candle_nn::VarBuilder;
 
 pub use backend::{CheckpointBackend, CheckpointFile};
 pub use check::{check_files, CheckReport, ExpectedTensors};
+pub use expected::expected_tensors;
 pub use names::{FileKind, NameScheme};
 pub use recording::{RecordedTensors, RecordingBackend};
 pub use seeded::SeededInitBackend;
