@@ -167,6 +167,7 @@ fn bench_full_cpu_extrapolated(cfg: &ModelConfig, spec: &GeneratorBenchSpec) -> 
     let t = Instant::now();
     let tokens = audio.next_tokens(dtype)?;
     let audio_ms = ms_since(t);
+    tracing::info!(audio_ms, "audio branch timed; building one full DiT block");
 
     // DiT: one block at full resolution.
     let mut one = cfg.dit.clone();
@@ -186,20 +187,24 @@ fn bench_full_cpu_extrapolated(cfg: &ModelConfig, spec: &GeneratorBenchSpec) -> 
     dit.forward_chunk(&x, &tt, &text, Some(&AudioTokens { talk: tokens.talk, listen: tokens.listen }), &mut cache, 1, false)
         .map_err(candle)?;
     let block_ms = ms_since(t);
+    tracing::info!(block_ms, "one DiT block timed; building the full VAE decoder");
     drop(dit);
     let step_ms = block_ms * cfg.dit.num_layers as f64;
     let steps = cfg.stream.timesteps.len();
 
-    // VAE: the full decoder on one chunk at 1/4 width and height.
+    // VAE: the full decoder on one chunk at 1/8 of the width and height
+    // (its convolutions cost linear in pixels; at full size one CPU decode
+    // takes tens of minutes).
     let decoder_vb = SeededInitBackend::var_builder(seed + 1, dtype, dev);
     let mut decoder = load_streaming_decoder(&cfg.vae, decoder_vb).map_err(candle)?;
-    let (hs, ws) = ((h / 4).max(1), (w / 4).max(1));
+    let (hs, ws) = (h.div_ceil(8).max(1), w.div_ceil(8).max(1));
     let zr = noise.sample((1, cfg.vae.z_dim, 1, hs, ws), dtype, dev).map_err(candle)?;
     decoder.decode_chunk(&zr).map_err(candle)?;
     let zc = noise.sample((1, cfg.vae.z_dim, cfg.stream.chunk_frames, hs, ws), dtype, dev).map_err(candle)?;
     let t = Instant::now();
     decoder.decode_chunk(&zc).map_err(candle)?;
     let vae_small_ms = ms_since(t);
+    tracing::info!(vae_small_ms, "reduced-size VAE decode timed");
     let ratio = (h * w) as f64 / (hs * ws) as f64;
     let vae_ms = vae_small_ms * ratio;
 
@@ -231,6 +236,15 @@ fn bench_full_cpu_extrapolated(cfg: &ModelConfig, spec: &GeneratorBenchSpec) -> 
     })
 }
 
+/// Two decimals, or scientific notation for tiny values.
+fn fmt_small(v: f64) -> String {
+    if v == 0.0 || v.abs() >= 0.01 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
 impl std::fmt::Display for GeneratorBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "bench generator: config {} on {}", self.config, self.device)?;
@@ -253,11 +267,11 @@ impl std::fmt::Display for GeneratorBenchReport {
         )?;
         writeln!(
             f,
-            "throughput: {:.2} fps ({} frames per chunk; real time needs {} fps, {:.2}x)",
-            self.fps,
+            "throughput: {} fps ({} frames per chunk; real time needs {} fps, {}x)",
+            fmt_small(self.fps),
             self.frames_per_chunk,
             self.target_fps,
-            self.fps / self.target_fps as f64
+            fmt_small(self.fps / self.target_fps as f64)
         )?;
         match self.peak_rss_mib {
             Some(m) => write!(f, "peak RSS (VmHWM): {m:.0} MiB"),
