@@ -1,9 +1,18 @@
 //! The streaming generator: push talk / listen PCM (16 kHz mono f32), pull
 //! chunks of RGB frames. `AvatarSource` is the contract the call agent
-//! (`session`) drives; `StreamingGenerator` is the real StreamAvatar model
-//! behind it.
+//! (`session`) drives; `StreamingGenerator` (in [`streaming`]) is the real
+//! StreamAvatar model behind it.
 
 use crate::media::frame::RgbFrame;
+
+pub mod audio_branch;
+pub mod devices;
+pub mod reference;
+pub mod streaming;
+
+pub use audio_branch::AudioBranch;
+pub use devices::DevicePlan;
+pub use streaming::{GeneratorOptions, GeneratorWeights, StreamingGenerator};
 
 /// Errors of a frame source.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +35,31 @@ pub struct VideoChunk {
     /// `[k * samples_per_chunk, (k + 1) * samples_per_chunk)`.
     pub audio_sample_start: u64,
     pub frames: Vec<RgbFrame>,
+    /// Wall time of each stage for this chunk (zeros for sources without
+    /// stages).
+    pub timings: ChunkTimings,
+}
+
+/// Per-stage wall time of one chunk, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChunkTimings {
+    /// Talk + listen wav2vec2, masks and audio projection.
+    pub audio_ms: f64,
+    /// One entry per DiT forward (denoising steps, plus the clean re-run
+    /// with `CacheUpdate::CleanRerun`).
+    pub dit_step_ms: Vec<f64>,
+    /// Streaming VAE decode of the chunk and conversion to RGB.
+    pub vae_ms: f64,
+}
+
+impl ChunkTimings {
+    pub fn dit_ms(&self) -> f64 {
+        self.dit_step_ms.iter().sum()
+    }
+
+    pub fn total_ms(&self) -> f64 {
+        self.audio_ms + self.dit_ms() + self.vae_ms
+    }
 }
 
 /// Anything that turns talk/listen audio into avatar video chunk by chunk.

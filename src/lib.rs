@@ -5,11 +5,13 @@
 //! wires one call, `signaling` (in the top-level `signaling/` folder) is the
 //! HTTP/WebSocket front that serves `web/`.
 
+pub mod bench;
 pub mod config;
 pub mod generator;
 pub mod media;
 pub mod model;
 pub mod rtc;
+pub mod render;
 pub mod session;
 #[path = "../signaling/mod.rs"]
 pub mod signaling;

@@ -147,10 +147,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => tokio::runtime::Runtime::new()?.block_on(run_serve(a)),
         Command::Join(a) => tokio::runtime::Runtime::new()?.block_on(run_join(a)),
-        Command::Render(a) => anyhow::bail!("render: not built yet ({a:?})"),
-        Command::Bench(BenchCommand::Generator(a)) => anyhow::bail!("bench generator: not built yet ({a:?})"),
+        Command::Render(a) => run_render(a),
+        Command::Bench(BenchCommand::Generator(a)) => run_bench_generator(a),
         Command::Bench(BenchCommand::Call(a)) => anyhow::bail!("bench call: not built yet ({a:?})"),
-        Command::Weights(WeightsCommand::Check(a)) => anyhow::bail!("weights check: not built yet ({a:?})"),
+        Command::Weights(WeightsCommand::Check(a)) => run_weights_check(a),
     }
 }
 
@@ -236,6 +236,23 @@ async fn run_join(a: JoinArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn run_weights_check(a: WeightsCheckArgs) -> anyhow::Result<()> {
+    use streamavatar::model::weights::{expected_tensors, ModelWeights};
+    if a.files.is_empty() {
+        anyhow::bail!("weights check: give at least one safetensors file");
+    }
+    let cfg = streamavatar::config::ModelConfig::load(&a.config)?;
+    let expected = expected_tensors(&cfg).map_err(|e| anyhow::anyhow!("building the expected tensor list: {e}"))?;
+    let weights = ModelWeights::open(&a.files)?;
+    let report = weights.check(&expected);
+    println!("config {}: {} expected tensors", cfg.name, expected.total());
+    println!("{report}");
+    if !report.ok() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 /// `streamavatar serve`: the signaling server and the page, one agent per call.
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     use std::sync::Arc;
@@ -274,5 +291,38 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     signaling::serve(listener, state, shutdown).await?;
+    Ok(())
+}
+
+fn run_bench_generator(a: BenchGeneratorArgs) -> anyhow::Result<()> {
+    let report = streamavatar::bench::bench_generator(&streamavatar::bench::GeneratorBenchSpec {
+        config: a.config,
+        device: a.device,
+        weights: a.weights,
+        chunks: a.chunks,
+    })?;
+    println!("{report}");
+    Ok(())
+}
+
+fn run_render(a: RenderArgs) -> anyhow::Result<()> {
+    let summary = streamavatar::render::render(&streamavatar::render::RenderSpec {
+        config: a.config,
+        weights: a.weights,
+        device: a.device,
+        reference: a.reference.map(Into::into),
+        talk: a.talk.map(Into::into),
+        listen: a.listen.map(Into::into),
+        seconds: a.seconds,
+        out: a.out.clone().into(),
+        seed: a.seed,
+    })?;
+    println!(
+        "wrote {} frames ({} chunks) to {} in {:.1} s of generation",
+        summary.frames_written,
+        summary.chunks,
+        a.out,
+        summary.generation_ms / 1e3
+    );
     Ok(())
 }

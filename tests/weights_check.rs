@@ -262,3 +262,27 @@ fn dit_fixture_loads_under_both_schemes() {
 fn vae_fixture_loads_under_both_schemes() {
     assert_schemes_agree("vae_tiny.safetensors", "vae_tiny_wan_names.safetensors", FileKind::Vae);
 }
+
+/// `weights check` end to end: the tensor list recorded from the real
+/// model constructors of `tiny` against the parity fixtures (Wan names).
+#[test]
+fn tiny_fixtures_pass_the_check() {
+    use streamavatar::config::ModelConfig;
+    use streamavatar::model::weights::expected_tensors;
+    let expected = expected_tensors(&ModelConfig::tiny()).unwrap();
+    let files = [fixture("dit_tiny_wan_names.safetensors"), fixture("vae_tiny_wan_names.safetensors")];
+    let w = ModelWeights::open(&files).unwrap();
+    let report = w.check(&expected);
+    for kind in [FileKind::Transformer, FileKind::Vae] {
+        assert_eq!(report.missing[&kind], Vec::<String>::new(), "{report}");
+    }
+    for f in &report.files {
+        assert!(f.mismatched.is_empty(), "{report}");
+        // The fixtures also carry the parity inputs/outputs (`in.*`, `out.*`).
+        assert!(f.unexpected.iter().all(|n| n.starts_with("in.") || n.starts_with("out.")), "{report}");
+        assert!(f.matched > 60, "{report}");
+    }
+    // The audio modules were not given: reported, not checked.
+    assert!(report.not_given.contains(&FileKind::StreamAvatarAudio));
+    assert!(report.not_given.contains(&FileKind::Wav2Vec2));
+}

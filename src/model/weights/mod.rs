@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod check;
+pub mod expected;
 pub mod names;
 pub mod recording;
 pub mod safetensors_file;
@@ -27,6 +28,7 @@ use candle_nn::VarBuilder;
 
 pub use backend::{CheckpointBackend, CheckpointFile};
 pub use check::{check_files, CheckReport, ExpectedTensors};
+pub use expected::expected_tensors;
 pub use names::{FileKind, NameScheme};
 pub use recording::{RecordedTensors, RecordingBackend};
 pub use seeded::SeededInitBackend;
@@ -54,6 +56,13 @@ pub enum WeightsError {
     UnknownFile { path: String, sample: String },
     #[error("{context}: {source}")]
     Candle { context: String, source: candle_core::Error },
+}
+
+/// Tensors stored without a fixed shape (`prompt_embeds` is `[L, text_dim]`
+/// with any L <= text_len). Backends without stored data report them absent
+/// so loaders request them with an explicit shape.
+pub fn is_unshaped(name: &str) -> bool {
+    name == "prompt_embeds" || name.ends_with(".prompt_embeds")
 }
 
 /// A model component with its own tensor namespace.

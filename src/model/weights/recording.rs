@@ -15,7 +15,8 @@ use candle_nn::VarBuilder;
 pub struct RecordedTensors {
     /// Tensors requested with a shape (`vb.get`), canonical name -> shape.
     pub required: BTreeMap<String, Vec<usize>>,
-    /// Names only probed with `contains_tensor` (optional tensors).
+    /// Names probed with `contains_tensor` (optional tensors; answered "present"
+    /// so the full model is recorded).
     pub probed: Vec<String>,
 }
 
@@ -63,7 +64,8 @@ impl SimpleBackend for RecordingBackend {
         if let Ok(mut log) = self.log.lock() {
             log.probed.push(name.to_string());
         }
-        false
+        // Record the full model: optional modules are expected to be there.
+        !super::is_unshaped(name)
     }
 }
 
@@ -76,10 +78,11 @@ mod tests {
         let (vb, rec) = RecordingBackend::var_builder(DType::F32, &Device::Cpu);
         let lin = candle_nn::linear(3072, 14336, vb.pp("blocks.0.ffn.net.0.proj")).unwrap();
         let _ = lin;
-        assert!(!vb.contains_tensor("maybe"));
+        assert!(vb.contains_tensor("maybe"));
+        assert!(!vb.contains_tensor("prompt_embeds"));
         let r = rec.recorded();
         assert_eq!(r.required["blocks.0.ffn.net.0.proj.weight"], vec![14336, 3072]);
         assert_eq!(r.required["blocks.0.ffn.net.0.proj.bias"], vec![14336]);
-        assert_eq!(r.probed, vec!["maybe".to_string()]);
+        assert_eq!(r.probed, vec!["maybe".to_string(), "prompt_embeds".to_string()]);
     }
 }

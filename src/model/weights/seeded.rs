@@ -5,7 +5,7 @@
 //! the same tensor.
 //!
 //! Init policy (PyTorch-like, since candle's default hint is "zeros"):
-//! a `Const(0)` hint on a `*weight`/`*gamma` tensor is treated as "no hint":
+//! a `Const(0)` hint on a `*weight`/`weight_*`/`*gamma` tensor is treated as "no hint":
 //! rank >= 2 weights get Kaiming-normal (fan-in, gain 1), rank-1 weights and
 //! norm gains get ones; `scale_shift_table`/`prompt_embeds` get N(0, 1/sqrt(d));
 //! everything else honours the hint.
@@ -55,7 +55,10 @@ impl SeededInitBackend {
             let d = shape.dims().last().copied().unwrap_or(1).max(1) as f64;
             return Init::Randn { mean: 0.0, stdev: 1.0 / d.sqrt() };
         }
-        if default_zero && (leaf.ends_with("weight") || leaf == "gamma" || leaf.starts_with("original")) {
+        // `weight_g` / `weight_v` / `original0/1`: weight norm, where an
+        // all-zero `v` would give 0/0.
+        let is_weight = leaf.ends_with("weight") || leaf.starts_with("weight_") || leaf == "gamma" || leaf.starts_with("original");
+        if default_zero && is_weight {
             if shape.rank() >= 2 {
                 return candle_nn::init::DEFAULT_KAIMING_NORMAL;
             }
@@ -112,8 +115,11 @@ impl SimpleBackend for SeededInitBackend {
         candle_core::bail!("seeded weights: `{name}` must be requested with a shape")
     }
 
-    fn contains_tensor(&self, _name: &str) -> bool {
-        false
+    /// A random model has every optional module (e.g. the talk/listen audio
+    /// attention); only the shape-less `prompt_embeds` is reported absent, so
+    /// `load_prompt_embeds` asks for it with its full shape.
+    fn contains_tensor(&self, name: &str) -> bool {
+        !super::is_unshaped(name)
     }
 }
 

@@ -1,0 +1,281 @@
+//! `streamavatar bench generator`: per-chunk wall time of every generator
+//! stage (audio encoder, each DiT step, VAE), fps and peak memory.
+//!
+//! Two modes:
+//! * streaming: the real [`StreamingGenerator`] over synthetic talk audio
+//!   (a modulated tone) and silent listen audio, one warm-up chunk, then N
+//!   timed chunks;
+//! * extrapolated (`full` on CPU, where one chunk would take many minutes):
+//!   the real audio branch is timed as is; the DiT is timed as ONE block of
+//!   the full config at full resolution (reference frame cached) and
+//!   multiplied by the block count; the VAE decoder of the full config is
+//!   timed on one chunk at a quarter of the width and height and multiplied
+//!   by the pixel ratio. The report says so.
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+
+use crate::config::ModelConfig;
+use crate::generator::{
+    AudioBranch, AvatarSource, ChunkTimings, DevicePlan, GeneratorError, GeneratorOptions, GeneratorWeights, StreamingGenerator,
+};
+use crate::media::frame::RgbFrame;
+use crate::model::dit::{AudioTokens, WanDit};
+use crate::model::kv_cache::KvCache;
+use crate::model::sampler::NoiseSource;
+use crate::model::vae::load_streaming_decoder;
+use crate::model::weights::{load_prompt_embeds, SeededInitBackend};
+
+/// What to benchmark.
+#[derive(Debug, Clone)]
+pub struct GeneratorBenchSpec {
+    pub config: String,
+    pub device: String,
+    pub weights: Vec<String>,
+    /// Timed chunks after one warm-up chunk (streaming mode).
+    pub chunks: usize,
+}
+
+/// Measured numbers.
+#[derive(Debug, Clone)]
+pub struct GeneratorBenchReport {
+    pub config: String,
+    pub device: String,
+    /// How the numbers were obtained (streaming / extrapolated, with details).
+    pub method: String,
+    /// Per timed chunk (streaming mode) or the one estimated chunk.
+    pub chunks: Vec<ChunkTimings>,
+    pub frames_per_chunk: usize,
+    /// Video frames per second of generation (frames / generation time).
+    pub fps: f64,
+    /// Video fps the stream needs to keep up (config fps).
+    pub target_fps: u32,
+    /// Peak resident memory (VmHWM) in MiB, when readable.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`) in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Speech-like test signal: a tone with a syllable-rate envelope.
+pub fn synthetic_talk(start: usize, n: usize) -> Vec<f32> {
+    (start..start + n)
+        .map(|i| {
+            let t = i as f32 / 16_000.0;
+            let env = 0.5 + 0.5 * (2.0 * std::f32::consts::PI * 4.0 * t).sin();
+            0.3 * env * (2.0 * std::f32::consts::PI * (150.0 + 30.0 * (t * 1.3).sin()) * t).sin()
+        })
+        .collect()
+}
+
+fn gradient_reference(width: usize, height: usize) -> RgbFrame {
+    let mut data = Vec::with_capacity(width * height * 3);
+    for y in 0..height {
+        for x in 0..width {
+            data.extend_from_slice(&[(x * 255 / width.max(1)) as u8, (y * 255 / height.max(1)) as u8, 140]);
+        }
+    }
+    RgbFrame { width, height, data }
+}
+
+/// Run the benchmark.
+pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport, GeneratorError> {
+    let cfg = ModelConfig::load(&spec.config).map_err(|e| GeneratorError::Model(e.to_string()))?;
+    let plan = DevicePlan::parse(&spec.device)?;
+    if cfg.name == "full" && plan.dit.is_cpu() {
+        return bench_full_cpu_extrapolated(&cfg, spec);
+    }
+    bench_streaming(cfg, spec)
+}
+
+fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport, GeneratorError> {
+    let weights = GeneratorWeights::from_cli(&cfg, &spec.weights)?;
+    let reference = gradient_reference(cfg.stream.width, cfg.stream.height);
+    let name = cfg.name.clone();
+    let mut g = StreamingGenerator::new(
+        cfg,
+        weights,
+        &reference,
+        &GeneratorOptions {
+            device: spec.device.clone(),
+            seed: 0,
+        },
+    )?;
+    let s = g.samples_per_chunk();
+    let mut pushed = 0;
+    let mut feed = |g: &mut StreamingGenerator, n: usize| {
+        g.push_talk(&synthetic_talk(pushed, n));
+        g.push_listen(&vec![0.0; n]);
+        pushed += n;
+    };
+    let first = s + g.lookahead_samples();
+    feed(&mut g, first);
+    g.next_chunk()?; // warm-up
+    let mut chunks = Vec::with_capacity(spec.chunks);
+    let t0 = Instant::now();
+    for _ in 0..spec.chunks.max(1) {
+        feed(&mut g, s);
+        chunks.push(g.next_chunk()?.timings);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let fpc = g.frames_per_chunk();
+    Ok(GeneratorBenchReport {
+        config: name,
+        device: spec.device.clone(),
+        method: format!(
+            "streaming: real StreamingGenerator, {} weights, 1 warm-up + {} timed chunks",
+            if spec.weights.is_empty() { "random (seeded)" } else { "file" },
+            chunks.len()
+        ),
+        fps: (chunks.len() * fpc) as f64 / wall,
+        frames_per_chunk: fpc,
+        target_fps: g.fps(),
+        chunks,
+        peak_rss_mib: peak_rss_kib().map(|k| k as f64 / 1024.0),
+    })
+}
+
+fn candle(e: impl std::fmt::Display) -> GeneratorError {
+    GeneratorError::Model(e.to_string())
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// `full` on CPU: measure the parts, extrapolate one chunk (module docs).
+fn bench_full_cpu_extrapolated(cfg: &ModelConfig, spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport, GeneratorError> {
+    let plan = DevicePlan::cpu();
+    let dev = &plan.dit;
+    let dtype = DType::F32;
+    let seed = crate::generator::streaming::RANDOM_WEIGHTS_SEED;
+    tracing::info!("full on CPU: timing audio branch, one DiT block and a reduced-size VAE decode (random weights)");
+
+    // Audio branch: the real thing.
+    let vb = SeededInitBackend::var_builder(seed, dtype, dev);
+    let mut audio = AudioBranch::new(cfg, SeededInitBackend::var_builder(seed + 2, dtype, dev), vb.pp("audio_proj"))?;
+    let need = audio.talk.samples_needed() as usize;
+    audio.talk.push(&synthetic_talk(0, need)).map_err(candle)?;
+    audio.listen.push(&vec![0.0; need]).map_err(candle)?;
+    let t = Instant::now();
+    let tokens = audio.next_tokens(dtype)?;
+    let audio_ms = ms_since(t);
+    tracing::info!(audio_ms, "audio branch timed; building one full DiT block");
+
+    // DiT: one block at full resolution.
+    let mut one = cfg.dit.clone();
+    one.num_layers = 1;
+    let dit = WanDit::new(&one, vb.clone()).map_err(candle)?;
+    let prompt = load_prompt_embeds(&vb, one.text_len, one.text_dim).map_err(candle)?;
+    let text = dit.text_context(&prompt).map_err(candle)?;
+    let s = cfg.vae.scale_factor_spatial;
+    let (h, w) = (cfg.stream.height / s, cfg.stream.width / s);
+    let mut noise = NoiseSource::new(0);
+    let reference = noise.sample((1, cfg.vae.z_dim, 1, h, w), dtype, dev).map_err(candle)?;
+    let mut cache = KvCache::from_stream(1, &cfg.stream);
+    dit.prime_reference(&reference, &text, None, &mut cache).map_err(candle)?;
+    let x = noise.sample((1, cfg.vae.z_dim, cfg.stream.chunk_frames, h, w), dtype, dev).map_err(candle)?;
+    let tt = Tensor::new(&[1000f32], dev).map_err(candle)?;
+    let t = Instant::now();
+    dit.forward_chunk(&x, &tt, &text, Some(&AudioTokens { talk: tokens.talk, listen: tokens.listen }), &mut cache, 1, false)
+        .map_err(candle)?;
+    let block_ms = ms_since(t);
+    tracing::info!(block_ms, "one DiT block timed; building the full VAE decoder");
+    drop(dit);
+    let step_ms = block_ms * cfg.dit.num_layers as f64;
+    let steps = cfg.stream.timesteps.len();
+
+    // VAE: the full decoder on one chunk at 1/8 of the width and height
+    // (its convolutions cost linear in pixels; at full size one CPU decode
+    // takes tens of minutes).
+    let decoder_vb = SeededInitBackend::var_builder(seed + 1, dtype, dev);
+    let mut decoder = load_streaming_decoder(&cfg.vae, decoder_vb).map_err(candle)?;
+    let (hs, ws) = (h.div_ceil(8).max(1), w.div_ceil(8).max(1));
+    let zr = noise.sample((1, cfg.vae.z_dim, 1, hs, ws), dtype, dev).map_err(candle)?;
+    decoder.decode_chunk(&zr).map_err(candle)?;
+    let zc = noise.sample((1, cfg.vae.z_dim, cfg.stream.chunk_frames, hs, ws), dtype, dev).map_err(candle)?;
+    let t = Instant::now();
+    decoder.decode_chunk(&zc).map_err(candle)?;
+    let vae_small_ms = ms_since(t);
+    tracing::info!(vae_small_ms, "reduced-size VAE decode timed");
+    let ratio = (h * w) as f64 / (hs * ws) as f64;
+    let vae_ms = vae_small_ms * ratio;
+
+    let timings = ChunkTimings {
+        audio_ms,
+        dit_step_ms: vec![step_ms; steps],
+        vae_ms,
+    };
+    let fpc = cfg.stream.frames_per_chunk(&cfg.vae);
+    Ok(GeneratorBenchReport {
+        config: cfg.name.clone(),
+        device: spec.device.clone(),
+        method: format!(
+            "EXTRAPOLATED (full on CPU): audio branch measured as is ({audio_ms:.0} ms); DiT: one block at \
+             {}x{} with only the reference frame cached took {block_ms:.0} ms, x {} blocks = {step_ms:.0} ms per step \
+             (attention to a full window of cached frames is not included); VAE: full decoder on one chunk at {}x{} \
+             took {vae_small_ms:.0} ms, x {ratio:.0} (pixel ratio) = {vae_ms:.0} ms; random weights",
+            cfg.stream.width,
+            cfg.stream.height,
+            cfg.dit.num_layers,
+            ws * s,
+            hs * s
+        ),
+        fps: fpc as f64 / (timings.total_ms() / 1e3),
+        frames_per_chunk: fpc,
+        target_fps: cfg.stream.fps,
+        chunks: vec![timings],
+        peak_rss_mib: peak_rss_kib().map(|k| k as f64 / 1024.0),
+    })
+}
+
+/// Two decimals, or scientific notation for tiny values.
+fn fmt_small(v: f64) -> String {
+    if v == 0.0 || v.abs() >= 0.01 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
+impl std::fmt::Display for GeneratorBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "bench generator: config {} on {}", self.config, self.device)?;
+        writeln!(f, "method: {}", self.method)?;
+        writeln!(f, "{:>5} {:>10} {:>28} {:>10} {:>10}", "chunk", "audio ms", "DiT steps ms", "VAE ms", "total ms")?;
+        for (i, c) in self.chunks.iter().enumerate() {
+            let steps: Vec<String> = c.dit_step_ms.iter().map(|s| format!("{s:.1}")).collect();
+            writeln!(f, "{i:>5} {:>10.1} {:>28} {:>10.1} {:>10.1}", c.audio_ms, steps.join(" / "), c.vae_ms, c.total_ms())?;
+        }
+        let n = self.chunks.len().max(1) as f64;
+        let mean = |g: &dyn Fn(&ChunkTimings) -> f64| self.chunks.iter().map(g).sum::<f64>() / n;
+        writeln!(
+            f,
+            "mean per chunk: audio {:.1} ms, DiT {:.1} ms ({} steps), VAE {:.1} ms, total {:.1} ms",
+            mean(&|c| c.audio_ms),
+            mean(&|c| c.dit_ms()),
+            self.chunks.first().map_or(0, |c| c.dit_step_ms.len()),
+            mean(&|c| c.vae_ms),
+            mean(&|c| c.total_ms())
+        )?;
+        writeln!(
+            f,
+            "throughput: {} fps ({} frames per chunk; real time needs {} fps, {}x)",
+            fmt_small(self.fps),
+            self.frames_per_chunk,
+            self.target_fps,
+            fmt_small(self.fps / self.target_fps as f64)
+        )?;
+        match self.peak_rss_mib {
+            Some(m) => write!(f, "peak RSS (VmHWM): {m:.0} MiB"),
+            None => write!(f, "peak RSS: unavailable"),
+        }
+    }
+}
