@@ -199,7 +199,8 @@ fn run_synth(a: SynthArgs) -> anyhow::Result<()> {
     tracing::info!(
         clips = summary.clips.len(),
         frames = summary.frames,
-        ms_per_frame = format!("{ms_per_frame:.2}"),
+        render_ms_per_frame = format!("{ms_per_frame:.2}"),
+        script_s = format!("{:.1}", summary.script_s),
         total_s = format!("{:.1}", t0.elapsed().as_secs_f64()),
         out = %a.out,
         "synth dataset written"

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::clip::{render_clip, Clip, ClipSpec};
+use super::clip::{script_clip, Clip, ClipSpec};
 use super::identity::IdentitySplit;
 use super::motion::FPS;
 use super::rng::mix64;
@@ -69,6 +69,8 @@ pub struct DatasetSummary {
     pub frames: usize,
     /// Wall time spent rendering frames (not scripting or writing), seconds.
     pub render_s: f64,
+    /// Wall time spent on speech synthesis, motion and ground truth, seconds.
+    pub script_s: f64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
@@ -170,12 +172,16 @@ pub fn write_dataset(spec: &DatasetSpec) -> Result<DatasetSummary, SynthError> {
         return Err(SynthError::InvalidSpec("a dataset needs at least one clip".into()));
     }
     std::fs::create_dir_all(&spec.out).map_err(io_err(&spec.out))?;
-    let mut summary = DatasetSummary { clips: Vec::new(), frames: 0, render_s: 0.0 };
+    let mut summary = DatasetSummary { clips: Vec::new(), frames: 0, render_s: 0.0, script_s: 0.0 };
     for k in 0..spec.clips {
         let cs = spec.clip_spec(k);
         let t0 = std::time::Instant::now();
-        let clip = render_clip(&cs)?;
-        summary.render_s += t0.elapsed().as_secs_f64();
+        let script = script_clip(&cs)?;
+        summary.script_s += t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let frames = (0..script.poses.len()).map(|i| script.render_frame(i)).collect::<Result<Vec<_>, _>>()?;
+        summary.render_s += t1.elapsed().as_secs_f64();
+        let clip = Clip { script, frames };
         let dir = spec.out.join(format!("clip_{k:05}"));
         write_clip(&dir, &clip, spec.format)?;
         summary.frames += clip.frames.len();
