@@ -13,5 +13,6 @@ pub mod model;
 pub mod rtc;
 pub mod render;
 pub mod session;
+pub mod synth;
 #[path = "../signaling/mod.rs"]
 pub mod signaling;
