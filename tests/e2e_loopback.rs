@@ -41,8 +41,9 @@ use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 use webrtc::track::track_local::TrackLocal;
 
-const FPS: u32 = 25;
-const FRAMES_PER_CHUNK: usize = 4; // 160 ms chunks
+// 50 fps keeps the video envelope's quantization (one frame) at 20 ms.
+const FPS: u32 = 50;
+const FRAMES_PER_CHUNK: usize = 8; // 160 ms chunks
 const SAMPLES_PER_CHUNK: usize = 2560;
 const LOOKAHEAD: usize = 640; // 40 ms
 const WIDTH: usize = 96;
@@ -168,9 +169,12 @@ fn talk_signal() -> Vec<f32> {
     out
 }
 
-/// Energy envelope in 10 ms bins.
+/// Width of the envelope bins used for the A/V measurement.
+const BIN_MS: u64 = 5;
+
+/// Energy envelope in `BIN_MS` bins.
 fn envelope(pcm: &[f32], rate: usize) -> Vec<f32> {
-    pcm.chunks(rate / 100).map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt()).collect()
+    pcm.chunks(rate * BIN_MS as usize / 1000).map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt()).collect()
 }
 
 /// Lag (in bins) of `reference` inside `signal` maximizing the normalized
@@ -380,15 +384,15 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     assert_eq!(r.decode_errors, 0);
 
     // --- talk audio back on the audio track, and A/V alignment ---
-    let bin = |d: Duration| (d.as_millis() / 10) as usize;
+    let bin = |d: Duration| (d.as_millis() as u64 / BIN_MS) as usize;
     let horizon = bin(t0.elapsed()) + 1;
     let mut audio_env = vec![0f32; horizon];
     for (at, pcm) in &r.audio {
-        // A 20 ms packet covers the two bins ending at its arrival.
+        // A 20 ms packet plays from its arrival on (as a receiver would).
         let e = envelope(pcm, 48_000);
-        let end = bin(*at);
+        let first = bin(*at);
         for (j, v) in e.iter().enumerate() {
-            let b = (end + j + 1).saturating_sub(e.len());
+            let b = first + j;
             if b < horizon {
                 audio_env[b] = *v;
             }
@@ -403,8 +407,8 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     let reference = envelope(&talk, 16_000);
     let (lag_a, corr_a) = best_lag(&audio_env, &reference);
     let (lag_v, corr_v) = best_lag(&video_env, &reference);
-    let av_offset_ms = (lag_v as i64 - lag_a as i64) * 10;
-    let talk_latency_ms = lag_a as i64 * 10 - talk_sent_at.as_millis() as i64;
+    let av_offset_ms = (lag_v as i64 - lag_a as i64) * BIN_MS as i64;
+    let talk_latency_ms = (lag_a as u64 * BIN_MS) as i64 - talk_sent_at.as_millis() as i64;
     println!(
         "first frame {} ms after offer ({} ms after connect); {} frames, {fps:.2} fps; \
          audio corr {corr_a:.3} lag {} ms; video corr {corr_v:.3} lag {} ms; A/V offset {av_offset_ms} ms \
@@ -412,8 +416,8 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
         first_frame.as_millis(),
         (first_frame - connected_at).as_millis(),
         frames.len(),
-        lag_a * 10,
-        lag_v * 10,
+        lag_a as u64 * BIN_MS,
+        lag_v as u64 * BIN_MS,
     );
     assert!(corr_a > 0.8, "talk audio not found on the audio track (corr {corr_a:.3})");
     assert!(corr_v > 0.8, "talk energy not found in the video brightness (corr {corr_v:.3})");
