@@ -41,8 +41,9 @@ use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 use webrtc::track::track_local::TrackLocal;
 
-const FPS: u32 = 25;
-const FRAMES_PER_CHUNK: usize = 4; // 160 ms chunks
+// 50 fps keeps the video envelope's quantization (one frame) at 20 ms.
+const FPS: u32 = 50;
+const FRAMES_PER_CHUNK: usize = 8; // 160 ms chunks
 const SAMPLES_PER_CHUNK: usize = 2560;
 const LOOKAHEAD: usize = 640; // 40 ms
 const WIDTH: usize = 96;
@@ -54,12 +55,20 @@ struct PatternSource {
     talk: Vec<f32>,
     listen_len: usize,
     chunk: u64,
-    dropped: Arc<AtomicBool>,
+    probe: Arc<Probe>,
+}
+
+/// What the test can observe of the source from outside the generator thread.
+#[derive(Default)]
+struct Probe {
+    dropped: AtomicBool,
+    /// (samples, sum of squares) of the listen audio pushed.
+    listen: Mutex<(usize, f64)>,
 }
 
 impl Drop for PatternSource {
     fn drop(&mut self) {
-        self.dropped.store(true, Ordering::SeqCst);
+        self.probe.dropped.store(true, Ordering::SeqCst);
     }
 }
 
@@ -88,6 +97,9 @@ impl AvatarSource for PatternSource {
     }
     fn push_listen(&mut self, pcm: &[f32]) {
         self.listen_len += pcm.len();
+        let mut l = self.probe.listen.lock().unwrap();
+        l.0 += pcm.len();
+        l.1 += pcm.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>();
     }
     fn ready(&self) -> bool {
         let need = (self.chunk as usize + 1) * SAMPLES_PER_CHUNK + LOOKAHEAD;
@@ -135,11 +147,11 @@ fn spec() -> SessionSpec {
     SessionSpec { model: ModelConfig::tiny(), weights: vec![], device: "cpu".into(), reference: None, seed: 0 }
 }
 
-fn start_session() -> Result<(Session, Arc<AtomicBool>)> {
-    let dropped = Arc::new(AtomicBool::new(false));
-    let source = PatternSource { talk: vec![], listen_len: 0, chunk: 0, dropped: dropped.clone() };
+fn start_session() -> Result<(Session, Arc<Probe>)> {
+    let probe = Arc::new(Probe::default());
+    let source = PatternSource { talk: vec![], listen_len: 0, chunk: 0, probe: probe.clone() };
     let opts = SessionOptions { peer: PeerOptions { include_loopback: true, ..Default::default() }, ..Default::default() };
-    Ok((Session::start_with(spec(), Box::new(source), opts)?, dropped))
+    Ok((Session::start_with(spec(), Box::new(source), opts)?, probe))
 }
 
 /// The talk signal: 16 kHz noise bursts with an irregular on/off envelope.
@@ -157,9 +169,12 @@ fn talk_signal() -> Vec<f32> {
     out
 }
 
-/// Energy envelope in 10 ms bins.
+/// Width of the envelope bins used for the A/V measurement.
+const BIN_MS: u64 = 5;
+
+/// Energy envelope in `BIN_MS` bins.
 fn envelope(pcm: &[f32], rate: usize) -> Vec<f32> {
-    pcm.chunks(rate / 100).map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt()).collect()
+    pcm.chunks(rate * BIN_MS as usize / 1000).map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt()).collect()
 }
 
 /// Lag (in bins) of `reference` inside `signal` maximizing the normalized
@@ -226,7 +241,7 @@ async fn client_peer() -> Result<(Arc<RTCPeerConnection>, Arc<TrackLocalStaticSa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
-    let (session, source_dropped) = start_session()?;
+    let (session, probe) = start_session()?;
     let mut events = session.subscribe_events();
     let (pc, mic) = client_peer().await?;
 
@@ -369,15 +384,15 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     assert_eq!(r.decode_errors, 0);
 
     // --- talk audio back on the audio track, and A/V alignment ---
-    let bin = |d: Duration| (d.as_millis() / 10) as usize;
+    let bin = |d: Duration| (d.as_millis() as u64 / BIN_MS) as usize;
     let horizon = bin(t0.elapsed()) + 1;
     let mut audio_env = vec![0f32; horizon];
     for (at, pcm) in &r.audio {
-        // A 20 ms packet covers the two bins ending at its arrival.
+        // A 20 ms packet plays from its arrival on (as a receiver would).
         let e = envelope(pcm, 48_000);
-        let end = bin(*at);
+        let first = bin(*at);
         for (j, v) in e.iter().enumerate() {
-            let b = (end + j + 1).saturating_sub(e.len());
+            let b = first + j;
             if b < horizon {
                 audio_env[b] = *v;
             }
@@ -392,8 +407,8 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     let reference = envelope(&talk, 16_000);
     let (lag_a, corr_a) = best_lag(&audio_env, &reference);
     let (lag_v, corr_v) = best_lag(&video_env, &reference);
-    let av_offset_ms = (lag_v as i64 - lag_a as i64) * 10;
-    let talk_latency_ms = lag_a as i64 * 10 - talk_sent_at.as_millis() as i64;
+    let av_offset_ms = (lag_v as i64 - lag_a as i64) * BIN_MS as i64;
+    let talk_latency_ms = (lag_a as u64 * BIN_MS) as i64 - talk_sent_at.as_millis() as i64;
     println!(
         "first frame {} ms after offer ({} ms after connect); {} frames, {fps:.2} fps; \
          audio corr {corr_a:.3} lag {} ms; video corr {corr_v:.3} lag {} ms; A/V offset {av_offset_ms} ms \
@@ -401,8 +416,8 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
         first_frame.as_millis(),
         (first_frame - connected_at).as_millis(),
         frames.len(),
-        lag_a * 10,
-        lag_v * 10,
+        lag_a as u64 * BIN_MS,
+        lag_v as u64 * BIN_MS,
     );
     assert!(corr_a > 0.8, "talk audio not found on the audio track (corr {corr_a:.3})");
     assert!(corr_v > 0.8, "talk energy not found in the video brightness (corr {corr_v:.3})");
@@ -419,10 +434,68 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     assert!((done - talk_ms).abs() <= 20, "played {done} ms of {talk_ms} ms");
     assert!(stats.connected && stats.frames_sent as usize >= frames.len());
     assert!(stats.fps > 0.8 * FPS as f64);
+    // The remote's tone reached the generator's listen branch (0.2 amplitude sine: rms 0.14).
+    let (n, sumsq) = *probe.listen.lock().unwrap();
+    let listen_rms = (sumsq / n.max(1) as f64).sqrt();
+    println!("listen branch: {:.1} s pushed, rms {listen_rms:.3}", n as f64 / 16_000.0);
+    assert!(listen_rms > 0.05, "remote audio did not reach the listen branch (rms {listen_rms:.4})");
+    let video_ssrc = r.video_ssrc.context("no video ssrc")?;
+    drop(r);
+
+    // --- barge-in: Clear cuts a long utterance mid-way ---
+    let long: Vec<i16> = talk_signal().iter().cycle().take(16_000 * 3).map(|x| (x.abs().max(0.2) * 0.35 * 32767.0 * x.signum()) as i16).collect();
+    session.talk(TalkCommand::Pcm { sample_rate: 16_000, samples: long })?;
+    session.talk(TalkCommand::End)?;
+    let started = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Ok(TalkEvent::SpeechStarted) = events.recv().await {
+                return t0.elapsed();
+            }
+        }
+    })
+    .await
+    .context("no SpeechStarted for the long utterance")?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let clear_at = t0.elapsed();
+    session.talk(TalkCommand::Clear)?;
+    let cleared = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match events.recv().await {
+                Ok(TalkEvent::SpeechCleared { played_ms }) => return Some(played_ms),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await?
+    .context("no SpeechCleared")?;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    {
+        let r = received.lock().unwrap();
+        let loud_after = r
+            .audio
+            .iter()
+            .filter(|(at, _)| *at > clear_at + Duration::from_millis(60))
+            .map(|(_, pcm)| envelope(pcm, 48_000).into_iter().fold(0f32, f32::max))
+            .fold(0f32, f32::max);
+        let video_back = r
+            .frames
+            .iter()
+            .find(|f| f.0 > clear_at && f.3 < 45.0)
+            .map(|f| (f.0 - clear_at).as_millis());
+        println!(
+            "barge-in: cleared after {} ms of speech, SpeechCleared{{played_ms: {cleared}}}; \
+             audio peak after clear+60ms {loud_after:.4}; video back to listening {video_back:?} ms after clear",
+            (clear_at - started).as_millis()
+        );
+        assert!((cleared as i64 - (clear_at - started).as_millis() as i64).abs() <= 60);
+        assert!(loud_after < 0.01, "talk audio still playing after Clear");
+        let back = video_back.context("video never returned to listening after Clear")?;
+        assert!(back <= 600, "video kept talking {back} ms after Clear");
+    }
 
     // --- PLI from the remote -> keyframe ---
-    let ssrc = r.video_ssrc.context("no video ssrc")?;
-    drop(r);
+    let ssrc = video_ssrc;
     let pli_at = t0.elapsed();
     pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -435,7 +508,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     let closed_at = Instant::now();
     pc.close().await?;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !(session.is_closed() && source_dropped.load(Ordering::SeqCst)) {
+    while !(session.is_closed() && probe.dropped.load(Ordering::SeqCst)) {
         if Instant::now() > deadline {
             bail!("session did not clean up after the peer left");
         }
@@ -448,7 +521,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_offers_are_bad_sdp_and_session_survives() -> Result<()> {
-    let (session, dropped) = start_session()?;
+    let (session, probe) = start_session()?;
     for bad in ["", "garbage", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"] {
         match session.accept_offer(bad).await {
             Err(SessionError::BadSdp(_)) => {}
@@ -470,7 +543,7 @@ async fn malformed_offers_are_bad_sdp_and_session_survives() -> Result<()> {
         Err(SessionError::BadAudio(_))
     ));
     session.close().await;
-    assert!(session.is_closed() && dropped.load(Ordering::SeqCst));
+    assert!(session.is_closed() && probe.dropped.load(Ordering::SeqCst));
     Ok(())
 }
 
@@ -556,7 +629,7 @@ async fn whip_publish_reaches_endpoint_and_delete_ends_it() -> Result<()> {
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let (session, source_dropped) = start_session()?;
+    let (session, probe) = start_session()?;
     let whip = WhipClient::new(&format!("http://{addr}/whip"), Some("tok".into()))?;
     let offer = session.create_offer().await?;
     let published = whip.publish(&offer).await?;
@@ -573,7 +646,7 @@ async fn whip_publish_reaches_endpoint_and_delete_ends_it() -> Result<()> {
     session.close().await;
     whip.delete(&published).await?;
     assert!(ep.deleted.load(Ordering::SeqCst));
-    assert!(source_dropped.load(Ordering::SeqCst));
+    assert!(probe.dropped.load(Ordering::SeqCst));
     server.abort();
     Ok(())
 }

@@ -181,6 +181,8 @@ impl Pacer {
     pub fn tick(&mut self, talk: TalkTick, talk16: &[f32], listen16: &[f32]) -> Result<TickOutput, PacerError> {
         let mut out = TickOutput::default();
         self.feed(talk16, listen16, &mut out);
+        let mut talk = talk;
+        talk.pcm16 = Vec::new(); // only the 48 kHz copy is played out
         self.delay_line.push_back(talk);
         let now = self.tick;
         self.tick += 1;
@@ -369,7 +371,7 @@ mod tests {
     }
 
     fn talk(n: usize, markers: Vec<Marker>) -> TalkTick {
-        TalkTick { pcm48: vec![0.5; 960], talk_samples: n, markers }
+        TalkTick { pcm48: vec![0.5; 960], pcm16: vec![0.5; 320], talk_samples: n, markers }
     }
 
     #[test]

@@ -65,9 +65,6 @@ const LISTEN_RING_TRIM_TO: usize = 16_000 / 20; // 50 ms
 struct Core {
     talk: TalkQueue,
     pacer: Pacer,
-    /// 48 kHz talk -> 16 kHz for the generator, continuous over ticks.
-    decimator: StreamResampler,
-    talk16_carry: VecDeque<f32>,
     listen: VecDeque<f32>,
     connected: bool,
     sent_times: VecDeque<Instant>,
@@ -139,7 +136,6 @@ impl Session {
         let mut pcfg = PacerConfig::new(fps, fpc, spc, lookahead);
         pcfg.playout_margin_ticks = opts.playout_margin_ticks;
         let pacer = Pacer::new(pcfg).map_err(|e| SessionError::Generator(e.to_string()))?;
-        let decimator = StreamResampler::new(48_000, 16_000).map_err(|e| SessionError::Generator(e.to_string()))?;
 
         // Input queue: enough for the pacer's backlog limit plus lookahead.
         let input_cap = (3 * spc + lookahead) / TICK_16K + 16;
@@ -158,8 +154,6 @@ impl Session {
             core: Mutex::new(Core {
                 talk: TalkQueue::new(opts.talk_cap_ms),
                 pacer,
-                decimator,
-                talk16_carry: VecDeque::new(),
                 listen: VecDeque::new(),
                 connected: false,
                 sent_times: VecDeque::new(),
@@ -497,14 +491,7 @@ async fn pacing_loop(
                     let mut listen16: Vec<f32> = core.listen.drain(..core.listen.len().min(TICK_16K)).collect();
                     listen16.resize(TICK_16K, 0.0);
                     let talk = core.talk.pop_tick();
-                    match core.decimator.process(&talk.pcm48) {
-                        Ok(v) => core.talk16_carry.extend(v),
-                        Err(e) => tracing::warn!("talk decimation: {e}"),
-                    }
-                    while core.talk16_carry.len() < TICK_16K {
-                        core.talk16_carry.push_front(0.0);
-                    }
-                    let talk16: Vec<f32> = core.talk16_carry.drain(..TICK_16K).collect();
+                    let talk16 = talk.pcm16.clone();
                     let out = core.pacer.tick(talk, &talk16, &listen16);
                     if let Ok(o) = &out {
                         for _ in &o.frames {
@@ -598,7 +585,9 @@ fn video_encoder_loop(
 
 async fn remote_audio_loop(session: Session, mut packets: mpsc::Receiver<RemoteAudioPacket>) {
     let mut shutdown = session.inner.shutdown.subscribe();
-    let (mut decoder, mut resampler) = match (OpusDecoder::new(), StreamResampler::new(48_000, 16_000)) {
+    let decoder = OpusDecoder::new().map_err(|e| e.to_string());
+    let resampler = StreamResampler::new(48_000, 16_000).map_err(|e| e.to_string());
+    let (mut decoder, mut resampler) = match (decoder, resampler) {
         (Ok(d), Ok(r)) => (d, r),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!("listen branch disabled: {e}");

@@ -1,9 +1,11 @@
 //! Bounded queue of talk audio (the avatar's own speech from the dialog
 //! backend), held at 48 kHz mono and drained in 20 ms ticks by the pacer.
 //!
-//! Incoming PCM16 at any rate in 8..=48 kHz is resampled to 48 kHz (the
-//! Opus rate; the generator's 16 kHz copy is derived from the drained ticks
-//! so both stay sample-aligned). Utterance boundaries travel with the audio
+//! Incoming PCM16 at any rate in 8..=48 kHz is resampled twice, to 48 kHz
+//! (the Opus track) and to 16 kHz (the generator). Both resamplers trim
+//! their group delay, so sample `n` of either stream is input time
+//! `n / rate`: a tick takes 960 + 320 samples of the same 20 ms, with no
+//! extra latency on either path. Utterance boundaries travel with the audio
 //! as markers: `Start` on the first sample of an utterance, `End` after its
 //! last sample (set by `TalkCommand::End`, which also flushes the
 //! resampler tail). `clear` drops everything queued at once.
@@ -42,6 +44,8 @@ pub enum Marker {
 pub struct TalkTick {
     /// Always `TICK_48K` samples (silence-padded).
     pub pcm48: Vec<f32>,
+    /// The same 20 ms at 16 kHz: always `TICK_16K` samples.
+    pub pcm16: Vec<f32>,
     /// How many of them are real talk audio.
     pub talk_samples: usize,
     pub markers: Vec<Marker>,
@@ -49,7 +53,7 @@ pub struct TalkTick {
 
 impl TalkTick {
     pub fn silence() -> Self {
-        Self { pcm48: vec![0.0; TICK_48K], talk_samples: 0, markers: Vec::new() }
+        Self { pcm48: vec![0.0; TICK_48K], pcm16: vec![0.0; TICK_16K], talk_samples: 0, markers: Vec::new() }
     }
 }
 
@@ -57,9 +61,11 @@ impl TalkTick {
 pub struct TalkQueue {
     cap_samples: usize,
     audio: VecDeque<f32>,
+    audio16: VecDeque<f32>,
     /// (absolute 48 kHz position, marker)
     markers: VecDeque<(u64, Marker)>,
-    resampler: Option<StreamResampler>,
+    /// (to 48 kHz, to 16 kHz) for the current input rate.
+    resampler: Option<(StreamResampler, StreamResampler)>,
     pushed: u64,
     popped: u64,
     next_id: u64,
@@ -72,6 +78,7 @@ impl TalkQueue {
         Self {
             cap_samples: (cap_ms * 48) as usize,
             audio: VecDeque::new(),
+            audio16: VecDeque::new(),
             markers: VecDeque::new(),
             resampler: None,
             pushed: 0,
@@ -102,13 +109,15 @@ impl TalkQueue {
                 cap_ms: self.cap_samples as u64 / 48,
             });
         }
-        let rate_changed = self.resampler.as_ref().is_some_and(|r| r.input_rate() != sample_rate);
+        let rate_changed = self.resampler.as_ref().is_some_and(|(r, _)| r.input_rate() != sample_rate);
         if rate_changed {
             self.flush_resampler()?;
         }
         if self.resampler.is_none() {
-            let r = StreamResampler::new(sample_rate, 48_000).map_err(|e| TalkQueueError::Resample(e.to_string()))?;
-            self.resampler = Some(r);
+            let err = |e: &dyn std::fmt::Display| TalkQueueError::Resample(e.to_string());
+            let r48 = StreamResampler::new(sample_rate, 48_000).map_err(|e| err(&e))?;
+            let r16 = StreamResampler::new(sample_rate, 16_000).map_err(|e| err(&e))?;
+            self.resampler = Some((r48, r16));
         }
         if self.open.is_none() {
             let id = self.next_id;
@@ -117,11 +126,11 @@ impl TalkQueue {
             self.markers.push_back((self.pushed, Marker::Start(id)));
         }
         let pcm: Vec<f32> = samples.iter().map(|&s| s as f32 / 32768.0).collect();
-        let out = match self.resampler.as_mut() {
-            Some(r) => r.process(&pcm).map_err(|e| TalkQueueError::Resample(e.to_string()))?,
-            None => Vec::new(),
-        };
-        self.append(&out);
+        if let Some((r48, r16)) = self.resampler.as_mut() {
+            let out48 = r48.process(&pcm).map_err(|e| TalkQueueError::Resample(e.to_string()))?;
+            let out16 = r16.process(&pcm).map_err(|e| TalkQueueError::Resample(e.to_string()))?;
+            self.append(&out48, &out16);
+        }
         Ok(())
     }
 
@@ -143,10 +152,8 @@ impl TalkQueue {
         let cut = self.open.take().or(queued);
         self.popped += self.audio.len() as u64;
         self.audio.clear();
+        self.audio16.clear();
         self.markers.clear();
-        if let Some(r) = self.resampler.as_mut() {
-            r.reset();
-        }
         self.resampler = None;
         cut
     }
@@ -160,15 +167,17 @@ impl TalkQueue {
             .markers
             .iter()
             .any(|(pos, m)| matches!(m, Marker::End(_)) && *pos <= tick_end);
-        let take = if self.audio.len() >= TICK_48K {
-            TICK_48K
+        let (take, take16) = if self.audio.len() >= TICK_48K && self.audio16.len() >= TICK_16K {
+            (TICK_48K, TICK_16K)
         } else if ended_within {
-            self.audio.len()
+            (self.audio.len().min(TICK_48K), self.audio16.len().min(TICK_16K))
         } else {
-            0
+            (0, 0)
         };
         let mut pcm48: Vec<f32> = self.audio.drain(..take).collect();
         pcm48.resize(TICK_48K, 0.0);
+        let mut pcm16: Vec<f32> = self.audio16.drain(..take16).collect();
+        pcm16.resize(TICK_16K, 0.0);
         let taken_end = self.popped + take as u64;
         let mut markers = Vec::new();
         while let Some(&(pos, m)) = self.markers.front() {
@@ -183,20 +192,26 @@ impl TalkQueue {
             self.markers.pop_front();
         }
         self.popped = taken_end;
-        TalkTick { pcm48, talk_samples: take, markers }
+        if self.audio.is_empty() && !self.audio16.is_empty() && self.open.is_none() && self.markers.is_empty() {
+            // Rounding left a sample or two at 16 kHz after the end: drop it.
+            self.audio16.clear();
+        }
+        TalkTick { pcm48, pcm16, talk_samples: take, markers }
     }
 
     fn flush_resampler(&mut self) -> Result<(), TalkQueueError> {
-        if let Some(mut r) = self.resampler.take() {
-            let tail = r.flush().map_err(|e| TalkQueueError::Resample(e.to_string()))?;
-            self.append(&tail);
+        if let Some((mut r48, mut r16)) = self.resampler.take() {
+            let tail48 = r48.flush().map_err(|e| TalkQueueError::Resample(e.to_string()))?;
+            let tail16 = r16.flush().map_err(|e| TalkQueueError::Resample(e.to_string()))?;
+            self.append(&tail48, &tail16);
         }
         Ok(())
     }
 
-    fn append(&mut self, pcm: &[f32]) {
-        self.audio.extend(pcm.iter().map(|s| s.clamp(-1.0, 1.0)));
-        self.pushed += pcm.len() as u64;
+    fn append(&mut self, pcm48: &[f32], pcm16: &[f32]) {
+        self.audio.extend(pcm48.iter().map(|s| s.clamp(-1.0, 1.0)));
+        self.audio16.extend(pcm16.iter().map(|s| s.clamp(-1.0, 1.0)));
+        self.pushed += pcm48.len() as u64;
     }
 }
 
@@ -207,21 +222,24 @@ mod tests {
     #[test]
     fn utterance_at_48k_drains_in_ticks_with_markers() {
         let mut q = TalkQueue::new(60_000);
-        q.push_pcm(48_000, &vec![1000i16; 2000]).unwrap();
-        assert_eq!(q.queued_ms(), 41);
+        // 2.5 ticks; the 16 kHz path holds back at most one resampler block.
+        q.push_pcm(48_000, &vec![1000i16; 2400]).unwrap();
+        assert_eq!(q.queued_ms(), 50);
         let t = q.pop_tick();
         assert_eq!(t.markers, vec![Marker::Start(0)]);
         assert_eq!(t.talk_samples, 960);
-        // 80 samples left, utterance not ended: waits (silence tick).
+        // 480 samples left, utterance not ended: waits (silence tick).
         let t = q.pop_tick();
         assert_eq!(t.talk_samples, 960);
         let t = q.pop_tick();
         assert_eq!(t.talk_samples, 0);
         assert_eq!(q.end().unwrap(), Some(0));
         let t = q.pop_tick();
-        assert_eq!(t.talk_samples, 80);
+        assert_eq!(t.talk_samples, 480);
         assert_eq!(t.markers, vec![Marker::End(0)]);
-        assert!(t.pcm48[80..].iter().all(|&s| s == 0.0));
+        assert!(t.pcm48[480..].iter().all(|&s| s == 0.0));
+        assert!(t.pcm16[..150].iter().all(|&s| s > 0.02));
+        assert!(t.pcm16[165..].iter().all(|&s| s.abs() < 1e-3));
         assert_eq!(q.pop_tick(), TalkTick::silence());
     }
 
@@ -233,10 +251,16 @@ mod tests {
         }
         q.end().unwrap();
         let mut total = 0;
+        let mut pcm16 = Vec::new();
         for _ in 0..10 {
-            total += q.pop_tick().talk_samples;
+            let t = q.pop_tick();
+            total += t.talk_samples;
+            pcm16.extend(t.pcm16);
         }
         assert_eq!(total, 4800);
+        // The 16 kHz copy is the same audio, not delayed.
+        assert!(pcm16[..1590].iter().skip(20).all(|&s| (s - 500.0 / 32768.0).abs() < 2e-3));
+        assert!(pcm16[1605..].iter().all(|&s| s.abs() < 1e-3));
     }
 
     #[test]
@@ -250,7 +274,7 @@ mod tests {
         assert_eq!(q.queued_ms(), 0);
         assert_eq!(q.pop_tick(), TalkTick::silence());
         // A new push opens a new utterance.
-        q.push_pcm(48_000, &vec![1i16; 960]).unwrap();
+        q.push_pcm(48_000, &vec![1i16; 1920]).unwrap();
         assert_eq!(q.pop_tick().markers, vec![Marker::Start(1)]);
     }
 
@@ -258,10 +282,13 @@ mod tests {
     fn end_without_audio_is_noop_and_end_after_drain_attaches_to_next_tick() {
         let mut q = TalkQueue::new(1000);
         assert_eq!(q.end().unwrap(), None);
-        q.push_pcm(48_000, &vec![1i16; 960]).unwrap();
+        q.push_pcm(48_000, &vec![1i16; 1920]).unwrap();
         assert_eq!(q.pop_tick().markers, vec![Marker::Start(0)]);
+        assert_eq!(q.pop_tick().talk_samples, 0); // 960 left, waits for more or End
         q.end().unwrap();
         let t = q.pop_tick();
-        assert_eq!((t.talk_samples, t.markers), (0, vec![Marker::End(0)]));
+        assert_eq!((t.talk_samples, t.markers), (960, vec![Marker::End(0)]));
+        let t = q.pop_tick();
+        assert_eq!(t, TalkTick::silence());
     }
 }
