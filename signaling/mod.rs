@@ -18,6 +18,7 @@ pub mod room_ws;
 pub mod rooms;
 pub mod sdp_check;
 pub mod server;
+pub mod session_agent;
 pub mod sessions;
 pub mod speech;
 pub mod state;

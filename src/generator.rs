@@ -7,6 +7,7 @@ use crate::media::frame::RgbFrame;
 
 pub mod audio_branch;
 pub mod devices;
+pub mod factory;
 pub mod reference;
 pub mod streaming;
 

@@ -208,19 +208,6 @@ fn run_synth(a: SynthArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the avatar source for `join`. The streaming generator is wired in
-/// here once it exists in this build.
-fn build_source(
-    spec: &streamavatar::session::SessionSpec,
-) -> anyhow::Result<Box<dyn streamavatar::generator::AvatarSource>> {
-    anyhow::bail!(
-        "join: no streaming generator in this build for model `{}` (device {}); \
-         the StreamingGenerator source is not wired in yet",
-        spec.model.name,
-        spec.device
-    )
-}
-
 /// `streamavatar join`: publish the avatar to a WHIP endpoint, optionally
 /// listen to a WHEP stream, until Ctrl-C or the call ends; then DELETE the
 /// WHIP/WHEP resources.
@@ -240,7 +227,7 @@ async fn run_join(a: JoinArgs) -> anyhow::Result<()> {
     };
     let whip = WhipClient::new(&a.whip, a.token.clone())?;
     let whep = a.whep.as_deref().map(|u| WhipClient::new(u, a.token.clone())).transpose()?;
-    let source = build_source(&spec)?;
+    let source = streamavatar::generator::factory::build_source(&spec).map_err(anyhow::Error::msg)?;
     let session = Session::start(spec, source)?;
 
     let offer = session.create_offer().await?;
@@ -310,7 +297,7 @@ fn run_weights_check(a: WeightsCheckArgs) -> anyhow::Result<()> {
 /// `streamavatar serve`: the signaling server and the page, one agent per call.
 async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     use std::sync::Arc;
-    use streamavatar::signaling::{self, agent::NoAgentFactory, AgentFactory, AppState, ServerConfig};
+    use streamavatar::signaling::{self, session_agent::SessionAgentFactory, AgentFactory, AppState, ServerConfig};
 
     let model = streamavatar::config::ModelConfig::load(&a.config)?;
     let mut cfg = ServerConfig::new(model);
@@ -326,9 +313,8 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     // The product agent (crate::session::Session + the streaming generator)
     // is plugged in through signaling::session_agent::SessionAgentFactory.
-    let factory: Arc<dyn AgentFactory> = Arc::new(NoAgentFactory {
-        reason: "this build has no call agent wired into `serve` yet".into(),
-    });
+    let factory: Arc<dyn AgentFactory> =
+        Arc::new(SessionAgentFactory::new(streamavatar::generator::factory::build_source));
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
