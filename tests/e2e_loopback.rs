@@ -131,7 +131,7 @@ impl AvatarSource for PatternSource {
                 f
             })
             .collect();
-        let chunk = VideoChunk { index: self.chunk, audio_sample_start: start as u64, frames };
+        let chunk = VideoChunk { index: self.chunk, audio_sample_start: start as u64, frames, timings: Default::default() };
         self.chunk += 1;
         Ok(chunk)
     }

@@ -367,6 +367,7 @@ mod tests {
             index,
             audio_sample_start: gen_start,
             frames: (0..FPC).map(|i| RgbFrame::solid(2, 2, [shade, i as u8, 0])).collect(),
+            timings: Default::default(),
         }
     }
 
