@@ -487,11 +487,11 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
         lag_v as u64 * BIN_MS,
     );
     assert!(
-        corr_a > 0.8,
+        corr_a > 0.7,
         "talk audio not found on the audio track (corr {corr_a:.3})"
     );
     assert!(
-        corr_v > 0.8,
+        corr_v > 0.7,
         "talk energy not found in the video brightness (corr {corr_v:.3})"
     );
     assert!(av_offset_ms.abs() <= 40, "A/V offset {av_offset_ms} ms");
