@@ -151,7 +151,10 @@ impl Peer {
             ice_servers: if opts.ice_servers.is_empty() {
                 vec![]
             } else {
-                vec![RTCIceServer { urls: opts.ice_servers.clone(), ..Default::default() }]
+                vec![RTCIceServer {
+                    urls: opts.ice_servers.clone(),
+                    ..Default::default()
+                }]
             },
             ..Default::default()
         };
@@ -183,16 +186,26 @@ impl Peer {
                     "avatar-audio".to_owned(),
                     "streamavatar".to_owned(),
                 ));
-                let video_sender =
-                    pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal + Send + Sync>).await?;
-                let audio_sender =
-                    pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal + Send + Sync>).await?;
-                spawn_rtcp_reader(video_sender, Some((keyframe_requested.clone(), keyframe_requests.clone())));
+                let video_sender = pc
+                    .add_track(Arc::clone(&video) as Arc<dyn TrackLocal + Send + Sync>)
+                    .await?;
+                let audio_sender = pc
+                    .add_track(Arc::clone(&audio) as Arc<dyn TrackLocal + Send + Sync>)
+                    .await?;
+                spawn_rtcp_reader(
+                    video_sender,
+                    Some((keyframe_requested.clone(), keyframe_requests.clone())),
+                );
                 spawn_rtcp_reader(audio_sender, None);
                 (Some(video), Some(audio))
             }
             PeerRole::Listener => {
-                let init = |d| Some(RTCRtpTransceiverInit { direction: d, send_encodings: vec![] });
+                let init = |d| {
+                    Some(RTCRtpTransceiverInit {
+                        direction: d,
+                        send_encodings: vec![],
+                    })
+                };
                 pc.add_transceiver_from_kind(RTPCodecType::Audio, init(RTCRtpTransceiverDirection::Recvonly))
                     .await?;
                 pc.add_transceiver_from_kind(RTPCodecType::Video, init(RTCRtpTransceiverDirection::Recvonly))
@@ -251,7 +264,13 @@ impl Peer {
                 gathering_timeout: opts.gathering_timeout,
             }),
         };
-        Ok((peer, PeerHandles { state: state_rx, remote_audio: audio_rx }))
+        Ok((
+            peer,
+            PeerHandles {
+                state: state_rx,
+                remote_audio: audio_rx,
+            },
+        ))
     }
 
     /// Answerer side: apply a remote offer, return our complete answer
@@ -337,7 +356,12 @@ impl Peer {
 }
 
 fn sample(data: Bytes, duration: Duration) -> Sample {
-    Sample { data, duration, timestamp: SystemTime::now(), ..Default::default() }
+    Sample {
+        data,
+        duration,
+        timestamp: SystemTime::now(),
+        ..Default::default()
+    }
 }
 
 /// Drain RTCP of one sender until it stops; flag PLI/FIR when `keyframe` is set.

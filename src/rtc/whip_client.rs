@@ -17,7 +17,11 @@ pub enum WhipError {
     #[error("HTTP request to {url} failed: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("endpoint {url} answered {status}: {body}")]
-    Status { url: String, status: StatusCode, body: String },
+    Status {
+        url: String,
+        status: StatusCode,
+        body: String,
+    },
     #[error("endpoint {url} answered without a usable Location header")]
     NoLocation { url: String },
     #[error("endpoint {url} answered with Content-Type `{content_type}` instead of application/sdp")]
@@ -43,7 +47,10 @@ pub struct WhipClient {
 
 impl WhipClient {
     pub fn new(endpoint: &str, token: Option<String>) -> Result<Self, WhipError> {
-        let bad = |reason: String| WhipError::BadUrl { url: endpoint.to_string(), reason };
+        let bad = |reason: String| WhipError::BadUrl {
+            url: endpoint.to_string(),
+            reason,
+        };
         let endpoint = Url::parse(endpoint).map_err(|e| bad(e.to_string()))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
             return Err(bad(format!("scheme `{}` is not http(s)", endpoint.scheme())));
@@ -51,7 +58,10 @@ impl WhipClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .build()
-            .map_err(|e| WhipError::Http { url: endpoint.to_string(), source: e })?;
+            .map_err(|e| WhipError::Http {
+                url: endpoint.to_string(),
+                source: e,
+            })?;
         Ok(Self { http, endpoint, token })
     }
 
@@ -70,11 +80,18 @@ impl WhipClient {
         if let Some(t) = &self.token {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
-        let resp = req.send().await.map_err(|source| WhipError::Http { url: url.clone(), source })?;
+        let resp = req.send().await.map_err(|source| WhipError::Http {
+            url: url.clone(),
+            source,
+        })?;
         let status = resp.status();
         if status != StatusCode::CREATED && status != StatusCode::OK {
             let body = resp.text().await.unwrap_or_default();
-            return Err(WhipError::Status { url, status, body: truncate(&body, 300) });
+            return Err(WhipError::Status {
+                url,
+                status,
+                body: truncate(&body, 300),
+            });
         }
         let location = resp
             .headers()
@@ -102,11 +119,18 @@ impl WhipClient {
         if let Some(t) = &self.token {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
-        let resp = req.send().await.map_err(|source| WhipError::Http { url: url.clone(), source })?;
+        let resp = req.send().await.map_err(|source| WhipError::Http {
+            url: url.clone(),
+            source,
+        })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            return Err(WhipError::Status { url, status, body: truncate(&body, 300) });
+            return Err(WhipError::Status {
+                url,
+                status,
+                body: truncate(&body, 300),
+            });
         }
         Ok(())
     }
@@ -126,8 +150,14 @@ mod tests {
 
     #[test]
     fn rejects_non_http_urls() {
-        assert!(matches!(WhipClient::new("ftp://x/whip", None), Err(WhipError::BadUrl { .. })));
-        assert!(matches!(WhipClient::new("not a url", None), Err(WhipError::BadUrl { .. })));
+        assert!(matches!(
+            WhipClient::new("ftp://x/whip", None),
+            Err(WhipError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            WhipClient::new("not a url", None),
+            Err(WhipError::BadUrl { .. })
+        ));
     }
 
     /// A one-shot HTTP/1.1 server on loopback that records each request
@@ -148,7 +178,11 @@ mod tests {
                     if let Some(end) = text.find("\r\n\r\n") {
                         let len = text
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         if buf.len() >= end + 4 + len {
                             break;
@@ -187,15 +221,17 @@ mod tests {
         assert!(post.contains("content-type: application/sdp"));
         assert!(post.contains("authorization: bearer s3cret"));
         assert!(post.ends_with("v=0\r\no=offer\r\n"));
-        assert!(seen[1].to_ascii_lowercase().starts_with("delete /whip/resource/42 http/1.1"));
+        assert!(seen[1]
+            .to_ascii_lowercase()
+            .starts_with("delete /whip/resource/42 http/1.1"));
     }
 
     #[tokio::test]
     async fn publish_reports_status_and_missing_location() {
-        let unauthorized =
-            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\nConnection: close\r\n\r\nno!".to_string();
-        let no_loc = "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            .to_string();
+        let unauthorized = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\nConnection: close\r\n\r\nno!".to_string();
+        let no_loc =
+            "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_string();
         let (url, server) = fake_server(vec![unauthorized, no_loc]).await;
         let client = WhipClient::new(&url, None).unwrap();
         let e = client.publish("v=0\r\n").await.unwrap_err();

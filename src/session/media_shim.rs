@@ -3,8 +3,32 @@
 //!
 //! These mirror the API the `media` module publishes
 //! (`media::resample::StreamResampler`, `media::opus`, `media::h264`) and
-//! exist so `session` builds before that branch is merged; once it is,
-//! this file shrinks to re-exports.
+//! exist so `session` builds before that branch is merged. Once `media` is
+//! merged, this file's whole body becomes the adapter below (verified: the
+//! session unit tests and tests/e2e_loopback.rs pass with it on top of the
+//! media branch at 37ccb78, A/V offset -5 ms):
+//!
+//! ```text
+//! use crate::media::frame::RgbFrame;
+//! use crate::media::{h264, opus};
+//! pub use crate::media::opus::OpusDecoder;
+//! pub use crate::media::resample::StreamResampler;
+//!
+//! pub struct OpusEncoder(opus::OpusEncoder);
+//! impl OpusEncoder {
+//!     pub fn new() -> Result<Self, opus::OpusError> { opus::OpusEncoder::new().map(Self) }
+//!     pub fn encode(&mut self, pcm: &[f32]) -> Result<Vec<u8>, opus::OpusError> { self.0.encode_frame(pcm) }
+//! }
+//! pub struct H264Encoder(h264::H264Encoder);
+//! impl H264Encoder {
+//!     pub fn new(width: usize, height: usize, fps: u32, bitrate_bps: u32) -> Result<Self, h264::H264Error> {
+//!         h264::H264Encoder::new(width, height, fps, Some(bitrate_bps)).map(Self)
+//!     }
+//!     pub fn encode(&mut self, frame: &RgbFrame, force_keyframe: bool) -> Result<Vec<u8>, h264::H264Error> {
+//!         self.0.encode_rgb(frame, force_keyframe).map(|f| f.data)
+//!     }
+//! }
+//! ```
 
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Level, Profile, RateControlMode, UsageType,
@@ -30,7 +54,13 @@ pub enum CodecError {
     #[error("h264: {0}")]
     H264(String),
     #[error("frame is {got_w}x{got_h} with {len} bytes, expected {want_w}x{want_h} RGB24")]
-    BadFrame { got_w: usize, got_h: usize, len: usize, want_w: usize, want_h: usize },
+    BadFrame {
+        got_w: usize,
+        got_h: usize,
+        len: usize,
+        want_w: usize,
+        want_h: usize,
+    },
 }
 
 /// Streaming resampler: input blocks of any length, output as it is ready;
@@ -57,18 +87,21 @@ impl StreamResampler {
         let (inner, to_trim) = if in_rate == out_rate {
             (None, 0)
         } else {
-            let r = FastFixedIn::<f32>::new(
-                out_rate as f64 / in_rate as f64,
-                1.0,
-                PolynomialDegree::Cubic,
-                chunk,
-                1,
-            )
-            .map_err(|e| CodecError::Resample(e.to_string()))?;
+            let r = FastFixedIn::<f32>::new(out_rate as f64 / in_rate as f64, 1.0, PolynomialDegree::Cubic, chunk, 1)
+                .map_err(|e| CodecError::Resample(e.to_string()))?;
             let delay = r.output_delay();
             (Some(r), delay)
         };
-        Ok(Self { in_rate, out_rate, inner, chunk, pending: Vec::new(), to_trim, total_in: 0, total_out: 0 })
+        Ok(Self {
+            in_rate,
+            out_rate,
+            inner,
+            chunk,
+            pending: Vec::new(),
+            to_trim,
+            total_in: 0,
+            total_out: 0,
+        })
     }
 
     pub fn input_rate(&self) -> u32 {
@@ -86,7 +119,9 @@ impl StreamResampler {
         let mut start = 0;
         while self.pending.len() - start >= self.chunk {
             let block = &self.pending[start..start + self.chunk];
-            let res = r.process(&[block], None).map_err(|e| CodecError::Resample(e.to_string()))?;
+            let res = r
+                .process(&[block], None)
+                .map_err(|e| CodecError::Resample(e.to_string()))?;
             out.extend_from_slice(&res[0]);
             start += self.chunk;
         }
@@ -104,7 +139,9 @@ impl StreamResampler {
             while self.total_out + (out.len() as u64).saturating_sub(self.to_trim as u64) < want && guard < 8 {
                 let mut block = std::mem::take(&mut self.pending);
                 block.resize(self.chunk, 0.0);
-                let res = r.process(&[&block[..]], None).map_err(|e| CodecError::Resample(e.to_string()))?;
+                let res = r
+                    .process(&[&block[..]], None)
+                    .map_err(|e| CodecError::Resample(e.to_string()))?;
                 out.extend_from_slice(&res[0]);
                 guard += 1;
             }
@@ -145,16 +182,22 @@ impl OpusEncoder {
     pub fn new() -> Result<Self, CodecError> {
         let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
             .map_err(|e| CodecError::Opus(e.to_string()))?;
-        enc.set_bitrate(opus::Bitrate::Bits(32_000)).map_err(|e| CodecError::Opus(e.to_string()))?;
+        enc.set_bitrate(opus::Bitrate::Bits(32_000))
+            .map_err(|e| CodecError::Opus(e.to_string()))?;
         Ok(Self { enc })
     }
 
     /// Encode exactly 960 samples (20 ms at 48 kHz).
     pub fn encode(&mut self, pcm: &[f32]) -> Result<Vec<u8>, CodecError> {
         if pcm.len() != OPUS_FRAME_48K {
-            return Err(CodecError::Opus(format!("need {OPUS_FRAME_48K} samples, got {}", pcm.len())));
+            return Err(CodecError::Opus(format!(
+                "need {OPUS_FRAME_48K} samples, got {}",
+                pcm.len()
+            )));
         }
-        self.enc.encode_vec_float(pcm, 4000).map_err(|e| CodecError::Opus(e.to_string()))
+        self.enc
+            .encode_vec_float(pcm, 4000)
+            .map_err(|e| CodecError::Opus(e.to_string()))
     }
 }
 
@@ -167,11 +210,17 @@ pub struct OpusDecoder {
 impl OpusDecoder {
     pub fn new() -> Result<Self, CodecError> {
         let dec = opus::Decoder::new(48_000, opus::Channels::Mono).map_err(|e| CodecError::Opus(e.to_string()))?;
-        Ok(Self { dec, buf: vec![0.0; 5760] })
+        Ok(Self {
+            dec,
+            buf: vec![0.0; 5760],
+        })
     }
 
     pub fn decode(&mut self, packet: &[u8]) -> Result<Vec<f32>, CodecError> {
-        let n = self.dec.decode_float(packet, &mut self.buf, false).map_err(|e| CodecError::Opus(e.to_string()))?;
+        let n = self
+            .dec
+            .decode_float(packet, &mut self.buf, false)
+            .map_err(|e| CodecError::Opus(e.to_string()))?;
         Ok(self.buf[..n].to_vec())
     }
 }
@@ -186,7 +235,9 @@ pub struct H264Encoder {
 impl H264Encoder {
     pub fn new(width: usize, height: usize, fps: u32, bitrate_bps: u32) -> Result<Self, CodecError> {
         if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
-            return Err(CodecError::H264(format!("frame size {width}x{height} must be even and non-zero")));
+            return Err(CodecError::H264(format!(
+                "frame size {width}x{height} must be even and non-zero"
+            )));
         }
         let config = EncoderConfig::new()
             .bitrate(BitRate::from_bps(bitrate_bps))
@@ -231,7 +282,9 @@ mod tests {
     #[test]
     fn resampler_length_and_tone_survive() {
         let mut r = StreamResampler::new(24_000, 16_000).unwrap();
-        let tone: Vec<f32> = (0..24_000).map(|i| (i as f32 * 440.0 * std::f32::consts::TAU / 24_000.0).sin()).collect();
+        let tone: Vec<f32> = (0..24_000)
+            .map(|i| (i as f32 * 440.0 * std::f32::consts::TAU / 24_000.0).sin())
+            .collect();
         let mut out = Vec::new();
         for block in tone.chunks(333) {
             out.extend(r.process(block).unwrap());

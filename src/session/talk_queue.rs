@@ -25,7 +25,11 @@ pub enum TalkQueueError {
     #[error("sample rate {0} Hz outside 8000..=48000")]
     BadRate(u32),
     #[error("talk queue full: {queued_ms} ms queued, {incoming_ms} ms more would pass the {cap_ms} ms cap")]
-    Full { queued_ms: u64, incoming_ms: u64, cap_ms: u64 },
+    Full {
+        queued_ms: u64,
+        incoming_ms: u64,
+        cap_ms: u64,
+    },
     #[error("resampling failed: {0}")]
     Resample(String),
 }
@@ -53,7 +57,12 @@ pub struct TalkTick {
 
 impl TalkTick {
     pub fn silence() -> Self {
-        Self { pcm48: vec![0.0; TICK_48K], pcm16: vec![0.0; TICK_16K], talk_samples: 0, markers: Vec::new() }
+        Self {
+            pcm48: vec![0.0; TICK_48K],
+            pcm16: vec![0.0; TICK_16K],
+            talk_samples: 0,
+            markers: Vec::new(),
+        }
     }
 }
 
@@ -109,7 +118,10 @@ impl TalkQueue {
                 cap_ms: self.cap_samples as u64 / 48,
             });
         }
-        let rate_changed = self.resampler.as_ref().is_some_and(|(r, _)| r.input_rate() != sample_rate);
+        let rate_changed = self
+            .resampler
+            .as_ref()
+            .is_some_and(|(r, _)| r.input_rate() != sample_rate);
         if rate_changed {
             self.flush_resampler()?;
         }
@@ -146,8 +158,8 @@ impl TalkQueue {
     /// Drop all queued audio and markers now. Returns the id of the
     /// utterance that was open or queued, if any.
     pub fn clear(&mut self) -> Option<u64> {
-        let queued = self.markers.iter().find_map(|(_, m)| match m {
-            Marker::Start(id) | Marker::End(id) => Some(*id),
+        let queued = self.markers.front().map(|(_, m)| match m {
+            Marker::Start(id) | Marker::End(id) => *id,
         });
         let cut = self.open.take().or(queued);
         self.popped += self.audio.len() as u64;
@@ -196,7 +208,12 @@ impl TalkQueue {
             // Rounding left a sample or two at 16 kHz after the end: drop it.
             self.audio16.clear();
         }
-        TalkTick { pcm48, pcm16, talk_samples: take, markers }
+        TalkTick {
+            pcm48,
+            pcm16,
+            talk_samples: take,
+            markers,
+        }
     }
 
     fn flush_resampler(&mut self) -> Result<(), TalkQueueError> {
@@ -259,7 +276,10 @@ mod tests {
         }
         assert_eq!(total, 4800);
         // The 16 kHz copy is the same audio, not delayed.
-        assert!(pcm16[..1590].iter().skip(20).all(|&s| (s - 500.0 / 32768.0).abs() < 2e-3));
+        assert!(pcm16[..1590]
+            .iter()
+            .skip(20)
+            .all(|&s| (s - 500.0 / 32768.0).abs() < 2e-3));
         assert!(pcm16[1605..].iter().all(|&s| s.abs() < 1e-3));
     }
 
