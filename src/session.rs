@@ -9,11 +9,10 @@
 //! Internals: `talk_queue` (bounded talk audio with utterance markers),
 //! `pacer` (the sans-IO media clock and fall-behind policy), `runtime`
 //! (the generator thread, the pacing task, the video encoder thread and
-//! the remote-audio task), `media_shim` (codec adapters).
+//! the remote-audio task).
 
 use std::time::Duration;
 
-mod media_shim;
 pub mod pacer;
 mod runtime;
 pub mod talk_queue;

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::media_shim::{H264Encoder, OpusDecoder, OpusEncoder, StreamResampler};
+use crate::media::h264::H264Encoder;
+use crate::media::opus::{OpusDecoder, OpusEncoder};
+use crate::media::resample::StreamResampler;
 use super::pacer::{Pacer, PacerConfig, PlayFrame, TICKS_PER_SECOND};
 use super::talk_queue::{TalkQueue, TICK_16K};
 use super::{SessionError, SessionSpec, SessionStats, TalkCommand, TalkEvent, NEGOTIATION_TIMEOUT};
@@ -364,7 +366,7 @@ impl Session {
             .opts
             .video_bitrate_bps
             .unwrap_or_else(|| ((w * h) as f64 * fps as f64 * 0.12).clamp(150_000.0, 4_000_000.0) as u32);
-        let encoder = H264Encoder::new(w, h, fps, bitrate).map_err(|e| SessionError::Rtc(e.to_string()))?;
+        let encoder = H264Encoder::new(w, h, fps, Some(bitrate)).map_err(|e| SessionError::Rtc(e.to_string()))?;
         let (video_tx, video_rx) = sync_channel::<VideoJob>(64);
         let handle = tokio::runtime::Handle::current();
         let enc_session = self.clone();
@@ -548,7 +550,7 @@ async fn pacing_loop(
                     let _ = inner.events.send(ev);
                 }
                 if let Some(pcm) = out.audio {
-                    match opus.encode(&pcm) {
+                    match opus.encode_frame(&pcm) {
                         Ok(pkt) => {
                             if let Err(e) = peer.write_audio(Bytes::from(pkt), audio_duration).await {
                                 tracing::debug!("audio write: {e}");
@@ -589,7 +591,7 @@ fn video_encoder_loop(
             session.inner.keyframe_requests.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
-        match encoder.encode(&job.frame, keyframe) {
+        match encoder.encode_rgb(&job.frame, keyframe).map(|f| f.data) {
             Ok(au) if !au.is_empty() => {
                 let duration = job.duration + std::mem::take(&mut carried);
                 if let Err(e) = rt.block_on(peer.write_video(Bytes::from(au), duration)) {

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 
-use super::media_shim::StreamResampler;
+use crate::media::resample::StreamResampler;
 
 /// 48 kHz samples per 20 ms tick.
 pub const TICK_48K: usize = 960;
