@@ -162,7 +162,8 @@ fn decode_timing() -> Result<()> {
     mid.base_dim = 32;
     mid.decoder_base_dim = 64;
     let only_tiny = std::env::var("VAE_TIMING_TINY_ONLY").is_ok();
-    for (name, cfg, hw) in [("tiny", ModelConfig::tiny().vae, 64usize), ("mid", mid, 128usize)] {
+    let mid_hw: usize = std::env::var("VAE_TIMING_MID_HW").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    for (name, cfg, hw) in [("tiny", ModelConfig::tiny().vae, 64usize), ("mid", mid, mid_hw)] {
         if only_tiny && name != "tiny" {
             continue;
         }
@@ -171,6 +172,7 @@ fn decode_timing() -> Result<()> {
             let map = candle_nn::VarMap::new();
             let vb = VarBuilder::from_varmap(&map, dtype, &dev);
             let vae = WanVae::new(&cfg, vb)?;
+            eprintln!("{name}: built, peak RSS {} MB", peak_rss_mb());
             let (h, w) = (hw / 16, hw / 16);
             let mut stream = vae.streaming_decoder();
             let z_ref = Tensor::randn(0f32, 1.0, (1, cfg.z_dim, 1, h, w), &dev)?.to_dtype(dtype)?;
@@ -187,12 +189,26 @@ fn decode_timing() -> Result<()> {
             }
             let mean = times.iter().sum::<f64>() / times.len() as f64;
             eprintln!(
-                "{name} {hw}x{hw} {dtype:?}: reference frame {:.1} ms, 3-latent chunk (12 frames) mean {:.1} ms (runs {:?})",
+                "{name} {hw}x{hw} {dtype:?}: reference frame {:.1} ms, 3-latent chunk (12 frames) mean {:.1} ms (runs {:?}); peak RSS {} MB",
                 t_ref * 1e3,
                 mean * 1e3,
-                times.iter().map(|t| (t * 1e3).round()).collect::<Vec<_>>()
+                times.iter().map(|t| (t * 1e3).round()).collect::<Vec<_>>(),
+                peak_rss_mb()
             );
         }
     }
     Ok(())
+}
+
+/// Peak resident memory of this process (Linux), for the timing report.
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
 }

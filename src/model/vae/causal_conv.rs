@@ -71,41 +71,58 @@ pub fn next_cache(x: &Tensor, previous: Option<&Tensor>) -> Result<Tensor> {
     tail.copy()
 }
 
-/// Stride-1 2-D convolution of `x` `[N, K, H, W]` with `taps` (`kh * kw`
-/// matrices `[C_out, K]`, row-major over (dy, dx)) and zero padding `pad`,
-/// computed as `kh * kw` GEMMs over shifted views of the flattened padded
-/// input ("implicit GEMM"): output pixel `o = y * Wp + x` of the padded-width
-/// grid gets `taps[dy, dx] @ input[o + dy * Wp + dx]`; the `Wp - W_out` junk
-/// columns per row are cropped at the end. No im2col buffer, no per-element
-/// index arithmetic: on candle's CPU backend this is several times faster
-/// than `conv2d` for the VAE's shapes (see the `stacked_taps_timing` test).
-pub fn conv2d_shifted_gemm(x: &Tensor, taps: &[Tensor], kh: usize, kw: usize, pad: usize) -> Result<Tensor> {
-    let (n, k, h, w) = x.dims4()?;
-    let xp = if pad > 0 { x.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)? } else { x.clone() };
+/// Stride-1 convolution over frames as shifted GEMMs ("implicit GEMM").
+///
+/// `x` `[N_in, C, H, W]` (frames), `taps`: `kt * kh * kw` matrices
+/// `[C_out, C]` ordered (kt, dy, dx); output frame `n` uses input frames
+/// `n .. n + kt`. The input is copied once into channel-major padded form
+/// `[C, N_in * Hp * Wp]`; output position `o` of the flattened
+/// `[N_out, Hp, Wp]` grid then gets `taps[kt, dy, dx] @ input[:, o + kt*Hp*Wp
+/// + dy*Wp + dx]`, so every tap is ONE rank-2 GEMM over a zero-copy view
+/// spanning all frames. Junk positions (padding columns / rows) are cropped
+/// at the end. Returns `[N_out, C_out, Ho, Wo]` (a view; no bias).
+pub fn shifted_gemm_frames(x: &Tensor, taps: &[Tensor], kt: usize, kh: usize, kw: usize, pad: usize) -> Result<Tensor> {
+    let (n_in, c, h, w) = x.dims4()?;
     let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-    if hp < kh || wp < kw || taps.len() != kh * kw {
-        candle_core::bail!("conv2d_shifted_gemm: input {h}x{w} (pad {pad}) too small for {kh}x{kw} or wrong tap count");
+    if n_in < kt || hp < kh || wp < kw || taps.len() != kt * kh * kw {
+        candle_core::bail!("shifted GEMM conv: input [{n_in}, {c}, {h}, {w}] (pad {pad}) too small for a {kt}x{kh}x{kw} kernel, or {} taps", taps.len());
     }
-    let (ho, wo) = (hp - kh + 1, wp - kw + 1);
-    let xf = xp.reshape((n, k, hp * wp))?;
-    let len = (ho - 1) * wp + wo;
+    let (n_out, ho, wo) = (n_in - kt + 1, hp - kh + 1, wp - kw + 1);
+    let xc = x.permute((1, 0, 2, 3))?;
+    let xp = if pad > 0 { xc.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)? } else { xc.contiguous()? };
+    let plane = hp * wp;
+    let xf = xp.reshape((c, n_in * plane))?;
+    let len = (n_out - 1) * plane + (ho - 1) * wp + wo;
     let mut acc: Option<Tensor> = None;
-    for dy in 0..kh {
-        for dx in 0..kw {
-            let view = xf.narrow(2, dy * wp + dx, len)?;
-            let z = taps[dy * kw + dx].broadcast_matmul(&view)?;
-            acc = Some(match acc {
-                None => z,
-                Some(a) => (a + z)?,
-            });
+    for t in 0..kt {
+        for dy in 0..kh {
+            for dx in 0..kw {
+                let view = xf.narrow(1, t * plane + dy * wp + dx, len)?;
+                let z = taps[(t * kh + dy) * kw + dx].matmul(&view)?;
+                acc = Some(match acc {
+                    None => z,
+                    Some(a) => (a + z)?,
+                });
+            }
         }
     }
     let acc = match acc {
         Some(a) => a,
-        None => candle_core::bail!("conv2d_shifted_gemm: empty kernel"),
+        None => candle_core::bail!("shifted GEMM conv: empty kernel"),
     };
-    let c_out = acc.dim(1)?;
-    acc.pad_with_zeros(2, 0, ho * wp - len)?.reshape((n, c_out, ho, wp))?.narrow(3, 0, wo)
+    let c_out = acc.dim(0)?;
+    acc.pad_with_zeros(1, 0, n_out * plane - len)?
+        .reshape((c_out, n_out, hp, wp))?
+        .narrow(2, 0, ho)?
+        .narrow(3, 0, wo)?
+        .permute((1, 0, 2, 3))
+}
+
+/// Stride-1 2-D convolution of `x` `[N, K, H, W]` with `taps` (`kh * kw`
+/// matrices `[C_out, K]`, row-major over (dy, dx)) and zero padding `pad`,
+/// via [`shifted_gemm_frames`]. Returns a contiguous `[N, C_out, Ho, Wo]`.
+pub fn conv2d_shifted_gemm(x: &Tensor, taps: &[Tensor], kh: usize, kw: usize, pad: usize) -> Result<Tensor> {
+    shifted_gemm_frames(x, taps, 1, kh, kw, pad)?.contiguous()
 }
 
 /// Whether the CPU shifted-GEMM path pays off: measured faster than candle's
@@ -277,42 +294,8 @@ impl CausalConv3d {
     /// ShiftedGemm path for one batch element: `x` `[T_in, C, H, W]` (time
     /// padding already applied) -> `[T_out, C_out, H', W']`.
     fn shifted_frames(&self, x: &Tensor, taps: &[Tensor], t_out: usize) -> Result<Tensor> {
-        let (_, c, h, w) = x.dims4()?;
-        let p = self.pad_s;
-        let xp = if p > 0 { x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)? } else { x.clone() };
-        let (hp, wp) = (h + 2 * p, w + 2 * p);
-        if hp < self.kh || wp < self.kw {
-            candle_core::bail!("causal conv: {h}x{w} input too small for a {}x{} kernel", self.kh, self.kw);
-        }
-        let (ho, wo) = (hp - self.kh + 1, wp - self.kw + 1);
-        let t_in = xp.dim(0)?;
-        let xf = xp.reshape((t_in, c, hp * wp))?;
-        let len = (ho - 1) * wp + wo;
-        let mut acc: Option<Tensor> = None;
-        for kt in 0..self.kt {
-            let frames = xf.narrow(0, kt, t_out)?;
-            for dy in 0..self.kh {
-                for dx in 0..self.kw {
-                    let view = frames.narrow(2, dy * wp + dx, len)?;
-                    let z = taps[(kt * self.kh + dy) * self.kw + dx].broadcast_matmul(&view)?;
-                    acc = Some(match acc {
-                        None => z,
-                        Some(a) => (a + z)?,
-                    });
-                }
-            }
-        }
-        let acc = match acc {
-            Some(a) => a,
-            None => candle_core::bail!("causal conv: empty kernel"),
-        };
-        let y = if wo == wp {
-            acc.reshape((t_out, self.out_channels, ho, wo))?
-        } else {
-            acc.pad_with_zeros(2, 0, ho * wp - len)?
-                .reshape((t_out, self.out_channels, ho, wp))?
-                .narrow(3, 0, wo)?
-        };
+        let y = shifted_gemm_frames(x, taps, self.kt, self.kh, self.kw, self.pad_s)?;
+        debug_assert_eq!(y.dim(0)?, t_out);
         y.broadcast_add(&self.bias)
     }
 

@@ -111,3 +111,43 @@ impl VaeDecoder {
         self.decoder.forward(&x, cache, first_chunk)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn rss_mb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+            .unwrap_or(0)
+            / 1024
+    }
+
+    /// Per-stage time and peak memory of one decoder step (diagnostics, not
+    /// an assertion): `cargo test --lib decoder::tests -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn stage_profile() {
+        let dev = Device::Cpu;
+        let mut cfg = crate::config::ModelConfig::full().vae;
+        cfg.decoder_base_dim = 64;
+        let map = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
+        let d = Decoder3d::new(&cfg, vb).unwrap();
+        let mut cache = vec![CacheSlot::Empty; d.num_cache_slots()];
+        for (t, first) in [(1usize, true), (3, false)] {
+            let x = Tensor::randn(0f32, 1.0, (1, t, 48, 2, 2), &dev).unwrap();
+            let t0 = std::time::Instant::now();
+            let x = d.conv_in.forward_cached(&x, &mut cache[d.conv_in_slot]).unwrap();
+            let mut x = d.mid_block.forward(&x, &mut cache).unwrap();
+            eprintln!("T={t} mid {:?} {:.0} ms rss {}", x.dims(), t0.elapsed().as_secs_f64() * 1e3, rss_mb());
+            for (i, b) in d.up_blocks.iter().enumerate() {
+                let t0 = std::time::Instant::now();
+                x = b.forward(&x, &mut cache, first).unwrap();
+                eprintln!("T={t} up{i} {:?} {:.0} ms rss {}", x.dims(), t0.elapsed().as_secs_f64() * 1e3, rss_mb());
+            }
+        }
+    }
+}
