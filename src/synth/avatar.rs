@@ -16,6 +16,7 @@ use crate::media::frame::RgbFrame;
 /// Side length of the design space.
 pub const DESIGN_SIZE: f32 = 256.0;
 
+#[allow(clippy::too_many_arguments)]
 fn ellipse(c: &mut Canvas, xf: &Xform, (cx, cy): (f32, f32), rx: f32, ry: f32, angle: f32, col: Rgb, alpha: f32) {
     let r = rx.max(ry) + 1.0;
     c.fill(xf, [cx - r, cy - r, cx + r, cy + r], col, alpha, |x, y| {

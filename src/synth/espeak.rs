@@ -100,13 +100,17 @@ struct EspeakEvent {
 }
 
 type SynthCallback = unsafe extern "C" fn(*mut c_short, c_int, *mut EspeakEvent) -> c_int;
+type SetVoiceFn = unsafe extern "C" fn(*const c_char) -> c_int;
+type SetParameterFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+type SynthFn = unsafe extern "C" fn(*const c_void, usize, c_uint, c_int, c_uint, c_uint, *mut c_uint, *mut c_void) -> c_int;
+type SynchronizeFn = unsafe extern "C" fn() -> c_int;
 
 /// Entry points of the library loaded in this (child) process.
 struct Api {
-    set_voice_by_name: unsafe extern "C" fn(*const c_char) -> c_int,
-    set_parameter: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int,
-    synth: unsafe extern "C" fn(*const c_void, usize, c_uint, c_int, c_uint, c_uint, *mut c_uint, *mut c_void) -> c_int,
-    synchronize: unsafe extern "C" fn() -> c_int,
+    set_voice_by_name: SetVoiceFn,
+    set_parameter: SetParameterFn,
+    synth: SynthFn,
+    synchronize: SynchronizeFn,
     sample_rate: u32,
 }
 
@@ -204,10 +208,10 @@ fn load() -> Result<Api, EspeakError> {
         let set_callback: unsafe extern "C" fn(Option<SynthCallback>) =
             std::mem::transmute(symbol(handle, "espeak_SetSynthCallback")?);
         let api = Api {
-            set_voice_by_name: std::mem::transmute(symbol(handle, "espeak_SetVoiceByName")?),
-            set_parameter: std::mem::transmute(symbol(handle, "espeak_SetParameter")?),
-            synth: std::mem::transmute(symbol(handle, "espeak_Synth")?),
-            synchronize: std::mem::transmute(symbol(handle, "espeak_Synchronize")?),
+            set_voice_by_name: std::mem::transmute::<*mut c_void, SetVoiceFn>(symbol(handle, "espeak_SetVoiceByName")?),
+            set_parameter: std::mem::transmute::<*mut c_void, SetParameterFn>(symbol(handle, "espeak_SetParameter")?),
+            synth: std::mem::transmute::<*mut c_void, SynthFn>(symbol(handle, "espeak_Synth")?),
+            synchronize: std::mem::transmute::<*mut c_void, SynchronizeFn>(symbol(handle, "espeak_Synchronize")?),
             sample_rate: 0,
         };
         let rate = initialize(

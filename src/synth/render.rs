@@ -115,22 +115,47 @@ impl Canvas {
             return;
         }
         let Some((x0, y0, x1, y1)) = self.pixel_bounds(xf, bbox) else { return };
-        let inv_scale_px = xf.scale;
-        for py in y0..y1 {
-            let row = py * self.width;
-            for px in x0..x1 {
-                let (lx, ly) = xf.invert(px as f32 + 0.5, py as f32 + 0.5);
-                let d_px = sdf(lx, ly) * inv_scale_px;
-                let cov = (0.5 - d_px).clamp(0.0, 1.0) * alpha;
-                if cov <= 0.0 {
+        let scale = xf.scale;
+        // Tiles whose centre is far from the edge are wholly inside or
+        // outside (SDFs change by at most ~1 px per px; the margin doubles
+        // the tile's half diagonal to cover the approximate ellipse SDF).
+        const TILE: usize = 8;
+        let margin = TILE as f32 * std::f32::consts::SQRT_2 + 1.0;
+        let mut ty = y0;
+        while ty < y1 {
+            let ty1 = (ty + TILE).min(y1);
+            let mut tx = x0;
+            while tx < x1 {
+                let tx1 = (tx + TILE).min(x1);
+                let (cx, cy) = xf.invert((tx + tx1) as f32 * 0.5, (ty + ty1) as f32 * 0.5);
+                let dc = sdf(cx, cy) * scale;
+                if dc > margin {
+                    tx = tx1;
                     continue;
                 }
-                let i = (row + px) * 3;
-                let p = &mut self.data[i..i + 3];
-                p[0] += (color[0] - p[0]) * cov;
-                p[1] += (color[1] - p[1]) * cov;
-                p[2] += (color[2] - p[2]) * cov;
+                let solid = dc < -margin;
+                for py in ty..ty1 {
+                    let row = py * self.width;
+                    for px in tx..tx1 {
+                        let cov = if solid {
+                            alpha
+                        } else {
+                            let (lx, ly) = xf.invert(px as f32 + 0.5, py as f32 + 0.5);
+                            (0.5 - sdf(lx, ly) * scale).clamp(0.0, 1.0) * alpha
+                        };
+                        if cov <= 0.0 {
+                            continue;
+                        }
+                        let i = (row + px) * 3;
+                        let p = &mut self.data[i..i + 3];
+                        p[0] += (color[0] - p[0]) * cov;
+                        p[1] += (color[1] - p[1]) * cov;
+                        p[2] += (color[2] - p[2]) * cov;
+                    }
+                }
+                tx = tx1;
             }
+            ty = ty1;
         }
     }
 
