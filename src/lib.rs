@@ -11,5 +11,6 @@ pub mod media;
 pub mod model;
 pub mod rtc;
 pub mod session;
+pub mod synth;
 #[path = "../signaling/mod.rs"]
 pub mod signaling;

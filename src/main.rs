@@ -23,6 +23,32 @@ enum Command {
     /// Weight files: check against a config.
     #[command(subcommand)]
     Weights(WeightsCommand),
+    /// Write a synthetic talking/listening avatar dataset (training data).
+    Synth(SynthArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SynthArgs {
+    /// Output folder (clip_NNNNN/ subfolders and dataset.json).
+    #[arg(long)]
+    out: String,
+    /// Number of clips.
+    #[arg(long, default_value_t = 1)]
+    clips: usize,
+    /// Seconds per clip.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Frame side in pixels.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Held-out identities and sentences (evaluation split).
+    #[arg(long)]
+    heldout: bool,
+    /// One PNG per frame instead of a raw frames.rgb file.
+    #[arg(long)]
+    png: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -151,7 +177,34 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Generator(a)) => anyhow::bail!("bench generator: not built yet ({a:?})"),
         Command::Bench(BenchCommand::Call(a)) => anyhow::bail!("bench call: not built yet ({a:?})"),
         Command::Weights(WeightsCommand::Check(a)) => anyhow::bail!("weights check: not built yet ({a:?})"),
+        Command::Synth(a) => run_synth(a),
     }
+}
+
+/// `streamavatar synth`: write a synthetic dataset (see synth::dataset).
+fn run_synth(a: SynthArgs) -> anyhow::Result<()> {
+    use streamavatar::synth::{write_dataset, DatasetSpec, FrameFormat};
+    let spec = DatasetSpec {
+        out: std::path::PathBuf::from(&a.out),
+        clips: a.clips,
+        seconds: a.seconds,
+        size: a.size,
+        seed: a.seed,
+        heldout: a.heldout,
+        format: if a.png { FrameFormat::Png } else { FrameFormat::Raw },
+    };
+    let t0 = std::time::Instant::now();
+    let summary = write_dataset(&spec)?;
+    let ms_per_frame = 1000.0 * summary.render_s / summary.frames.max(1) as f64;
+    tracing::info!(
+        clips = summary.clips.len(),
+        frames = summary.frames,
+        ms_per_frame = format!("{ms_per_frame:.2}"),
+        total_s = format!("{:.1}", t0.elapsed().as_secs_f64()),
+        out = %a.out,
+        "synth dataset written"
+    );
+    Ok(())
 }
 
 /// Builds the avatar source for `join`. The streaming generator is wired in
