@@ -149,3 +149,50 @@ fn bad_input_is_a_clear_error() -> Result<()> {
     assert!(err.to_string().contains("decoder.conv_out.weight"), "{err}");
     Ok(())
 }
+
+/// Decode time per chunk (not an assertion; run with
+/// `cargo test --test vae_parity -- --ignored --nocapture decode_timing`).
+/// Random weights: tiny config at 64x64, and a mid-size Wan2.2 config
+/// (z 48, decoder_base_dim 64, dim_mult [1,2,4,4], 2 res blocks) at 128x128.
+#[test]
+#[ignore]
+fn decode_timing() -> Result<()> {
+    let dev = Device::Cpu;
+    let mut mid = ModelConfig::full().vae;
+    mid.base_dim = 32;
+    mid.decoder_base_dim = 64;
+    let only_tiny = std::env::var("VAE_TIMING_TINY_ONLY").is_ok();
+    for (name, cfg, hw) in [("tiny", ModelConfig::tiny().vae, 64usize), ("mid", mid, 128usize)] {
+        if only_tiny && name != "tiny" {
+            continue;
+        }
+        let dtypes: &[DType] = if name == "tiny" { &[DType::F32, DType::F16] } else { &[DType::F32] };
+        for &dtype in dtypes {
+            let map = candle_nn::VarMap::new();
+            let vb = VarBuilder::from_varmap(&map, dtype, &dev);
+            let vae = WanVae::new(&cfg, vb)?;
+            let (h, w) = (hw / 16, hw / 16);
+            let mut stream = vae.streaming_decoder();
+            let z_ref = Tensor::randn(0f32, 1.0, (1, cfg.z_dim, 1, h, w), &dev)?.to_dtype(dtype)?;
+            let t0 = std::time::Instant::now();
+            stream.decode_chunk(&z_ref)?;
+            let t_ref = t0.elapsed().as_secs_f64();
+            let mut times = Vec::new();
+            for _ in 0..(if name == "tiny" { 3 } else { 2 }) {
+                let z = Tensor::randn(0f32, 1.0, (1, cfg.z_dim, 3, h, w), &dev)?.to_dtype(dtype)?;
+                let t0 = std::time::Instant::now();
+                let v = stream.decode_chunk(&z)?;
+                times.push(t0.elapsed().as_secs_f64());
+                assert_eq!(v.dims(), &[1, 3, 12, hw, hw]);
+            }
+            let mean = times.iter().sum::<f64>() / times.len() as f64;
+            eprintln!(
+                "{name} {hw}x{hw} {dtype:?}: reference frame {:.1} ms, 3-latent chunk (12 frames) mean {:.1} ms (runs {:?})",
+                t_ref * 1e3,
+                mean * 1e3,
+                times.iter().map(|t| (t * 1e3).round()).collect::<Vec<_>>()
+            );
+        }
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::causal_conv::{next_cache, CacheSlot, CausalConv3d, SlotAllocator};
+use super::causal_conv::{conv2d_shifted_gemm, kernel_taps, next_cache, use_shifted_gemm, CacheSlot, CausalConv3d, SlotAllocator};
 
 /// diffusers `WanRMS_norm`: `F.normalize(x, dim=channel) * sqrt(C) * gamma`
 /// (no bias in the Wan VAE). Normalisation runs in f32 for half types.
@@ -144,6 +144,9 @@ pub struct Resample {
     /// `[C_out, C_in, 3, 3]`, bias `[1, C_out, 1, 1]`.
     conv_w: Tensor,
     conv_b: Tensor,
+    /// Per-(dy, dx) `[C_out, C_in]` matrices of `conv_w` for the CPU
+    /// shifted-GEMM path of the stride-1 (upsampling) convolution.
+    conv_taps: Option<Vec<Tensor>>,
     time_conv: Option<(CausalConv3d, usize)>,
 }
 
@@ -166,7 +169,13 @@ impl Resample {
             )),
             _ => None,
         };
-        Ok(Self { mode, conv_w, conv_b, time_conv })
+        let upsampling = matches!(mode, ResampleMode::Upsample2d | ResampleMode::Upsample3d);
+        let conv_taps = if upsampling && use_shifted_gemm(vb.device(), vb.dtype(), dim) {
+            Some(kernel_taps(&conv_w)?)
+        } else {
+            None
+        };
+        Ok(Self { mode, conv_w, conv_b, conv_taps, time_conv })
     }
 
     pub fn forward(&self, x: &Tensor, cache: &mut [CacheSlot]) -> Result<Tensor> {
@@ -192,9 +201,13 @@ impl Resample {
         let (b, t, c, h, w) = x.dims5()?;
         let frames = x.reshape((b * t, c, h, w))?;
         let y = match self.mode {
-            ResampleMode::Upsample2d | ResampleMode::Upsample3d => frames
-                .upsample_nearest2d(2 * h, 2 * w)?
-                .conv2d(&self.conv_w, 1, 1, 1, 1)?,
+            ResampleMode::Upsample2d | ResampleMode::Upsample3d => {
+                let up = frames.upsample_nearest2d(2 * h, 2 * w)?;
+                match &self.conv_taps {
+                    Some(taps) => conv2d_shifted_gemm(&up, taps, 3, 3, 1)?,
+                    None => up.conv2d(&self.conv_w, 1, 1, 1, 1)?,
+                }
+            }
             ResampleMode::Downsample2d | ResampleMode::Downsample3d => frames
                 .pad_with_zeros(2, 0, 1)?
                 .pad_with_zeros(3, 0, 1)?
