@@ -12,5 +12,7 @@ pub mod model;
 pub mod rtc;
 pub mod session;
 pub mod synth;
+#[path = "../train/mod.rs"]
+pub mod train;
 #[path = "../signaling/mod.rs"]
 pub mod signaling;
