@@ -25,13 +25,13 @@ enum Command {
     Weights(WeightsCommand),
     /// Write a synthetic talking/listening avatar dataset (training data).
     Synth(SynthArgs),
-    /// Train the mini model stage by stage (vae | teacher), or `bench` a config.
+    /// Train the mini model stage by stage (vae | teacher | ode_init), or `bench` a config.
     Train(TrainArgs),
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Stage: vae | teacher | bench (per-chunk inference cost of --config).
+    /// Stage: vae | teacher | ode_init | bench (per-chunk inference cost of --config).
     stage: String,
     /// Checkpoint folder of this stage.
     #[arg(long, default_value = "runs/train")]
@@ -65,6 +65,12 @@ pub struct TrainArgs {
     /// teacher: wav2vec2 safetensors (default: seeded random, frozen).
     #[arg(long)]
     wav2vec2: Option<String>,
+    /// ode_init: the teacher's params.safetensors (default: seeded random).
+    #[arg(long)]
+    teacher: Option<String>,
+    /// ode_init: teacher Euler steps per student interval.
+    #[arg(long, default_value_t = 8)]
+    substeps: usize,
     /// Train on one fixed clip (overfitting / smoke check).
     #[arg(long)]
     fixed_data: bool,
@@ -257,7 +263,18 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             let mut st = teacher_stage::TeacherStage::new(cfg, frozen, data, a.seed);
             runner::run(&mut st, &opts)?
         }
-        other => anyhow::bail!("unknown training stage `{other}` (known: vae, teacher, bench)"),
+        "ode_init" => {
+            let vae = a.vae.as_ref().map(std::path::PathBuf::from);
+            let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
+            let frozen = teacher_stage::FrozenModules::load(&cfg, vae.as_ref(), w2v.as_ref(), a.seed)?;
+            let teacher = teacher_stage::TeacherStage::new(cfg, frozen, data, a.seed);
+            if let Some(p) = &a.teacher {
+                teacher.store().load(std::path::Path::new(p))?;
+            }
+            let mut st = streamavatar::train::ode_init_stage::OdeInitStage::new(teacher, a.substeps, a.seed)?;
+            runner::run(&mut st, &opts)?
+        }
+        other => anyhow::bail!("unknown training stage `{other}` (known: vae, teacher, ode_init, bench)"),
     };
     tracing::info!(
         first = report.first_step,

@@ -14,14 +14,17 @@
 //! * [`vae_stage`] — stage 1: the causal VAE (L1 + L2 + KL + edge loss).
 //! * [`teacher_stage`] — stage 2: the bidirectional flow-matching teacher
 //!   with talk / listen audio attention.
+//! * [`ode_init_stage`] — stage 3: ODE initialisation of the causal student
+//!   from teacher trajectories.
 //! * [`runner`] — the resumable step loop shared by every stage.
 //!
-//! The plan for the later stages (ODE init, DMD/SiD with student forcing,
+//! The plan for the later stages (DMD/SiD with student forcing,
 //! adversarial refinement) is in docs/TRAINING.md.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod ode_init_stage;
 pub mod optim;
 pub mod params;
 pub mod runner;

@@ -126,6 +126,14 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Add (or overwrite) variable `name` with a copy of `value`.
+    pub fn insert(&self, name: &str, value: &Tensor) -> candle_core::Result<()> {
+        let data = self.map.data();
+        let mut vars = data.lock().map_err(|_| candle_core::Error::Msg("param store poisoned".into()))?;
+        vars.insert(name.to_string(), Var::from_tensor(&value.detach().copy()?)?);
+        Ok(())
+    }
+
     /// Variables whose names start with `prefix` (e.g. `"decoder."`).
     pub fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, Var)> {
         self.named_vars().into_iter().filter(|(n, _)| n.starts_with(prefix)).collect()

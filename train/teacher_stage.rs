@@ -95,7 +95,24 @@ impl TeacherStage {
 
     /// The DiT, audio projection and prompt embedding from the variables.
     pub fn modules(&self) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
-        let vb = self.params.var_builder();
+        self.modules_from(self.params.var_builder())
+    }
+
+    /// The same modules with detached weights (a frozen teacher).
+    pub fn frozen_modules(&self) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
+        self.modules_from(self.params.frozen_var_builder())
+    }
+
+    /// The trainable store (DiT checkpoint namespace).
+    pub fn store(&self) -> &ParamStore {
+        &self.params
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn modules_from(&self, vb: candle_nn::VarBuilder<'static>) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
         let dit = WanDit::new(&self.cfg.dit, vb.clone())?;
         let proj = AudioProjection::new(&self.cfg.audio, self.cfg.dit.hidden_size(), self.cfg.dit.audio_tokens_per_frame, vb.pp("audio_proj"))?;
         let prompt = vb.get_with_hints((1, self.cfg.dit.text_len, self.cfg.dit.text_dim), "prompt_embeds", candle_nn::Init::Randn { mean: 0.0, stdev: 0.1 })?;
@@ -121,7 +138,8 @@ impl TeacherStage {
         Ok(TeacherSample { x0, talk_features: talk, listen_features: listen })
     }
 
-    fn sample(&mut self, index: u64) -> Result<std::rc::Rc<TeacherSample>, TrainError> {
+    /// The prepared sample of clip `index` (cached).
+    pub fn sample(&mut self, index: u64) -> Result<std::rc::Rc<TeacherSample>, TrainError> {
         if let Some(s) = self.cache.get(&index) {
             return Ok(s.clone());
         }
