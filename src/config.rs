@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Error for an unknown preset or an inconsistent configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown model preset `{0}` (known: full, tiny)")]
+    #[error("unknown model preset `{0}` (known: full, mini, tiny)")]
     UnknownPreset(String),
     #[error("invalid config: {0}")]
     Invalid(String),
@@ -191,6 +191,7 @@ impl ModelConfig {
         match name {
             "full" => Ok(Self::full()),
             "tiny" => Ok(Self::tiny()),
+            "mini" => Ok(Self::mini()),
             other => Err(ConfigError::UnknownPreset(other.to_string())),
         }
     }
@@ -272,6 +273,70 @@ impl ModelConfig {
                 fps: 24,
                 height: 704,
                 width: 1280,
+            },
+        }
+    }
+
+    /// The bundled CPU model (issue 5): same architecture as `full`, sized
+    /// for 2 CPU cores at 128x128, 24 fps. Provisional: the VAE decoder is
+    /// still several times over the real-time budget (docs/TRAINING.md has
+    /// the per-stage measurements behind these numbers).
+    pub fn mini() -> Self {
+        Self {
+            name: "mini".into(),
+            dit: DitConfig {
+                patch_size: [1, 2, 2],
+                num_attention_heads: 4,
+                attention_head_dim: 48,
+                in_channels: 16,
+                out_channels: 16,
+                text_dim: 64,
+                freq_dim: 64,
+                ffn_dim: 576,
+                num_layers: 6,
+                cross_attn_norm: true,
+                eps: 1e-6,
+                rope_max_seq_len: 1024,
+                text_len: 8,
+                audio_tokens_per_frame: 4,
+            },
+            audio: AudioConfig {
+                wav2vec2: Wav2Vec2Config::mini(),
+                sample_rate: 16_000,
+                proj_window: 2,
+                proj_hidden: 128,
+                left_context_s: 1.0,
+                lookahead_s: 0.5,
+            },
+            vae: VaeConfig {
+                base_dim: 16,
+                decoder_base_dim: 8,
+                z_dim: 16,
+                dim_mult: vec![1, 2, 4, 4],
+                num_res_blocks: 1,
+                attn_scales: vec![],
+                temperal_downsample: vec![false, true, true],
+                is_residual: true,
+                in_channels: 12,
+                out_channels: 12,
+                patch_size: 2,
+                scale_factor_temporal: 4,
+                scale_factor_spatial: 16,
+                latents_mean: vec![0.0; 16],
+                latents_std: vec![1.0; 16],
+            },
+            stream: StreamConfig {
+                chunk_frames: 3,
+                window_chunks: 2,
+                rapr_max_distance: 10,
+                rapr: true,
+                reference_sink: true,
+                timesteps: vec![1000.0, 666.0, 333.0],
+                shift: 5.0,
+                cache_update: CacheUpdate::LastStep,
+                fps: 24,
+                height: 128,
+                width: 128,
             },
         }
     }
@@ -417,6 +482,26 @@ impl Wav2Vec2Config {
         }
     }
 
+    /// The mini model's audio encoder: a 2-layer wav2vec2 of width 96 with
+    /// the standard 7-conv feature extractor (320-sample hop) at 64 channels.
+    pub fn mini() -> Self {
+        Self {
+            hidden_size: 96,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 256,
+            conv_dim: vec![64; 7],
+            conv_stride: vec![5, 2, 2, 2, 2, 2, 2],
+            conv_kernel: vec![10, 3, 3, 3, 3, 2, 2],
+            conv_bias: false,
+            num_conv_pos_embeddings: 32,
+            num_conv_pos_embedding_groups: 4,
+            feat_extract_norm: "group".into(),
+            do_stable_layer_norm: false,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
     /// Tiny test config (same 320-sample hop as the real ones).
     pub fn tiny() -> Self {
         Self {
@@ -450,6 +535,8 @@ mod tests {
     fn presets_validate() {
         ModelConfig::full().validate().unwrap();
         ModelConfig::tiny().validate().unwrap();
+        ModelConfig::mini().validate().unwrap();
+        assert_eq!(ModelConfig::preset("mini").unwrap().name, "mini");
     }
 
     #[test]

@@ -14,5 +14,7 @@ pub mod rtc;
 pub mod render;
 pub mod session;
 pub mod synth;
+#[path = "../train/mod.rs"]
+pub mod train;
 #[path = "../signaling/mod.rs"]
 pub mod signaling;

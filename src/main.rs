@@ -25,6 +25,55 @@ enum Command {
     Weights(WeightsCommand),
     /// Write a synthetic talking/listening avatar dataset (training data).
     Synth(SynthArgs),
+    /// Train the mini model stage by stage (vae | teacher | ode_init), or `bench` a config.
+    Train(TrainArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Stage: vae | teacher | ode_init | bench (per-chunk inference cost of --config).
+    stage: String,
+    /// Checkpoint folder of this stage.
+    #[arg(long, default_value = "runs/train")]
+    out: String,
+    /// Model preset or config JSON.
+    #[arg(long, default_value = "mini")]
+    config: String,
+    /// Total steps to reach.
+    #[arg(long, default_value_t = 1000)]
+    steps: u64,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Latent frames per clip after the reference (clip = 1 + 4k frames).
+    #[arg(long, default_value_t = 3)]
+    latent_frames: usize,
+    #[arg(long, default_value_t = 100)]
+    save_every: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Distinct training identities to cycle through.
+    #[arg(long, default_value_t = 10_000)]
+    identities: u64,
+    /// teacher: stage-1 VAE params.safetensors (default: seeded random).
+    #[arg(long)]
+    vae: Option<String>,
+    /// teacher: wav2vec2 safetensors (default: seeded random, frozen).
+    #[arg(long)]
+    wav2vec2: Option<String>,
+    /// ode_init: the teacher's params.safetensors (default: seeded random).
+    #[arg(long)]
+    teacher: Option<String>,
+    /// ode_init: teacher Euler steps per student interval.
+    #[arg(long, default_value_t = 8)]
+    substeps: usize,
+    /// Train on one fixed clip (overfitting / smoke check).
+    #[arg(long)]
+    fixed_data: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -178,7 +227,63 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Call(a)) => anyhow::bail!("bench call: not built yet ({a:?})"),
         Command::Weights(WeightsCommand::Check(a)) => run_weights_check(a),
         Command::Synth(a) => run_synth(a),
+        Command::Train(a) => run_train(a),
     }
+}
+
+/// `streamavatar train <stage>`: see train/ and docs/TRAINING.md.
+fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    use streamavatar::train::{bench, data::ClipSource, optim::AdamWConfig, runner, teacher_stage, vae_stage};
+    let cfg = streamavatar::config::ModelConfig::load(&a.config)?;
+    if a.stage == "bench" {
+        let t = bench::measure_chunk(&cfg, 2, a.steps.clamp(1, 50) as usize)?;
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(());
+    }
+    let data = ClipSource { seed: a.seed, size: cfg.stream.width, latent_frames: a.latent_frames, identities: a.identities };
+    let opts = runner::RunOptions {
+        out: std::path::PathBuf::from(&a.out),
+        steps: a.steps,
+        resume: a.resume,
+        save_every: a.save_every,
+        seed: a.seed,
+        config_name: cfg.name.clone(),
+        optim: AdamWConfig { lr: a.lr, ..Default::default() },
+        fixed_data: a.fixed_data,
+    };
+    let report = match a.stage.as_str() {
+        "vae" => {
+            let mut st = vae_stage::VaeStage::new(cfg, data, a.batch, Default::default(), a.seed);
+            runner::run(&mut st, &opts)?
+        }
+        "teacher" => {
+            let vae = a.vae.as_ref().map(std::path::PathBuf::from);
+            let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
+            let frozen = teacher_stage::FrozenModules::load(&cfg, vae.as_ref(), w2v.as_ref(), a.seed)?;
+            let mut st = teacher_stage::TeacherStage::new(cfg, frozen, data, a.seed);
+            runner::run(&mut st, &opts)?
+        }
+        "ode_init" => {
+            let vae = a.vae.as_ref().map(std::path::PathBuf::from);
+            let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
+            let frozen = teacher_stage::FrozenModules::load(&cfg, vae.as_ref(), w2v.as_ref(), a.seed)?;
+            let teacher = teacher_stage::TeacherStage::new(cfg, frozen, data, a.seed);
+            if let Some(p) = &a.teacher {
+                teacher.store().load(std::path::Path::new(p))?;
+            }
+            let mut st = streamavatar::train::ode_init_stage::OdeInitStage::new(teacher, a.substeps, a.seed)?;
+            runner::run(&mut st, &opts)?
+        }
+        other => anyhow::bail!("unknown training stage `{other}` (known: vae, teacher, ode_init, bench)"),
+    };
+    tracing::info!(
+        first = report.first_step,
+        last = report.last_step,
+        s_per_step = format!("{:.2}", report.seconds_per_step),
+        out = %a.out,
+        "training stage done"
+    );
+    Ok(())
 }
 
 /// `streamavatar synth`: write a synthetic dataset (see synth::dataset).

@@ -91,7 +91,7 @@ impl WanAttention {
 /// torch `RMSNorm` over the last dim, computed in f32, returned in `x`'s dtype.
 pub fn rms_norm_f32(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     let dtype = x.dtype();
-    candle_nn::ops::rms_norm(&x.to_dtype(DType::F32)?.contiguous()?, weight, eps)?.to_dtype(dtype)
+    crate::model::grad_ops::rms_norm(&x.to_dtype(DType::F32)?.contiguous()?, weight, eps)?.to_dtype(dtype)
 }
 
 /// Upper bound on f32 attention-score elements materialised at once; larger
@@ -153,7 +153,7 @@ fn sdpa_once(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Resul
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    let probs = crate::model::grad_ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
     probs.matmul(&v.contiguous()?)
 }
 

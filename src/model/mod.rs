@@ -4,6 +4,7 @@
 //! flow-matching sampler, and weight loading.
 
 pub mod attention;
+pub mod grad_ops;
 pub mod dit;
 pub mod kv_cache;
 pub mod rope;

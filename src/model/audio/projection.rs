@@ -130,14 +130,14 @@ impl AudioProjection {
         }
         let idx = Tensor::from_vec(idx, f * win, features.device())?;
         // Weighted sum over hidden states first (cheaper than after the gather).
-        let weights = candle_nn::ops::softmax_last_dim(&self.layer_weights)?
+        let weights = crate::model::grad_ops::softmax_last_dim(&self.layer_weights)?
             .to_dtype(features.dtype())?
             .reshape((1, l, 1, 1))?;
         let mixed = features.broadcast_mul(&weights)?.sum(1)?; // [B, N, H]
         let gathered = mixed.index_select(&idx, 1)?.reshape((b, f, win * h))?;
         let hidden = self.fc1.forward(&gathered)?.silu()?;
         let tokens = self.fc2.forward(&hidden)?.reshape((b, f, self.tokens, self.dim))?;
-        Ok(self.norm.forward(&tokens.contiguous()?)?)
+        Ok(crate::model::grad_ops::layer_norm_module(&self.norm, &tokens.contiguous()?, NORM_EPS)?)
     }
 
     /// Whole clip: features of N video frames (frame 0 = reference) ->

@@ -36,7 +36,7 @@ impl Fp32LayerNorm {
     /// Normalise the last dim of `x` (any dtype); returns f32.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(DType::F32)?.contiguous()?;
-        candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps)
+        crate::model::grad_ops::layer_norm(&x, &self.weight, &self.bias, self.eps)
     }
 }
 

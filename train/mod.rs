@@ -1,0 +1,55 @@
+//! The training pipeline for the `mini` model (issue 5): StreamAvatar's
+//! recipe at small scale, stage by stage, every stage resumable.
+//!
+//! * [`params`] — trainable parameters: a `VarMap` filled with seeded
+//!   PyTorch-like initial values, built into the real model modules through
+//!   a `VarBuilder` (same names as inference checkpoints).
+//! * [`optim`] — AdamW whose moments can be saved and restored.
+//! * [`checkpoint`] — `params.safetensors` + `optim.safetensors` +
+//!   `state.json` (step, data cursor, rng seed, losses) per stage folder.
+//! * [`data`] — clips rendered in-process by `crate::synth` into tensors
+//!   (video in [-1, 1], talk / listen 16 kHz audio, per-frame masks).
+//! * [`bench`] — per-chunk inference cost of a config on this CPU (the
+//!   measurement behind the `mini` preset).
+//! * [`vae_stage`] — stage 1: the causal VAE (L1 + L2 + KL + edge loss).
+//! * [`teacher_stage`] — stage 2: the bidirectional flow-matching teacher
+//!   with talk / listen audio attention.
+//! * [`ode_init_stage`] — stage 3: ODE initialisation of the causal student
+//!   from teacher trajectories.
+//! * [`runner`] — the resumable step loop shared by every stage.
+//!
+//! The plan for the later stages (DMD/SiD with student forcing,
+//! adversarial refinement) is in docs/TRAINING.md.
+
+pub mod bench;
+pub mod checkpoint;
+pub mod data;
+pub mod ode_init_stage;
+pub mod optim;
+pub mod params;
+pub mod runner;
+pub mod teacher_stage;
+pub mod vae_stage;
+
+/// Errors of the training pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Vae(#[from] crate::model::vae::VaeError),
+    #[error(transparent)]
+    Dit(#[from] crate::model::dit::DitError),
+    #[error(transparent)]
+    Audio(#[from] crate::model::audio::AudioError),
+    #[error(transparent)]
+    Synth(#[from] crate::synth::SynthError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: std::path::PathBuf, msg: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("loss became non-finite ({value}) at step {step}")]
+    NonFinite { step: u64, value: f32 },
+}

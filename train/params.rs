@@ -1,0 +1,168 @@
+//! Trainable parameters: a `VarMap` whose variables are created on first
+//! use with the same seeded initial values as
+//! [`SeededInitBackend`](crate::model::weights::seeded::SeededInitBackend)
+//! (Kaiming-normal weights, unit gains, zero biases), so the real model
+//! constructors (`WanVae::new`, `WanDit::new`, ...) can be pointed at it.
+//!
+//! Modules derive some tensors from their weights at construction (e.g. the
+//! VAE's per-tap conv matrices): the derived copies do not see optimizer
+//! updates, so a stage rebuilds its modules from the store every step
+//! (cheap next to the step itself; gradients still reach the `Var`s).
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
+
+use crate::model::weights::seeded::SeededInitBackend;
+
+/// A named set of trainable variables.
+#[derive(Clone)]
+pub struct ParamStore {
+    map: VarMap,
+    init: Arc<SeededInitBackend>,
+    device: Device,
+}
+
+struct StoreBackend {
+    map: VarMap,
+    init: Arc<SeededInitBackend>,
+    /// Hand out detached copies (no gradient tracking; inference fast paths).
+    detached: bool,
+}
+
+/// Optional tensors whose presence a constructor probes with
+/// `contains_tensor` (the DiT's talk / listen audio attention): the store
+/// answers "present" so the mini model always has them.
+const OPTIONAL_PRESENT: [&str; 2] = ["talk_audio_attn.to_q.weight", "listen_audio_attn.to_q.weight"];
+
+impl SimpleBackend for StoreBackend {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let data = self.map.data();
+        let mut vars = data.lock().map_err(|_| candle_core::Error::Msg("param store poisoned".into()))?;
+        if let Some(v) = vars.get(name) {
+            if v.shape() != &s {
+                candle_core::bail!("param `{name}`: asked with shape {s:?}, stored {:?}", v.shape());
+            }
+            return Ok(if self.detached { v.as_tensor().detach() } else { v.as_tensor().clone() });
+        }
+        let t = self.init.get(s, name, h, dtype, dev)?;
+        let v = Var::from_tensor(&t)?;
+        let out = if self.detached { v.as_tensor().detach() } else { v.as_tensor().clone() };
+        vars.insert(name.to_string(), v);
+        Ok(out)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        let data = self.map.data();
+        let vars = data.lock().map_err(|_| candle_core::Error::Msg("param store poisoned".into()))?;
+        match vars.get(name) {
+            Some(v) => Ok(v.as_tensor().clone()),
+            None => candle_core::bail!("param `{name}` not in the store"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        OPTIONAL_PRESENT.iter().any(|s| name.ends_with(s))
+            || self.map.data().lock().map(|v| v.contains_key(name)).unwrap_or(false)
+    }
+}
+
+impl ParamStore {
+    /// An empty store; variables appear as modules are built from it.
+    pub fn new(seed: u64, device: &Device) -> Self {
+        Self { map: VarMap::new(), init: Arc::new(SeededInitBackend::new(seed)), device: device.clone() }
+    }
+
+    /// A f32 `VarBuilder` creating / returning this store's variables.
+    pub fn var_builder(&self) -> VarBuilder<'static> {
+        let backend = StoreBackend { map: self.map.clone(), init: self.init.clone(), detached: false };
+        VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone())
+    }
+
+    /// Like [`var_builder`](Self::var_builder) but the tensors are detached
+    /// (frozen use, inference benchmarks): no gradients, fused kernels.
+    pub fn frozen_var_builder(&self) -> VarBuilder<'static> {
+        let backend = StoreBackend { map: self.map.clone(), init: self.init.clone(), detached: true };
+        VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone())
+    }
+
+    /// All variables, sorted by name (a stable order for the optimizer).
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let data = self.map.data();
+        let mut v: Vec<(String, Var)> = match data.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.named_vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Write every variable to a safetensors file.
+    pub fn save(&self, path: &std::path::Path) -> candle_core::Result<()> {
+        self.map.save(path)
+    }
+
+    /// Overwrite the variables that exist in the store with the file's
+    /// values, creating the missing ones. Shapes must match.
+    pub fn load(&self, path: &std::path::Path) -> candle_core::Result<()> {
+        let tensors = candle_core::safetensors::load(path, &self.device)?;
+        let data = self.map.data();
+        let mut vars = data.lock().map_err(|_| candle_core::Error::Msg("param store poisoned".into()))?;
+        for (name, t) in tensors {
+            match vars.get(&name) {
+                Some(v) => v.set(&t.to_dtype(v.dtype())?)?,
+                None => {
+                    vars.insert(name, Var::from_tensor(&t)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Add (or overwrite) variable `name` with a copy of `value`.
+    pub fn insert(&self, name: &str, value: &Tensor) -> candle_core::Result<()> {
+        let data = self.map.data();
+        let mut vars = data.lock().map_err(|_| candle_core::Error::Msg("param store poisoned".into()))?;
+        vars.insert(name.to_string(), Var::from_tensor(&value.detach().copy()?)?);
+        Ok(())
+    }
+
+    /// Variables whose names start with `prefix` (e.g. `"decoder."`).
+    pub fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, Var)> {
+        self.named_vars().into_iter().filter(|(n, _)| n.starts_with(prefix)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_returns_same_var_and_roundtrips() -> anyhow::Result<()> {
+        let store = ParamStore::new(3, &Device::Cpu);
+        let vb = store.var_builder();
+        let a = vb.get((4, 3), "lin.weight")?;
+        let b = vb.get((4, 3), "lin.weight")?;
+        assert!(a.track_op());
+        assert_eq!(a.to_vec2::<f32>()?, b.to_vec2::<f32>()?);
+        assert!(a.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0, "weights are not zero-initialised");
+        assert!(vb.get((5, 3), "lin.weight").is_err());
+        assert!(!store.frozen_var_builder().get((4, 3), "lin.weight")?.track_op());
+        assert!(vb.contains_tensor("blocks.0.talk_audio_attn.to_q.weight"));
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("p.safetensors");
+        store.save(&p)?;
+        let other = ParamStore::new(99, &Device::Cpu);
+        other.load(&p)?;
+        let c = other.var_builder().get((4, 3), "lin.weight")?;
+        assert_eq!(a.to_vec2::<f32>()?, c.to_vec2::<f32>()?);
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! The resumable step loop shared by every stage: build the stage's
+//! modules (which creates its variables), make AdamW over them, restore
+//! `<out>/` when resuming, then `loss -> backward -> step`, checkpointing
+//! every `save_every` steps and at the end.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use super::checkpoint::{self, TrainState};
+use super::optim::{AdamW, AdamWConfig};
+use super::params::ParamStore;
+use super::TrainError;
+
+/// One stage of the pipeline.
+pub trait Stage {
+    /// Stage name (`vae`, `teacher`, ...), recorded in the checkpoint.
+    fn name(&self) -> &'static str;
+    /// Build the modules once so every trainable variable exists.
+    fn init(&mut self) -> Result<(), TrainError>;
+    /// The trainable variables.
+    fn params(&self) -> &ParamStore;
+    /// Loss of one step on data drawn from `*cursor` (advanced as used),
+    /// plus named parts for logging.
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError>;
+}
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    /// Total steps to reach (a resumed run continues up to this count).
+    pub steps: u64,
+    pub resume: bool,
+    pub save_every: u64,
+    pub seed: u64,
+    pub config_name: String,
+    pub optim: AdamWConfig,
+    /// Draw every step from the same data (smoke tests, overfitting checks).
+    pub fixed_data: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub first_step: u64,
+    pub last_step: u64,
+    pub losses: Vec<(u64, f32)>,
+    pub seconds_per_step: f64,
+}
+
+/// Train `stage` per `opts`.
+pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainError> {
+    stage.init()?;
+    let mut opt = AdamW::new(stage.params().named_vars(), opts.optim)?;
+    let mut state = TrainState {
+        stage: stage.name().to_string(),
+        config: opts.config_name.clone(),
+        step: 0,
+        seed: opts.seed,
+        data_cursor: 0,
+        optim: opts.optim,
+        losses: Vec::new(),
+    };
+    if opts.resume && checkpoint::exists(&opts.out) {
+        let saved = checkpoint::load_state(&opts.out)?;
+        if saved.stage != state.stage {
+            return Err(TrainError::Invalid(format!(
+                "{} holds a `{}` checkpoint, not `{}`",
+                opts.out.display(),
+                saved.stage,
+                state.stage
+            )));
+        }
+        checkpoint::restore(&opts.out, stage.params(), &mut opt, &saved)?;
+        state = TrainState { optim: opts.optim, ..saved };
+        tracing::info!(step = state.step, out = %opts.out.display(), "resumed");
+    }
+    let first_step = state.step;
+    let t0 = Instant::now();
+    while state.step < opts.steps {
+        let mut cursor = state.data_cursor;
+        let (loss, parts) = stage.loss(state.step, &mut cursor)?;
+        let value = loss.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite { step: state.step, value });
+        }
+        let grads = loss.backward()?;
+        let grad_norm = opt.step(&grads)?;
+        if !opts.fixed_data {
+            state.data_cursor = cursor;
+        }
+        state.step += 1;
+        state.losses.push((state.step, value));
+        let keep = state.losses.len().saturating_sub(1000);
+        state.losses.drain(..keep);
+        tracing::info!(stage = stage.name(), step = state.step, loss = value, grad_norm, ?parts, "step");
+        if opts.save_every > 0 && state.step % opts.save_every == 0 {
+            checkpoint::save(&opts.out, stage.params(), &opt, &state)?;
+        }
+    }
+    checkpoint::save(&opts.out, stage.params(), &opt, &state)?;
+    let done = state.step - first_step;
+    Ok(RunReport {
+        first_step,
+        last_step: state.step,
+        losses: state.losses.iter().copied().filter(|(s, _)| *s > first_step).collect(),
+        seconds_per_step: if done > 0 { t0.elapsed().as_secs_f64() / done as f64 } else { 0.0 },
+    })
+}

@@ -1,0 +1,209 @@
+//! Stage 2: the bidirectional teacher — rectified-flow matching on VAE
+//! latents of synth clips, as Wan2.2 / StreamAvatar's teacher:
+//! * latents `x0 = normalize(VAE.encode(video).mu)` (frozen VAE, stage 1);
+//! * frame 0 is the reference: kept clean with timestep 0 (Wan2.2 TI2V
+//!   image conditioning), excluded from the loss;
+//! * frames 1.. get `x_t = (1 - s) x0 + s eps` with one `s` per clip drawn
+//!   as `shift(u)`, `u = sigmoid(n)`, `n ~ N(0, 1)` (logit-normal, then the
+//!   sampler's shift warp), timestep
+//!   `1000 s`; target velocity `eps - x0`, loss = MSE on frames 1..;
+//! * talk / listen audio: the frozen wav2vec2 encodes each track, features
+//!   are resampled to video frames, multiplied by the ground-truth talk /
+//!   listen masks (after the encoder, as the paper), and projected by the
+//!   trainable `audio_proj`; they drive the Talk / Listen Audio Attention;
+//! * the fixed prompt is a trainable `prompt_embeds` tensor (our mini model
+//!   has no text encoder: the prompt never changes).
+//!
+//! Trainable: the DiT, `audio_proj.*`, `prompt_embeds` (one store, the DiT
+//! checkpoint namespace). Frozen: VAE and wav2vec2 (loaded from files when
+//! given, else seeded random).
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::model::audio::wav2vec2::{InputNormalization, Wav2Vec2Model};
+use crate::model::audio::{apply_frame_mask, AudioProjection, FrameRateMap};
+use crate::model::dit::{AttentionMask, AudioTokens, WanDit};
+use crate::model::sampler::{warp_sigma, NoiseSource};
+use crate::model::vae::WanVae;
+use crate::model::weights::SeededInitBackend;
+
+use super::data::{ClipSource, ClipTensors};
+use super::params::ParamStore;
+use super::runner::Stage;
+use super::TrainError;
+
+/// Frozen modules of stage 2.
+pub struct FrozenModules {
+    pub vae: WanVae,
+    pub wav2vec2: Wav2Vec2Model,
+}
+
+fn frozen_vb(file: Option<&PathBuf>, seed: u64, dev: &Device) -> Result<candle_nn::VarBuilder<'static>, TrainError> {
+    Ok(match file {
+        Some(p) => {
+            let tensors = candle_core::safetensors::load(p, dev).map_err(|e| TrainError::Checkpoint {
+                path: p.clone(),
+                msg: e.to_string(),
+            })?;
+            candle_nn::VarBuilder::from_tensors(tensors, DType::F32, dev)
+        }
+        None => SeededInitBackend::var_builder(seed, DType::F32, dev),
+    })
+}
+
+impl FrozenModules {
+    /// `vae`: a stage-1 `params.safetensors`; `wav2vec2`: a wav2vec2 file
+    /// with `Wav2Vec2Model` names; `None` = seeded random weights.
+    pub fn load(cfg: &ModelConfig, vae: Option<&PathBuf>, wav2vec2: Option<&PathBuf>, seed: u64) -> Result<Self, TrainError> {
+        let dev = Device::Cpu;
+        Ok(Self {
+            vae: WanVae::new(&cfg.vae, frozen_vb(vae, seed ^ 1, &dev)?)?,
+            wav2vec2: Wav2Vec2Model::new(&cfg.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, frozen_vb(wav2vec2, seed ^ 2, &dev)?)?,
+        })
+    }
+}
+
+/// A clip prepared for the teacher (frozen parts computed once).
+pub struct TeacherSample {
+    /// `[1, z, F, h, w]` normalized latents.
+    pub x0: Tensor,
+    /// `[1, L+1, N, H]` wav2vec2 features at video fps, masked.
+    pub talk_features: Tensor,
+    pub listen_features: Tensor,
+}
+
+/// Stage 2 state.
+pub struct TeacherStage {
+    cfg: ModelConfig,
+    params: ParamStore,
+    frozen: FrozenModules,
+    data: ClipSource,
+    seed: u64,
+    device: Device,
+    /// Prepared samples by clip index (frozen encoders run once per clip).
+    cache: std::collections::HashMap<u64, std::rc::Rc<TeacherSample>>,
+}
+
+impl TeacherStage {
+    pub fn new(cfg: ModelConfig, frozen: FrozenModules, data: ClipSource, seed: u64) -> Self {
+        let device = Device::Cpu;
+        Self { params: ParamStore::new(seed, &device), cfg, frozen, data, seed, device, cache: Default::default() }
+    }
+
+    /// The DiT, audio projection and prompt embedding from the variables.
+    pub fn modules(&self) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
+        self.modules_from(self.params.var_builder())
+    }
+
+    /// The same modules with detached weights (a frozen teacher).
+    pub fn frozen_modules(&self) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
+        self.modules_from(self.params.frozen_var_builder())
+    }
+
+    /// The trainable store (DiT checkpoint namespace).
+    pub fn store(&self) -> &ParamStore {
+        &self.params
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn modules_from(&self, vb: candle_nn::VarBuilder<'static>) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
+        let dit = WanDit::new(&self.cfg.dit, vb.clone())?;
+        let proj = AudioProjection::new(&self.cfg.audio, self.cfg.dit.hidden_size(), self.cfg.dit.audio_tokens_per_frame, vb.pp("audio_proj"))?;
+        let prompt = vb.get_with_hints((1, self.cfg.dit.text_len, self.cfg.dit.text_dim), "prompt_embeds", candle_nn::Init::Randn { mean: 0.0, stdev: 0.1 })?;
+        Ok((dit, proj, prompt))
+    }
+
+    /// Latents and masked audio features of one clip (no gradients).
+    pub fn prepare(&self, clip: &ClipTensors) -> Result<TeacherSample, TrainError> {
+        let vae = &self.frozen.vae;
+        let x0 = vae.latent_norm().normalize(&vae.encode(&clip.video)?.mu)?.detach();
+        let n = clip.talk_mask.len();
+        let map = FrameRateMap::new(&self.cfg.audio.wav2vec2, self.cfg.audio.sample_rate, self.cfg.stream.fps)?;
+        let wave = Tensor::from_vec([clip.talk.clone(), clip.listen.clone()].concat(), (2, clip.talk.len()), &self.device)?;
+        let hs = self.frozen.wav2vec2.forward(&wave)?.hidden_states;
+        let feats = map.resample_clip(&hs, clip.talk.len() as u64)?;
+        let have = feats.dim(2)?;
+        if have < n {
+            return Err(TrainError::Invalid(format!("audio covers {have} video frames, the clip has {n}")));
+        }
+        let feats = feats.narrow(2, 0, n)?;
+        let talk = apply_frame_mask(&feats.narrow(0, 0, 1)?, &clip.talk_mask)?.detach();
+        let listen = apply_frame_mask(&feats.narrow(0, 1, 1)?, &clip.listen_mask)?.detach();
+        Ok(TeacherSample { x0, talk_features: talk, listen_features: listen })
+    }
+
+    /// The prepared sample of clip `index` (cached).
+    pub fn sample(&mut self, index: u64) -> Result<std::rc::Rc<TeacherSample>, TrainError> {
+        if let Some(s) = self.cache.get(&index) {
+            return Ok(s.clone());
+        }
+        let clip = self.data.clip(index, &self.device)?;
+        let s = std::rc::Rc::new(self.prepare(&clip)?);
+        if self.cache.len() >= 64 {
+            self.cache.clear();
+        }
+        self.cache.insert(index, s.clone());
+        Ok(s)
+    }
+}
+
+/// Per-frame timesteps `[1, F]`: 0 for the reference frame, `t` elsewhere.
+pub fn reference_clean_timesteps(frames: usize, t: f32, dev: &Device) -> candle_core::Result<Tensor> {
+    let mut v = vec![t; frames];
+    if let Some(first) = v.first_mut() {
+        *first = 0.0;
+    }
+    Tensor::from_vec(v, (1, frames), dev)
+}
+
+impl Stage for TeacherStage {
+    fn name(&self) -> &'static str {
+        "teacher"
+    }
+
+    fn init(&mut self) -> Result<(), TrainError> {
+        self.modules().map(|_| ())
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+        let sample = self.sample(*cursor)?;
+        *cursor += 1;
+        let (dit, proj, prompt) = self.modules()?;
+        let x0 = &sample.x0;
+        let f = x0.dim(2)?;
+        if f < 2 {
+            return Err(TrainError::Invalid("teacher clips need >= 1 latent frame after the reference".into()));
+        }
+        let mut noise = NoiseSource::new(self.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let u = noise.sample(1, DType::F32, &self.device)?.to_vec1::<f32>()?[0];
+        // Logit-normal noise level (SD3): u = sigmoid(n), n ~ N(0, 1).
+        let u = 1.0 / (1.0 + (-u as f64).exp());
+        let sigma = warp_sigma(u, self.cfg.stream.shift);
+        let eps = noise.sample(x0.shape().clone(), DType::F32, &self.device)?;
+        let reference = x0.narrow(2, 0, 1)?;
+        let rest = x0.narrow(2, 1, f - 1)?;
+        let noisy = ((&rest * (1.0 - sigma))? + (eps.narrow(2, 1, f - 1)? * sigma)?)?;
+        let xt = Tensor::cat(&[&reference, &noisy], 2)?;
+        let target = (eps.narrow(2, 1, f - 1)? - &rest)?;
+        let timesteps = reference_clean_timesteps(f, (sigma * 1000.0) as f32, &self.device)?;
+        let talk = proj.forward_clip(&sample.talk_features)?;
+        let listen = proj.forward_clip(&sample.listen_features)?;
+        let audio = AudioTokens { talk, listen };
+        let text = dit.text_context(&prompt)?;
+        let v = dit.forward(&xt, &timesteps, &text, Some(&audio), AttentionMask::Bidirectional)?;
+        let v = v.narrow(2, 1, f - 1)?;
+        let loss = (v - target)?.sqr()?.mean_all()?;
+        let value = loss.to_scalar::<f32>().unwrap_or(f32::NAN);
+        Ok((loss, vec![("fm_mse", value), ("sigma", sigma as f32)]))
+    }
+}
