@@ -14,7 +14,8 @@
 #   3. exports CUDA_ROOT/CUDA_PATH/CUDA_HOME/NVCC/CUDA_COMPUTE_CAP/PATH/
 #      LD_LIBRARY_PATH and runs cargo;
 #   4. copies the binary to $CARRY_DIR (default target/gpu-carry, an ignored
-#      path the device tool can carry) and prints what it links.
+#      path the device tool can carry; xz-compressed above CARRY_MAX_MIB=48)
+#      and prints what it links.
 #
 # Environment knobs:
 #   CUDA_PREFIX       where the wheels go   (default <repo>/target/cuda-toolkit)
@@ -82,8 +83,20 @@ cargo build --release --locked --features cuda --bin streamavatar
 say "$(stamp) cargo finished in $(( $(date +%s) - start )) s"
 
 # ---- 4. carry -----------------------------------------------------------------
+# The device tool carries at most 64 MiB (binary + working tree): above
+# CARRY_MAX_MIB (default 48) the carried copy is xz-compressed; run-on-gpu.sh
+# unpacks it.
+built="$target_dir/release/streamavatar"
 mkdir -p "$carry"
-cp "$target_dir/release/streamavatar" "$carry/streamavatar"
-say "binary: $carry/streamavatar ($(du -h "$carry/streamavatar" | cut -f1))"
+rm -f "$carry/streamavatar" "$carry/streamavatar.xz"
+size_mib=$(( $(stat -c %s "$built") / 1048576 ))
+say "binary: $built (${size_mib} MiB)"
+if [ "$size_mib" -gt "${CARRY_MAX_MIB:-48}" ]; then
+    xz -T0 -6 -c "$built" > "$carry/streamavatar.xz"
+    say "carry: $carry/streamavatar.xz ($(( $(stat -c %s "$carry/streamavatar.xz") / 1048576 )) MiB)"
+else
+    cp "$built" "$carry/streamavatar"
+    say "carry: $carry/streamavatar"
+fi
 say "needed shared libraries (readelf -d):"
-readelf -d "$carry/streamavatar" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/  \1/p' >&2
+readelf -d "$built" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/  \1/p' >&2
