@@ -36,7 +36,10 @@ if [ -z "$bin" ]; then
     if [ -x "$carry/streamavatar" ]; then
         bin="$carry/streamavatar"
     elif [ -f "$carry/streamavatar.xz" ]; then
-        xz -dc "$carry/streamavatar.xz" > /tmp/streamavatar && bin=/tmp/streamavatar
+        # python3's lzma where xz-utils is missing
+        { xz -dc "$carry/streamavatar.xz" 2>/dev/null \
+          || python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$carry/streamavatar.xz"; } \
+            > /tmp/streamavatar && bin=/tmp/streamavatar
     elif [ -f "$carry/streamavatar.zst" ]; then
         zstd -dqc "$carry/streamavatar.zst" > /tmp/streamavatar && bin=/tmp/streamavatar
     elif [ -f "$carry/streamavatar.gz" ]; then
