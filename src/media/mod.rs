@@ -8,11 +8,11 @@
 //! * [`yuv`] — RGB24 <-> I420 (BT.601 limited range).
 //! * [`h264`] — OpenH264 encoder (constrained baseline, Annex-B, keyframe on
 //!   demand) and decoder.
-//! * [`clock`] — the A/V media clock, chunk pacing policy and talk-audio
-//!   delay line.
 //! * [`frame`] — the RGB frame type shared with the generator.
+//!
+//! The A/V media clock and fall-behind policy of a call live with the call,
+//! in `session::pacer`.
 
-pub mod clock;
 pub mod frame;
 pub mod h264;
 pub mod opus;
@@ -33,7 +33,5 @@ mod tests {
         is_send::<super::resample::StreamResampler>();
         is_send::<super::h264::H264Encoder>();
         is_send::<super::h264::H264Decoder>();
-        is_send::<super::clock::AvPacer>();
-        is_send::<super::clock::TalkDelayLine>();
     }
 }
