@@ -73,7 +73,9 @@ pub struct CallBenchSpec {
 #[derive(Debug, Clone)]
 pub struct SessionResult {
     pub offer_to_first_frame_ms: f64,
-    /// Decoded frames received per second over the window.
+    /// Decoded frames received per second over the window (the pacer keeps
+    /// the frame clock by repeating frames when the generator falls behind:
+    /// see `frames_repeated` in `server_view`).
     pub received_fps: f64,
     pub frame_size: (usize, usize),
     pub decode_errors: usize,
@@ -117,7 +119,7 @@ impl CallBenchReport {
         for (i, r) in self.sessions.iter().enumerate() {
             let stats = &r.server_view["stats"];
             s += &format!(
-                "session {i}: offer->first decoded frame {:.0} ms | received {:.2} fps | frame {}x{} | \
+                "session {i}: offer->first decoded frame {:.0} ms | received {:.2} fps (decoded, incl. pacer repeats) | frame {}x{} | \
                  decode errors {}\n  talk->ear (talk WS sent -> heard on the audio track, measured): {} (corr {:.2})\n  \
                  pacer (server, GET /v1/sessions/{{id}}): playout delay audio-in->frame-out {} ms \
                  (A/V offset 0 by construction: frames scheduled on the audio clock), \
