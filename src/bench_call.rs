@@ -400,7 +400,7 @@ async fn send_talk(addr: &str, c: &CreatedSession, pcm: &[f32], origin: Instant)
 
 /// Run the bench: server in-process, `spec.sessions` concurrent calls.
 pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCallError> {
-    if spec.sessions == 0 || !(spec.seconds >= 1.0) {
+    if spec.sessions == 0 || spec.seconds.is_nan() || spec.seconds < 1.0 {
         return Err(BenchCallError::Params(format!(
             "need --sessions >= 1 and --seconds >= 1 (got {} and {})",
             spec.sessions, spec.seconds
