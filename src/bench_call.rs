@@ -398,11 +398,16 @@ async fn send_talk(addr: &str, c: &CreatedSession, pcm: &[f32], origin: Instant)
     Ok(sent_at)
 }
 
+/// Shortest window that holds the talk pattern and its echo.
+pub const MIN_WINDOW_S: f64 = 6.0;
+
 /// Run the bench: server in-process, `spec.sessions` concurrent calls.
 pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCallError> {
-    if spec.sessions == 0 || spec.seconds.is_nan() || spec.seconds < 1.0 {
+    // The talk pattern (1.7 s) starts 1 s into the window and comes back
+    // after the playout delay (1-2.5 s): shorter windows cannot hold it.
+    if spec.sessions == 0 || spec.seconds.is_nan() || spec.seconds < MIN_WINDOW_S {
         return Err(BenchCallError::Params(format!(
-            "need --sessions >= 1 and --seconds >= 1 (got {} and {})",
+            "need --sessions >= 1 and --seconds >= {MIN_WINDOW_S} (got {} and {})",
             spec.sessions, spec.seconds
         )));
     }
