@@ -6,6 +6,7 @@
 //! HTTP/WebSocket front that serves `web/`.
 
 pub mod bench;
+pub mod bench_call;
 pub mod config;
 pub mod generator;
 pub mod media;

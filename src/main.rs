@@ -193,8 +193,15 @@ pub struct BenchGeneratorArgs {
 pub struct BenchCallArgs {
     #[arg(long, default_value = "tiny")]
     config: String,
+    /// Length of the sustained measurement window.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Concurrent loopback calls.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// Address of the in-process server (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
 }
 
 #[derive(Subcommand)]
@@ -224,7 +231,7 @@ fn main() -> anyhow::Result<()> {
         Command::Join(a) => tokio::runtime::Runtime::new()?.block_on(run_join(a)),
         Command::Render(a) => run_render(a),
         Command::Bench(BenchCommand::Generator(a)) => run_bench_generator(a),
-        Command::Bench(BenchCommand::Call(a)) => anyhow::bail!("bench call: not built yet ({a:?})"),
+        Command::Bench(BenchCommand::Call(a)) => tokio::runtime::Runtime::new()?.block_on(run_bench_call(a)),
         Command::Weights(WeightsCommand::Check(a)) => run_weights_check(a),
         Command::Synth(a) => run_synth(a),
         Command::Train(a) => run_train(a),
@@ -436,6 +443,29 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     signaling::serve(listener, state, shutdown).await?;
+    Ok(())
+}
+
+/// `streamavatar bench call`: loopback calls against the in-process server.
+async fn run_bench_call(a: BenchCallArgs) -> anyhow::Result<()> {
+    let spec = streamavatar::bench_call::CallBenchSpec {
+        model: streamavatar::config::ModelConfig::load(&a.config)?,
+        seconds: a.seconds,
+        sessions: a.sessions,
+        listen: a.listen.clone(),
+    };
+    let report = streamavatar::bench_call::bench_call(&spec).await?;
+    println!(
+        "bench call: config {} ({}x{} @ {} fps), {} session(s), {:.0} s window, build {}",
+        spec.model.name,
+        spec.model.stream.width,
+        spec.model.stream.height,
+        spec.model.stream.fps,
+        spec.sessions,
+        spec.seconds,
+        if cfg!(debug_assertions) { "dev" } else { "release" }
+    );
+    print!("{}", report.render());
     Ok(())
 }
 

@@ -1,0 +1,543 @@
+//! `streamavatar bench call`: a loopback call against the real server.
+//!
+//! Starts `signaling::serve` in-process on 127.0.0.1 with the product agent
+//! (`SessionAgentFactory` + `generator::factory::build_source`), then for
+//! each of N concurrent sessions: `POST /v1/sessions`, a WHIP offer from a
+//! webrtc-rs client (sendrecv Opus fed with a 300 Hz tone, recvonly H.264),
+//! H.264 depacketized and decoded with openh264, Opus decoded. Measures
+//! offer -> first decoded frame, received fps over a sustained window, the
+//! decoded frame size, process CPU per session, and the talk audio latency:
+//! tone bursts sent as PCM16LE 24 kHz over the talk WebSocket, found by
+//! envelope cross-correlation on the received audio track. The pacer's own
+//! view (playout delay, late/repeated frames) comes from
+//! `GET /v1/sessions/{id}`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use openh264::formats::YUVSource;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::APIBuilder;
+use webrtc::interceptor::registry::Registry;
+use webrtc::media::Sample;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp::codecs::h264::H264Packet;
+use webrtc::rtp::packetizer::Depacketizer;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
+use webrtc::track::track_local::TrackLocal;
+
+use crate::config::ModelConfig;
+use crate::signaling::session_agent::SessionAgentFactory;
+use crate::signaling::sessions::CreatedSession;
+use crate::signaling::{self, AgentFactory, AppState, ServerConfig};
+
+/// Everything that can stop the call bench.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchCallError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("HTTP {step}: {msg}")]
+    Http { step: &'static str, msg: String },
+    #[error("WebRTC client: {0}")]
+    Rtc(#[from] webrtc::Error),
+    #[error("talk WebSocket: {0}")]
+    Talk(String),
+    #[error("session {session}: {msg}")]
+    Call { session: usize, msg: String },
+    #[error("invalid bench parameters: {0}")]
+    Params(String),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct CallBenchSpec {
+    pub model: ModelConfig,
+    /// Length of the sustained measurement window.
+    pub seconds: f64,
+    /// Concurrent sessions.
+    pub sessions: usize,
+    /// Address the in-process server binds (port 0: any free port).
+    pub listen: String,
+}
+
+/// Numbers of one session.
+#[derive(Debug, Clone)]
+pub struct SessionResult {
+    pub offer_to_first_frame_ms: f64,
+    /// Decoded frames received per second over the window (the pacer keeps
+    /// the frame clock by repeating frames when the generator falls behind:
+    /// see `frames_repeated` in `server_view`).
+    pub received_fps: f64,
+    pub frame_size: (usize, usize),
+    pub decode_errors: usize,
+    /// Talk sent on the WebSocket -> heard on the received audio track
+    /// (envelope cross-correlation; None when not found).
+    pub talk_to_ear_ms: Option<i64>,
+    /// Normalized correlation of that match.
+    pub talk_corr: f32,
+    /// `GET /v1/sessions/{id}` JSON at the end of the window (pacer view).
+    pub server_view: serde_json::Value,
+}
+
+/// The whole bench.
+#[derive(Debug, Clone)]
+pub struct CallBenchReport {
+    pub addr: String,
+    pub window_s: f64,
+    /// Process CPU seconds per wall second (1.0 = one core) over the window.
+    pub cpu_cores_total: f64,
+    pub sessions: Vec<SessionResult>,
+}
+
+impl CallBenchReport {
+    /// Process CPU (server + in-process clients) per session, in cores.
+    pub fn cpu_cores_per_session(&self) -> f64 {
+        self.cpu_cores_total / self.sessions.len().max(1) as f64
+    }
+
+    /// Human-readable report.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "server {} | window {:.1} s | {} session(s)\n\
+             process CPU over the window: {:.2} cores total, {:.2} cores per session \
+             (server + in-process client decode, one process)\n",
+            self.addr,
+            self.window_s,
+            self.sessions.len(),
+            self.cpu_cores_total,
+            self.cpu_cores_per_session()
+        );
+        for (i, r) in self.sessions.iter().enumerate() {
+            let stats = &r.server_view["stats"];
+            s += &format!(
+                "session {i}: offer->first decoded frame {:.0} ms | received {:.2} fps (decoded, incl. pacer repeats) | frame {}x{} | \
+                 decode errors {}\n  talk->ear (talk WS sent -> heard on the audio track, measured): {} (corr {:.2})\n  \
+                 pacer (server, GET /v1/sessions/{{id}}): playout delay audio-in->frame-out {} ms \
+                 (A/V offset 0 by construction: frames scheduled on the audio clock), \
+                 server fps {}, frames sent {}, repeated {}, late {}, chunks skipped {}\n",
+                r.offer_to_first_frame_ms,
+                r.received_fps,
+                r.frame_size.0,
+                r.frame_size.1,
+                r.decode_errors,
+                r.talk_to_ear_ms.map_or("not found".to_string(), |v| format!("{v} ms")),
+                r.talk_corr,
+                stats["latency_ms"],
+                stats["fps"],
+                stats["frames_sent"],
+                stats["frames_repeated"],
+                stats["frames_late"],
+                stats["chunks_skipped"],
+            );
+        }
+        s
+    }
+}
+
+/// Process CPU time (user + system) from /proc/self/stat.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_cpu_seconds(&stat)
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/<pid>/stat line, in seconds
+/// (USER_HZ is 100 on Linux).
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name (field 2) may hold spaces: count after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// Width of the envelope bins for the talk latency.
+const BIN_MS: usize = 5;
+
+fn envelope(pcm: &[f32], rate: usize) -> Vec<f32> {
+    pcm.chunks(rate * BIN_MS / 1000)
+        .map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt())
+        .collect()
+}
+
+/// Lag (bins) of `reference` inside `signal` maximizing the normalized
+/// correlation, and that correlation.
+fn best_lag(signal: &[f32], reference: &[f32]) -> (usize, f32) {
+    let norm = |v: &[f32]| -> Vec<f32> {
+        let m = v.iter().sum::<f32>() / v.len().max(1) as f32;
+        v.iter().map(|x| x - m).collect()
+    };
+    let r = norm(reference);
+    let rn = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let mut best = (0, f32::MIN);
+    for lag in 0..signal.len().saturating_sub(r.len()) {
+        let s = norm(&signal[lag..lag + r.len()]);
+        let sn = s.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if sn == 0.0 || rn == 0.0 {
+            continue;
+        }
+        let c = s.iter().zip(&r).map(|(a, b)| a * b).sum::<f32>() / (sn * rn);
+        if c > best.1 {
+            best = (lag, c);
+        }
+    }
+    best
+}
+
+/// Talk signal at 24 kHz: 440 Hz tone bursts with an irregular on/off pattern.
+fn talk_signal_24k() -> Vec<f32> {
+    let pattern_ms = [(240, true), (160, false), (400, true), (120, false), (160, true), (320, false), (280, true)];
+    let mut out = Vec::new();
+    for (ms, on) in pattern_ms {
+        for _ in 0..ms * 24 {
+            let n = out.len() as f32;
+            out.push(if on { 0.3 * (n * 440.0 * std::f32::consts::TAU / 24_000.0).sin() } else { 0.0 });
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct Received {
+    /// (arrival since the bench clock origin, width, height)
+    frames: Vec<(Duration, usize, usize)>,
+    /// (arrival, decoded 48 kHz mono samples)
+    audio: Vec<(Duration, Vec<f32>)>,
+    decode_errors: usize,
+}
+
+/// One receiving client of the bench.
+struct Client {
+    pc: Arc<RTCPeerConnection>,
+    created: CreatedSession,
+    received: Arc<Mutex<Received>>,
+    offer_to_first_frame: Duration,
+    mic_task: tokio::task::JoinHandle<()>,
+}
+
+async fn client_peer() -> Result<(Arc<RTCPeerConnection>, Arc<TrackLocalStaticSample>), webrtc::Error> {
+    let mut media = MediaEngine::default();
+    media.register_default_codecs()?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    let mut settings = SettingEngine::default();
+    settings.set_include_loopback_candidate(true);
+    let api = APIBuilder::new()
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .build();
+    let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
+    let mic = Arc::new(TrackLocalStaticSample::new(
+        RTCRtpCodecCapability { mime_type: MIME_TYPE_OPUS.into(), clock_rate: 48_000, channels: 2, ..Default::default() },
+        "mic".into(),
+        "bench".into(),
+    ));
+    pc.add_track(Arc::clone(&mic) as Arc<dyn TrackLocal + Send + Sync>).await?;
+    pc.add_transceiver_from_kind(
+        RTPCodecType::Video,
+        Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, send_encodings: vec![] }),
+    )
+    .await?;
+    Ok((pc, mic))
+}
+
+fn attach_receivers(pc: &RTCPeerConnection, received: Arc<Mutex<Received>>, origin: Instant) {
+    pc.on_track(Box::new(move |track, _, _| {
+        let rx = received.clone();
+        Box::pin(async move {
+            if track.kind() == RTPCodecType::Video {
+                tokio::spawn(async move {
+                    let mut depack = H264Packet::default();
+                    let mut au = Vec::<u8>::new();
+                    let Ok(mut decoder) = openh264::decoder::Decoder::new() else { return };
+                    while let Ok((pkt, _)) = track.read_rtp().await {
+                        if let Ok(nal) = depack.depacketize(&pkt.payload) {
+                            au.extend_from_slice(&nal);
+                        }
+                        if !pkt.header.marker {
+                            continue;
+                        }
+                        let data = std::mem::take(&mut au);
+                        let decoded = decoder.decode(&data);
+                        let at = origin.elapsed();
+                        let Ok(mut r) = rx.lock() else { return };
+                        match decoded {
+                            Ok(Some(yuv)) => {
+                                let (w, h) = yuv.dimensions();
+                                r.frames.push((at, w, h));
+                            }
+                            Ok(None) => {}
+                            Err(_) => r.decode_errors += 1,
+                        }
+                    }
+                });
+            } else {
+                tokio::spawn(async move {
+                    let Ok(mut dec) = opus::Decoder::new(48_000, opus::Channels::Mono) else { return };
+                    let mut buf = vec![0f32; 5760];
+                    while let Ok((pkt, _)) = track.read_rtp().await {
+                        let at = origin.elapsed();
+                        if let Ok(n) = dec.decode_float(&pkt.payload, &mut buf, false) {
+                            if let Ok(mut r) = rx.lock() {
+                                r.audio.push((at, buf[..n].to_vec()));
+                            }
+                        }
+                    }
+                });
+            }
+        })
+    }));
+}
+
+/// The remote "person": a 300 Hz tone into the session's listen branch.
+fn spawn_mic(mic: Arc<TrackLocalStaticSample>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut enc) = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip) else { return };
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for k in 0u64.. {
+            tick.tick().await;
+            let pcm: Vec<f32> = (0..960)
+                .map(|i| 0.2 * ((k * 960 + i) as f32 * 300.0 * std::f32::consts::TAU / 48_000.0).sin())
+                .collect();
+            let Ok(pkt) = enc.encode_vec_float(&pcm, 4000) else { break };
+            let s = Sample { data: Bytes::from(pkt), duration: Duration::from_millis(20), ..Default::default() };
+            if mic.write_sample(&s).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+fn http_err(step: &'static str) -> impl Fn(reqwest::Error) -> BenchCallError {
+    move |e| BenchCallError::Http { step, msg: e.to_string() }
+}
+
+/// Create a session over HTTP, negotiate over WHIP, wait for the first frame.
+async fn open_call(index: usize, http: &reqwest::Client, base: &str, origin: Instant) -> Result<Client, BenchCallError> {
+    let resp = http
+        .post(format!("{base}/v1/sessions"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"seed\":{index}}}"))
+        .send()
+        .await
+        .map_err(http_err("POST /v1/sessions"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(BenchCallError::Http { step: "POST /v1/sessions", msg: format!("{status}: {body}") });
+    }
+    let created: CreatedSession = resp.json().await.map_err(http_err("POST /v1/sessions body"))?;
+
+    let (pc, mic) = client_peer().await?;
+    let received = Arc::new(Mutex::new(Received::default()));
+    attach_receivers(&pc, received.clone(), origin);
+
+    let offer = pc.create_offer(None).await?;
+    let mut gathered = pc.gathering_complete_promise().await;
+    pc.set_local_description(offer).await?;
+    let _ = gathered.recv().await;
+    let offer_sdp = pc
+        .local_description()
+        .await
+        .ok_or(BenchCallError::Call { session: index, msg: "no local description".into() })?
+        .sdp;
+    let offered_at = origin.elapsed();
+    let resp = http
+        .post(format!("{base}{}?token={}", created.whip_url, created.token))
+        .header("content-type", "application/sdp")
+        .body(offer_sdp)
+        .send()
+        .await
+        .map_err(http_err("WHIP POST"))?;
+    let status = resp.status();
+    let answer = resp.text().await.map_err(http_err("WHIP answer body"))?;
+    if status.as_u16() != 201 {
+        return Err(BenchCallError::Http { step: "WHIP POST", msg: format!("{status}: {answer}") });
+    }
+    pc.set_remote_description(RTCSessionDescription::answer(answer)?).await?;
+    let mic_task = spawn_mic(mic);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(f) = received.lock().ok().and_then(|r| r.frames.first().map(|f| f.0)) {
+            break f;
+        }
+        if Instant::now() > deadline {
+            mic_task.abort();
+            let _ = pc.close().await;
+            return Err(BenchCallError::Call { session: index, msg: "no video frame decoded within 60 s".into() });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    Ok(Client { pc, created, received, offer_to_first_frame: first.saturating_sub(offered_at), mic_task })
+}
+
+/// Send the talk signal over the talk WebSocket; returns when it was sent
+/// (relative to `origin`).
+async fn send_talk(addr: &str, c: &CreatedSession, pcm: &[f32], origin: Instant) -> Result<Duration, BenchCallError> {
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{addr}{}?token={}&rate=24000", c.talk_url, c.token);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| BenchCallError::Talk(e.to_string()))?;
+    let sent_at = origin.elapsed();
+    for piece in pcm.chunks(2400) {
+        let bytes: Vec<u8> = piece.iter().flat_map(|x| ((x * 32767.0) as i16).to_le_bytes()).collect();
+        ws.send(Message::binary(bytes)).await.map_err(|e| BenchCallError::Talk(e.to_string()))?;
+    }
+    ws.send(Message::text("{\"type\":\"end\"}")).await.map_err(|e| BenchCallError::Talk(e.to_string()))?;
+    // Keep the socket open (closing it may clear the talk queue) and drain events.
+    tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    Ok(sent_at)
+}
+
+/// Shortest window that holds the talk pattern and its echo.
+pub const MIN_WINDOW_S: f64 = 6.0;
+
+/// Run the bench: server in-process, `spec.sessions` concurrent calls.
+pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCallError> {
+    // The talk pattern (1.7 s) starts 1 s into the window and comes back
+    // after the playout delay (1-2.5 s): shorter windows cannot hold it.
+    if spec.sessions == 0 || spec.seconds.is_nan() || spec.seconds < MIN_WINDOW_S {
+        return Err(BenchCallError::Params(format!(
+            "need --sessions >= 1 and --seconds >= {MIN_WINDOW_S} (got {} and {})",
+            spec.sessions, spec.seconds
+        )));
+    }
+    let mut cfg = ServerConfig::new(spec.model.clone());
+    cfg.max_sessions = spec.sessions.max(cfg.max_sessions);
+    let factory: Arc<dyn AgentFactory> = Arc::new(SessionAgentFactory::new(crate::generator::factory::build_source));
+    let listener = tokio::net::TcpListener::bind(&spec.listen)
+        .await
+        .map_err(|source| BenchCallError::Bind { addr: spec.listen.clone(), source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| BenchCallError::Bind { addr: spec.listen.clone(), source })?
+        .to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(signaling::serve(listener, AppState::new(cfg, factory), async move {
+        let _ = stop_rx.await;
+    }));
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let origin = Instant::now();
+
+    let opened = futures::future::join_all((0..spec.sessions).map(|i| open_call(i, &http, &base, origin))).await;
+    let mut clients = Vec::new();
+    let mut first_err = None;
+    for o in opened {
+        match o {
+            Ok(c) => clients.push(c),
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    let result = async {
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        // Sustained window: every call is up.
+        let win_start = origin.elapsed();
+        let cpu0 = process_cpu_seconds();
+        let talk = talk_signal_24k();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut sent = Vec::new();
+        for c in &clients {
+            sent.push(send_talk(&addr, &c.created, &talk, origin).await?);
+        }
+        let rest = Duration::from_secs_f64(spec.seconds).saturating_sub(origin.elapsed() - win_start);
+        tokio::time::sleep(rest).await;
+        let win_end = origin.elapsed();
+        let cpu1 = process_cpu_seconds();
+        let window_s = (win_end - win_start).as_secs_f64();
+        let cpu_cores_total = match (cpu0, cpu1) {
+            (Some(a), Some(b)) => (b - a) / window_s,
+            _ => f64::NAN,
+        };
+        let reference = envelope(&talk, 24_000);
+        let mut sessions = Vec::new();
+        for (i, c) in clients.iter().enumerate() {
+            let server_view: serde_json::Value = http
+                .get(format!("{base}/v1/sessions/{}?token={}", c.created.id, c.created.token))
+                .send()
+                .await
+                .map_err(http_err("GET /v1/sessions/{id}"))?
+                .json()
+                .await
+                .map_err(http_err("GET /v1/sessions/{id} body"))?;
+            let r = c.received.lock().map_err(|_| BenchCallError::Call { session: i, msg: "poisoned".into() })?;
+            let in_win: Vec<_> = r.frames.iter().filter(|f| f.0 >= win_start && f.0 <= win_end).collect();
+            let received_fps = match (in_win.first(), in_win.last()) {
+                (Some(a), Some(b)) if b.0 > a.0 => (in_win.len() - 1) as f64 / (b.0 - a.0).as_secs_f64(),
+                _ => 0.0,
+            };
+            let frame_size = r.frames.last().map(|f| (f.1, f.2)).unwrap_or((0, 0));
+            // Received audio as an envelope on the bench clock, from the talk send on.
+            let bin = |d: Duration| d.as_millis() as usize / BIN_MS;
+            let from = bin(sent[i]);
+            let horizon = bin(win_end) + 1;
+            let mut env = vec![0f32; horizon.saturating_sub(from)];
+            for (at, pcm) in &r.audio {
+                for (j, v) in envelope(pcm, 48_000).iter().enumerate() {
+                    let b = bin(*at) + j;
+                    if b >= from && b < horizon {
+                        env[b - from] = *v;
+                    }
+                }
+            }
+            let (lag, corr) = best_lag(&env, &reference);
+            let talk_to_ear_ms = (corr > 0.5).then_some((lag * BIN_MS) as i64);
+            sessions.push(SessionResult {
+                offer_to_first_frame_ms: c.offer_to_first_frame.as_secs_f64() * 1000.0,
+                received_fps,
+                frame_size,
+                decode_errors: r.decode_errors,
+                talk_to_ear_ms,
+                talk_corr: corr.max(0.0),
+                server_view,
+            });
+        }
+        Ok(CallBenchReport { addr: addr.clone(), window_s, cpu_cores_total, sessions })
+    }
+    .await;
+
+    for c in &clients {
+        c.mic_task.abort();
+        let _ = c.pc.close().await;
+        let _ = http.delete(format!("{base}/v1/sessions/{}?token={}", c.created.id, c.created.token)).send().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_parse_after_the_command_name() {
+        let line = "1234 (my (odd) cmd) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0";
+        assert_eq!(parse_cpu_seconds(line), Some(3.0));
+        assert_eq!(parse_cpu_seconds("garbage"), None);
+        assert!(process_cpu_seconds().is_some());
+    }
+
+    #[test]
+    fn best_lag_finds_a_delayed_talk_envelope() {
+        let talk = talk_signal_24k();
+        let reference = envelope(&talk, 24_000);
+        let mut delayed = vec![0f32; 24_000 / 1000 * 130];
+        delayed.extend_from_slice(&talk);
+        delayed.extend(vec![0f32; 24_000]);
+        let (lag, corr) = best_lag(&envelope(&delayed, 24_000), &reference);
+        assert_eq!(lag * BIN_MS, 130);
+        assert!(corr > 0.99);
+    }
+}
