@@ -18,7 +18,8 @@ use candle_core::{DType, Tensor};
 
 use crate::config::ModelConfig;
 use crate::generator::{
-    AudioBranch, AvatarSource, ChunkTimings, DevicePlan, GeneratorError, GeneratorOptions, GeneratorWeights, StreamingGenerator,
+    AudioBranch, AvatarSource, ChunkTimings, DevicePlan, GeneratorError, GeneratorOptions, GeneratorWeights,
+    StreamingGenerator,
 };
 use crate::media::frame::RgbFrame;
 use crate::model::dit::{AudioTokens, WanDit};
@@ -99,15 +100,8 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
     let weights = GeneratorWeights::from_cli(&cfg, &spec.weights)?;
     let reference = gradient_reference(cfg.stream.width, cfg.stream.height);
     let name = cfg.name.clone();
-    let mut g = StreamingGenerator::new(
-        cfg,
-        weights,
-        &reference,
-        &GeneratorOptions {
-            device: spec.device.clone(),
-            seed: 0,
-        },
-    )?;
+    let mut g =
+        StreamingGenerator::new(cfg, weights, &reference, &GeneratorOptions { device: spec.device.clone(), seed: 0 })?;
     let s = g.samples_per_chunk();
     let mut pushed = 0;
     let mut feed = |g: &mut StreamingGenerator, n: usize| {
@@ -151,7 +145,10 @@ fn ms_since(t: Instant) -> f64 {
 }
 
 /// `full` on CPU: measure the parts, extrapolate one chunk (module docs).
-fn bench_full_cpu_extrapolated(cfg: &ModelConfig, spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport, GeneratorError> {
+fn bench_full_cpu_extrapolated(
+    cfg: &ModelConfig,
+    spec: &GeneratorBenchSpec,
+) -> Result<GeneratorBenchReport, GeneratorError> {
     let plan = DevicePlan::cpu();
     let dev = &plan.dit;
     let dtype = DType::F32;
@@ -184,8 +181,16 @@ fn bench_full_cpu_extrapolated(cfg: &ModelConfig, spec: &GeneratorBenchSpec) -> 
     let x = noise.sample((1, cfg.vae.z_dim, cfg.stream.chunk_frames, h, w), dtype, dev).map_err(candle)?;
     let tt = Tensor::new(&[1000f32], dev).map_err(candle)?;
     let t = Instant::now();
-    dit.forward_chunk(&x, &tt, &text, Some(&AudioTokens { talk: tokens.talk, listen: tokens.listen }), &mut cache, 1, false)
-        .map_err(candle)?;
+    dit.forward_chunk(
+        &x,
+        &tt,
+        &text,
+        Some(&AudioTokens { talk: tokens.talk, listen: tokens.listen }),
+        &mut cache,
+        1,
+        false,
+    )
+    .map_err(candle)?;
     let block_ms = ms_since(t);
     tracing::info!(block_ms, "one DiT block timed; building the full VAE decoder");
     drop(dit);
@@ -208,11 +213,7 @@ fn bench_full_cpu_extrapolated(cfg: &ModelConfig, spec: &GeneratorBenchSpec) -> 
     let ratio = (h * w) as f64 / (hs * ws) as f64;
     let vae_ms = vae_small_ms * ratio;
 
-    let timings = ChunkTimings {
-        audio_ms,
-        dit_step_ms: vec![step_ms; steps],
-        vae_ms,
-    };
+    let timings = ChunkTimings { audio_ms, dit_step_ms: vec![step_ms; steps], vae_ms };
     let fpc = cfg.stream.frames_per_chunk(&cfg.vae);
     Ok(GeneratorBenchReport {
         config: cfg.name.clone(),
@@ -252,7 +253,14 @@ impl std::fmt::Display for GeneratorBenchReport {
         writeln!(f, "{:>5} {:>10} {:>28} {:>10} {:>10}", "chunk", "audio ms", "DiT steps ms", "VAE ms", "total ms")?;
         for (i, c) in self.chunks.iter().enumerate() {
             let steps: Vec<String> = c.dit_step_ms.iter().map(|s| format!("{s:.1}")).collect();
-            writeln!(f, "{i:>5} {:>10.1} {:>28} {:>10.1} {:>10.1}", c.audio_ms, steps.join(" / "), c.vae_ms, c.total_ms())?;
+            writeln!(
+                f,
+                "{i:>5} {:>10.1} {:>28} {:>10.1} {:>10.1}",
+                c.audio_ms,
+                steps.join(" / "),
+                c.vae_ms,
+                c.total_ms()
+            )?;
         }
         let n = self.chunks.len().max(1) as f64;
         let mean = |g: &dyn Fn(&ChunkTimings) -> f64| self.chunks.iter().map(g).sum::<f64>() / n;

@@ -164,9 +164,7 @@ fn parse_cpu_seconds(stat: &str) -> Option<f64> {
 const BIN_MS: usize = 5;
 
 fn envelope(pcm: &[f32], rate: usize) -> Vec<f32> {
-    pcm.chunks(rate * BIN_MS / 1000)
-        .map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt())
-        .collect()
+    pcm.chunks(rate * BIN_MS / 1000).map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt()).collect()
 }
 
 /// Lag (bins) of `reference` inside `signal` maximizing the normalized
@@ -237,7 +235,12 @@ async fn client_peer() -> Result<(Arc<RTCPeerConnection>, Arc<TrackLocalStaticSa
         .build();
     let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
     let mic = Arc::new(TrackLocalStaticSample::new(
-        RTCRtpCodecCapability { mime_type: MIME_TYPE_OPUS.into(), clock_rate: 48_000, channels: 2, ..Default::default() },
+        RTCRtpCodecCapability {
+            mime_type: MIME_TYPE_OPUS.into(),
+            clock_rate: 48_000,
+            channels: 2,
+            ..Default::default()
+        },
         "mic".into(),
         "bench".into(),
     ));
@@ -322,7 +325,12 @@ fn http_err(step: &'static str) -> impl Fn(reqwest::Error) -> BenchCallError {
 }
 
 /// Create a session over HTTP, negotiate over WHIP, wait for the first frame.
-async fn open_call(index: usize, http: &reqwest::Client, base: &str, origin: Instant) -> Result<Client, BenchCallError> {
+async fn open_call(
+    index: usize,
+    http: &reqwest::Client,
+    base: &str,
+    origin: Instant,
+) -> Result<Client, BenchCallError> {
     let resp = http
         .post(format!("{base}/v1/sessions"))
         .header("content-type", "application/json")
@@ -417,10 +425,8 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
     let listener = tokio::net::TcpListener::bind(&spec.listen)
         .await
         .map_err(|source| BenchCallError::Bind { addr: spec.listen.clone(), source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| BenchCallError::Bind { addr: spec.listen.clone(), source })?
-        .to_string();
+    let addr =
+        listener.local_addr().map_err(|source| BenchCallError::Bind { addr: spec.listen.clone(), source })?.to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(signaling::serve(listener, AppState::new(cfg, factory), async move {
         let _ = stop_rx.await;

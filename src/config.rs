@@ -17,15 +17,9 @@ pub enum ConfigError {
     #[error("invalid config: {0}")]
     Invalid(String),
     #[error("cannot read config file {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("cannot parse config file {path}: {source}")]
-    Parse {
-        path: String,
-        source: serde_json::Error,
-    },
+    Parse { path: String, source: serde_json::Error },
 }
 
 /// The Wan2.2 DiT with StreamAvatar's talk/listen audio cross-attention.
@@ -172,17 +166,16 @@ pub struct ModelConfig {
 /// Wan2.2 VAE latent statistics (diffusers `AutoencoderKLWan` for
 /// Wan2.2-TI2V-5B, `latents_mean` / `latents_std`).
 pub const WAN22_LATENTS_MEAN: [f64; 48] = [
-    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813,
-    0.0891, 0.1570, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108,
-    -0.2158, 0.2502, -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230, -0.0313,
-    -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944,
-    0.3573, -0.0548, -0.1681, -0.0667,
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891, 0.1570,
+    -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502, -0.2055, -0.0322,
+    0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230, -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520,
+    0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
 ];
 pub const WAN22_LATENTS_STD: [f64; 48] = [
-    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901,
-    0.6885, 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
-    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944,
-    0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165,
+    0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659, 0.7069, 0.5338, 0.4889, 0.4917,
+    0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600,
+    0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
 ];
 
 impl ModelConfig {
@@ -204,14 +197,10 @@ impl ModelConfig {
         if !std::path::Path::new(name_or_path).exists() {
             return Err(ConfigError::UnknownPreset(name_or_path.to_string()));
         }
-        let text = std::fs::read_to_string(name_or_path).map_err(|source| ConfigError::Io {
-            path: name_or_path.to_string(),
-            source,
-        })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: name_or_path.to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(name_or_path)
+            .map_err(|source| ConfigError::Io { path: name_or_path.to_string(), source })?;
+        let cfg: Self = serde_json::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: name_or_path.to_string(), source })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -415,10 +404,7 @@ impl ModelConfig {
         }
         let spatial = self.vae.scale_factor_spatial * self.dit.patch_size[1];
         if s.height % spatial != 0 || s.width % spatial != 0 {
-            return bad(format!(
-                "video size {}x{} must be a multiple of {spatial} (VAE x patch)",
-                s.width, s.height
-            ));
+            return bad(format!("video size {}x{} must be a multiple of {spatial} (VAE x patch)", s.width, s.height));
         }
         // RAPR ordering: ref(0) < sink(1..=C) < window < current <= D + C - 1.
         // With D == C * (1 + W) the oldest window frame would tie with the

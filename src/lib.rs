@@ -11,11 +11,11 @@ pub mod config;
 pub mod generator;
 pub mod media;
 pub mod model;
-pub mod rtc;
 pub mod render;
+pub mod rtc;
 pub mod session;
+#[path = "../signaling/mod.rs"]
+pub mod signaling;
 pub mod synth;
 #[path = "../train/mod.rs"]
 pub mod train;
-#[path = "../signaling/mod.rs"]
-pub mod signaling;

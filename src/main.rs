@@ -247,7 +247,8 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&t)?);
         return Ok(());
     }
-    let data = ClipSource { seed: a.seed, size: cfg.stream.width, latent_frames: a.latent_frames, identities: a.identities };
+    let data =
+        ClipSource { seed: a.seed, size: cfg.stream.width, latent_frames: a.latent_frames, identities: a.identities };
     let opts = runner::RunOptions {
         out: std::path::PathBuf::from(&a.out),
         steps: a.steps,

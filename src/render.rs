@@ -50,32 +50,25 @@ pub struct RenderSummary {
 
 /// Decode a PNG/JPEG file into an RGB frame.
 pub fn load_image(path: &Path) -> Result<RgbFrame, RenderError> {
-    let img = image::open(path).map_err(|e| RenderError::Image {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let img = image::open(path)
+        .map_err(|e| RenderError::Image { path: path.display().to_string(), reason: e.to_string() })?;
     let rgb = img.to_rgb8();
-    Ok(RgbFrame {
-        width: rgb.width() as usize,
-        height: rgb.height() as usize,
-        data: rgb.into_raw(),
-    })
+    Ok(RgbFrame { width: rgb.width() as usize, height: rgb.height() as usize, data: rgb.into_raw() })
 }
 
 /// Read a WAV (PCM 8/16/24/32-bit or float), mix to mono and resample to
 /// 16 kHz (linear interpolation; fine for the speech band of an offline render).
 pub fn load_wav_16k(path: &Path) -> Result<Vec<f32>, RenderError> {
-    let err = |reason: String| RenderError::Wav {
-        path: path.display().to_string(),
-        reason,
-    };
+    let err = |reason: String| RenderError::Wav { path: path.display().to_string(), reason };
     let mut reader = hound::WavReader::open(path).map_err(|e| err(e.to_string()))?;
     let spec = reader.spec();
     if spec.channels == 0 || spec.sample_rate == 0 {
         return Err(err("zero channels or sample rate".into()));
     }
     let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>().map_err(|e| err(e.to_string()))?,
+        hound::SampleFormat::Float => {
+            reader.samples::<f32>().collect::<Result<_, _>>().map_err(|e| err(e.to_string()))?
+        }
         hound::SampleFormat::Int => {
             if spec.bits_per_sample == 0 || spec.bits_per_sample > 32 {
                 return Err(err(format!("{} bits per sample", spec.bits_per_sample)));
@@ -127,10 +120,7 @@ pub fn render(spec: &RenderSpec) -> Result<RenderSummary, RenderError> {
         cfg,
         weights,
         &reference,
-        &GeneratorOptions {
-            device: spec.device.clone(),
-            seed: spec.seed,
-        },
+        &GeneratorOptions { device: spec.device.clone(), seed: spec.seed },
     )?;
     let fpc = g.frames_per_chunk();
     let total_frames = (spec.seconds * g.fps() as f64).ceil() as usize;
@@ -148,10 +138,8 @@ pub fn render(spec: &RenderSpec) -> Result<RenderSummary, RenderError> {
         Some(p) => load_wav_16k(p)?,
         None => Vec::new(),
     });
-    std::fs::create_dir_all(&spec.out).map_err(|e| RenderError::Write {
-        path: spec.out.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&spec.out)
+        .map_err(|e| RenderError::Write { path: spec.out.display().to_string(), reason: e.to_string() })?;
     // Feed audio chunk by chunk, as a live stream would arrive.
     let s = g.samples_per_chunk();
     let mut fed = 0;
@@ -173,24 +161,16 @@ pub fn render(spec: &RenderSpec) -> Result<RenderSummary, RenderError> {
                 break;
             }
             let path = spec.out.join(format!("frame_{written:06}.png"));
-            let img = image::RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.data).ok_or_else(|| {
-                RenderError::Write {
-                    path: path.display().to_string(),
-                    reason: "frame buffer size mismatch".into(),
-                }
-            })?;
-            img.save(&path).map_err(|e| RenderError::Write {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let img =
+                image::RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.data).ok_or_else(|| {
+                    RenderError::Write { path: path.display().to_string(), reason: "frame buffer size mismatch".into() }
+                })?;
+            img.save(&path)
+                .map_err(|e| RenderError::Write { path: path.display().to_string(), reason: e.to_string() })?;
             written += 1;
         }
     }
-    Ok(RenderSummary {
-        frames_written: written,
-        chunks,
-        generation_ms,
-    })
+    Ok(RenderSummary { frames_written: written, chunks, generation_ms })
 }
 
 #[cfg(test)]
@@ -203,7 +183,12 @@ mod tests {
         assert_eq!(up, vec![0.0, 0.5, 1.0, 1.0]);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.wav");
-        let spec = hound::WavSpec { channels: 2, sample_rate: 32_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 32_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&p, spec).unwrap();
         for _ in 0..100 {
             w.write_sample(16384i16).unwrap();

@@ -27,7 +27,8 @@ struct Fixture {
 }
 
 fn fixture(variant: &str) -> Result<Fixture> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/wav2vec2_tiny_{variant}.safetensors"));
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/wav2vec2_tiny_{variant}.safetensors"));
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)?;
     let json = meta
@@ -89,7 +90,8 @@ fn speech_like(samples: usize) -> Vec<f32> {
             let syllable = (2.0 * std::f32::consts::PI * 4.0 * t).sin().max(0.0);
             let phrase = if (t % 2.3) < 1.7 { 1.0 } else { 0.0 };
             let f0 = 140.0 + 40.0 * (2.0 * std::f32::consts::PI * 0.7 * t).sin();
-            let voice = (2.0 * std::f32::consts::PI * f0 * t).sin() + 0.5 * (2.0 * std::f32::consts::PI * 3.0 * f0 * t).sin();
+            let voice =
+                (2.0 * std::f32::consts::PI * f0 * t).sin() + 0.5 * (2.0 * std::f32::consts::PI * 3.0 * f0 * t).sin();
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let noise = (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
             0.3 * syllable * phrase * voice + 0.01 * noise
@@ -166,7 +168,9 @@ fn streaming_matches_whole_clip_within_bound() -> Result<()> {
         let fx = fixture(variant)?;
         let mut audio = defaults.clone();
         audio.wav2vec2 = fx.cfg.clone();
-        println!("tiny {variant} layout, 12 s clip: rel. error (mean all chunks / mean after {SETTLE_S} s / max after)");
+        println!(
+            "tiny {variant} layout, 12 s clip: rel. error (mean all chunks / mean after {SETTLE_S} s / max after)"
+        );
         for norm in [InputNormalization::None, InputNormalization::ZeroMeanUnitVariance] {
             let m = model(&fx, norm)?;
             let sens = clip_length_sensitivity(&m, &audio, &pcm, 8.0)?;

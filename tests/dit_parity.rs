@@ -22,14 +22,8 @@ use streamavatar::model::dit::{AttentionMask, AudioTokens, DitError, WanDit};
 use streamavatar::model::kv_cache::{CachePolicy, KvCache};
 use streamavatar::model::rope::TemporalPositions;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/dit_tiny.safetensors"
-);
-const WAN_NAMES_FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/dit_tiny_wan_names.safetensors"
-);
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dit_tiny.safetensors");
+const WAN_NAMES_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dit_tiny_wan_names.safetensors");
 
 fn cfg() -> DitConfig {
     ModelConfig::tiny().dit
@@ -51,9 +45,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 
 fn randn(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| offset + scale * rng.sample::<f32, _>(StandardNormal))
-        .collect();
+    let v: Vec<f32> = (0..n).map(|_| offset + scale * rng.sample::<f32, _>(StandardNormal)).collect();
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
@@ -70,20 +62,11 @@ fn weights_with_audio(seed: u64) -> Result<HashMap<String, Tensor>> {
             w.insert(format!("{norm}.bias"), randn(&mut rng, &[d], 0.1, 0.0)?);
             let attn = format!("blocks.{i}.{kind}_audio_attn");
             for lin in ["to_q", "to_k", "to_v", "to_out.0"] {
-                w.insert(
-                    format!("{attn}.{lin}.weight"),
-                    randn(&mut rng, &[d, d], 1.0 / (d as f32).sqrt(), 0.0)?,
-                );
-                w.insert(
-                    format!("{attn}.{lin}.bias"),
-                    randn(&mut rng, &[d], 0.1, 0.0)?,
-                );
+                w.insert(format!("{attn}.{lin}.weight"), randn(&mut rng, &[d, d], 1.0 / (d as f32).sqrt(), 0.0)?);
+                w.insert(format!("{attn}.{lin}.bias"), randn(&mut rng, &[d], 0.1, 0.0)?);
             }
             for n in ["norm_q", "norm_k"] {
-                w.insert(
-                    format!("{attn}.{n}.weight"),
-                    randn(&mut rng, &[d], 0.2, 1.0)?,
-                );
+                w.insert(format!("{attn}.{n}.weight"), randn(&mut rng, &[d], 0.2, 1.0)?);
             }
         }
     }
@@ -93,17 +76,11 @@ fn weights_with_audio(seed: u64) -> Result<HashMap<String, Tensor>> {
 fn random_audio(rng: &mut StdRng, frames: usize) -> Result<AudioTokens> {
     let c = cfg();
     let shape = [1, frames, c.audio_tokens_per_frame, c.hidden_size()];
-    Ok(AudioTokens {
-        talk: randn(rng, &shape, 1.0, 0.0)?,
-        listen: randn(rng, &shape, 1.0, 0.0)?,
-    })
+    Ok(AudioTokens { talk: randn(rng, &shape, 1.0, 0.0)?, listen: randn(rng, &shape, 1.0, 0.0)? })
 }
 
 fn audio_frames(a: &AudioTokens, start: usize, len: usize) -> Result<AudioTokens> {
-    Ok(AudioTokens {
-        talk: a.talk.narrow(1, start, len)?,
-        listen: a.listen.narrow(1, start, len)?,
-    })
+    Ok(AudioTokens { talk: a.talk.narrow(1, start, len)?, listen: a.listen.narrow(1, start, len)? })
 }
 
 fn diffusers_run(dtype: DType) -> Result<(Tensor, Tensor)> {
@@ -111,13 +88,7 @@ fn diffusers_run(dtype: DType) -> Result<(Tensor, Tensor)> {
     let dit = model(&w, &cfg(), dtype)?;
     assert!(!dit.has_audio_attention());
     let text = dit.text_context(&w["fixture.text"])?;
-    let out = dit.forward(
-        &w["fixture.latents"],
-        &w["fixture.timesteps"],
-        &text,
-        None,
-        AttentionMask::Bidirectional,
-    )?;
+    let out = dit.forward(&w["fixture.latents"], &w["fixture.timesteps"], &text, None, AttentionMask::Bidirectional)?;
     Ok((out, w["fixture.output"].clone()))
 }
 
@@ -151,13 +122,8 @@ fn text_is_zero_padded_to_text_len() -> Result<()> {
     let w = fixture()?;
     let dit = model(&w, &cfg(), DType::F32)?;
     let short = dit.text_context(&w["fixture.text"].narrow(1, 0, 10)?)?;
-    let out = dit.forward(
-        &w["fixture.latents"],
-        &w["fixture.timesteps"],
-        &short,
-        None,
-        AttentionMask::Bidirectional,
-    )?;
+    let out =
+        dit.forward(&w["fixture.latents"], &w["fixture.timesteps"], &short, None, AttentionMask::Bidirectional)?;
     assert!(max_abs_diff(&out, &w["fixture.output"])? < 1e-4);
     Ok(())
 }
@@ -167,26 +133,11 @@ fn wan_names_fixture_holds_the_same_weights() -> Result<()> {
     let diffusers = fixture()?;
     let wan = candle_core::safetensors::load(WAN_NAMES_FIXTURE, &Device::Cpu)?;
     let pairs = [
-        (
-            "condition_embedder.time_embedder.linear_1.weight",
-            "time_embedding.0.weight",
-        ),
-        (
-            "condition_embedder.text_embedder.linear_2.bias",
-            "text_embedding.2.bias",
-        ),
-        (
-            "condition_embedder.time_proj.weight",
-            "time_projection.1.weight",
-        ),
-        (
-            "blocks.1.attn1.to_out.0.weight",
-            "blocks.1.self_attn.o.weight",
-        ),
-        (
-            "blocks.0.attn2.norm_k.weight",
-            "blocks.0.cross_attn.norm_k.weight",
-        ),
+        ("condition_embedder.time_embedder.linear_1.weight", "time_embedding.0.weight"),
+        ("condition_embedder.text_embedder.linear_2.bias", "text_embedding.2.bias"),
+        ("condition_embedder.time_proj.weight", "time_projection.1.weight"),
+        ("blocks.1.attn1.to_out.0.weight", "blocks.1.self_attn.o.weight"),
+        ("blocks.0.attn2.norm_k.weight", "blocks.0.cross_attn.norm_k.weight"),
         ("blocks.0.norm2.weight", "blocks.0.norm3.weight"),
         ("blocks.1.ffn.net.0.proj.bias", "blocks.1.ffn.0.bias"),
         ("blocks.0.scale_shift_table", "blocks.0.modulation"),
@@ -197,10 +148,7 @@ fn wan_names_fixture_holds_the_same_weights() -> Result<()> {
     for (d, o) in pairs {
         assert_eq!(max_abs_diff(&diffusers[d], &wan[o])?, 0.0, "{d} vs {o}");
     }
-    let n_weights = diffusers
-        .keys()
-        .filter(|k| !k.starts_with("fixture."))
-        .count();
+    let n_weights = diffusers.keys().filter(|k| !k.starts_with("fixture.")).count();
     assert_eq!(wan.len(), n_weights);
     Ok(())
 }
@@ -220,32 +168,17 @@ fn streaming_equals_block_causal_forward() -> Result<()> {
     let t = Tensor::from_vec(t, (1, frames), &Device::Cpu)?;
     let audio = random_audio(&mut rng, frames)?;
 
-    let full = dit.forward(
-        &latents,
-        &t,
-        &text,
-        Some(&audio),
-        AttentionMask::BlockCausal {
-            chunk_frames: chunk,
-        },
-    )?;
+    let full = dit.forward(&latents, &t, &text, Some(&audio), AttentionMask::BlockCausal { chunk_frames: chunk })?;
 
     let policy = CachePolicy {
         chunk_frames: chunk,
         window_chunks: 2,
         reference_sink: true,
-        positions: TemporalPositions {
-            chunk_frames: chunk,
-            rapr_max_distance: Some(10),
-        },
+        positions: TemporalPositions { chunk_frames: chunk, rapr_max_distance: Some(10) },
     };
     let mut cache = KvCache::new(dit.num_layers(), policy);
-    let ref_out = dit.prime_reference(
-        &latents.narrow(2, 0, 1)?,
-        &text,
-        Some(&audio_frames(&audio, 0, 1)?),
-        &mut cache,
-    )?;
+    let ref_out =
+        dit.prime_reference(&latents.narrow(2, 0, 1)?, &text, Some(&audio_frames(&audio, 0, 1)?), &mut cache)?;
     let mut worst = max_abs_diff(&ref_out, &full.narrow(2, 0, 1)?)?;
     for s in [1usize, 4, 7] {
         let x = latents.narrow(2, s, chunk)?;
@@ -260,19 +193,10 @@ fn streaming_equals_block_causal_forward() -> Result<()> {
         worst = worst.max(max_abs_diff(&out, &full.narrow(2, s, chunk)?)?);
     }
     println!("streaming vs block-causal max abs err: {worst:e}");
-    assert!(
-        worst < 1e-5,
-        "streaming differs from block-causal by {worst}"
-    );
+    assert!(worst < 1e-5, "streaming differs from block-causal by {worst}");
     assert_eq!(cache.frame_ids(), (0..10).collect::<Vec<_>>());
     // Block-causal differs from bidirectional (the mask matters).
-    let bidi = dit.forward(
-        &latents,
-        &t,
-        &text,
-        Some(&audio),
-        AttentionMask::Bidirectional,
-    )?;
+    let bidi = dit.forward(&latents, &t, &text, Some(&audio), AttentionMask::Bidirectional)?;
     assert!(max_abs_diff(&bidi.narrow(2, 0, 4)?, &full.narrow(2, 0, 4)?)? > 1e-3);
     Ok(())
 }
@@ -294,49 +218,22 @@ fn long_stream_with_rapr_and_eviction_stays_bounded() -> Result<()> {
         let mut cache = KvCache::from_stream(dit.num_layers(), &stream);
         let bound = (1 + chunk + stream.window_chunks * chunk) * tokens_per_frame;
         let reference = randn(&mut rng, &[1, c.in_channels, 1, h, wd], 1.0, 0.0)?;
-        dit.prime_reference(
-            &reference,
-            &text,
-            Some(&random_audio(&mut rng, 1)?),
-            &mut cache,
-        )?;
+        dit.prime_reference(&reference, &text, Some(&random_audio(&mut rng, 1)?), &mut cache)?;
         for k in 0..20 {
             let s = 1 + k * chunk;
             let x = randn(&mut rng, &[1, c.in_channels, chunk, h, wd], 1.0, 0.0)?;
             let t = Tensor::new(&[500f32], &Device::Cpu)?;
-            let out = dit.forward_chunk(
-                &x,
-                &t,
-                &text,
-                Some(&random_audio(&mut rng, chunk)?),
-                &mut cache,
-                s,
-                true,
-            )?;
+            let out = dit.forward_chunk(&x, &t, &text, Some(&random_audio(&mut rng, chunk)?), &mut cache, s, true)?;
             let v: Vec<f32> = out.flatten_all()?.to_vec1()?;
-            assert!(
-                v.iter().all(|x| x.is_finite()),
-                "chunk {k}: non-finite output"
-            );
-            assert!(
-                cache.num_tokens() <= bound,
-                "chunk {k}: {} tokens > {bound}",
-                cache.num_tokens()
-            );
+            assert!(v.iter().all(|x| x.is_finite()), "chunk {k}: non-finite output");
+            assert!(cache.num_tokens() <= bound, "chunk {k}: {} tokens > {bound}", cache.num_tokens());
             if sink {
                 assert_eq!(&cache.frame_ids()[..4], &[0, 1, 2, 3]);
                 let pos = cache.temporal_positions(s + chunk);
                 assert!(pos.iter().all(|&p| p < stream.rapr_max_distance + chunk));
             }
         }
-        assert_eq!(
-            cache.num_tokens(),
-            if sink {
-                bound
-            } else {
-                stream.window_chunks * chunk * tokens_per_frame
-            }
-        );
+        assert_eq!(cache.num_tokens(), if sink { bound } else { stream.window_chunks * chunk * tokens_per_frame });
     }
     Ok(())
 }
@@ -353,53 +250,19 @@ fn talk_audio_of_a_frame_changes_only_that_frame() -> Result<()> {
     let mut rng = StdRng::seed_from_u64(5);
     let latents = w["fixture.latents"].clone();
     let audio = random_audio(&mut rng, 4)?;
-    let base = dit.forward(
-        &latents,
-        &w["fixture.timesteps"],
-        &text,
-        Some(&audio),
-        AttentionMask::Bidirectional,
-    )?;
+    let base = dit.forward(&latents, &w["fixture.timesteps"], &text, Some(&audio), AttentionMask::Bidirectional)?;
     let f = 2;
     let mut talk = audio.talk.clone();
-    let new_frame = randn(
-        &mut rng,
-        &[1, 1, c.audio_tokens_per_frame, c.hidden_size()],
-        1.0,
-        0.0,
-    )?;
-    talk = talk.slice_assign(
-        &[
-            0..1,
-            f..f + 1,
-            0..c.audio_tokens_per_frame,
-            0..c.hidden_size(),
-        ],
-        &new_frame,
-    )?;
-    let changed = AudioTokens {
-        talk,
-        listen: audio.listen.clone(),
-    };
-    let out = dit.forward(
-        &latents,
-        &w["fixture.timesteps"],
-        &text,
-        Some(&changed),
-        AttentionMask::Bidirectional,
-    )?;
+    let new_frame = randn(&mut rng, &[1, 1, c.audio_tokens_per_frame, c.hidden_size()], 1.0, 0.0)?;
+    talk = talk.slice_assign(&[0..1, f..f + 1, 0..c.audio_tokens_per_frame, 0..c.hidden_size()], &new_frame)?;
+    let changed = AudioTokens { talk, listen: audio.listen.clone() };
+    let out = dit.forward(&latents, &w["fixture.timesteps"], &text, Some(&changed), AttentionMask::Bidirectional)?;
     for frame in 0..4 {
-        let d = max_abs_diff(
-            &out.i((.., .., frame..frame + 1))?,
-            &base.i((.., .., frame..frame + 1))?,
-        )?;
+        let d = max_abs_diff(&out.i((.., .., frame..frame + 1))?, &base.i((.., .., frame..frame + 1))?)?;
         if frame == f {
             assert!(d > 1e-3, "frame {f} did not react to its audio ({d})");
         } else {
-            assert_eq!(
-                d, 0.0,
-                "frame {frame} changed by {d} when only frame {f}'s audio changed"
-            );
+            assert_eq!(d, 0.0, "frame {frame} changed by {d} when only frame {f}'s audio changed");
         }
     }
     Ok(())
@@ -422,20 +285,10 @@ fn zero_out_projection_equals_no_audio() -> Result<()> {
     let text = dit.text_context(&w["fixture.text"])?;
     let mut rng = StdRng::seed_from_u64(8);
     let audio = random_audio(&mut rng, 4)?;
-    let with = dit.forward(
-        &w["fixture.latents"],
-        &w["fixture.timesteps"],
-        &text,
-        Some(&audio),
-        AttentionMask::Bidirectional,
-    )?;
-    let without = dit.forward(
-        &w["fixture.latents"],
-        &w["fixture.timesteps"],
-        &text,
-        None,
-        AttentionMask::Bidirectional,
-    )?;
+    let with =
+        dit.forward(&w["fixture.latents"], &w["fixture.timesteps"], &text, Some(&audio), AttentionMask::Bidirectional)?;
+    let without =
+        dit.forward(&w["fixture.latents"], &w["fixture.timesteps"], &text, None, AttentionMask::Bidirectional)?;
     assert_eq!(max_abs_diff(&with, &without)?, 0.0);
     // ... and equals diffusers (no audio weights at all).
     assert!(max_abs_diff(&with, &w["fixture.output"])? < 1e-4);
@@ -452,9 +305,7 @@ fn bad_inputs_are_clear_errors() -> Result<()> {
     // audio for a checkpoint without audio weights
     let mut rng = StdRng::seed_from_u64(9);
     let audio = random_audio(&mut rng, 4)?;
-    let e = dit
-        .forward(lat, t, &text, Some(&audio), AttentionMask::Bidirectional)
-        .unwrap_err();
+    let e = dit.forward(lat, t, &text, Some(&audio), AttentionMask::Bidirectional).unwrap_err();
     assert!(matches!(e, DitError::AudioNotSupported));
     // wrong channel count / odd spatial size / wrong timesteps
     let bad_lat = Tensor::zeros((1, 3, 4, 8, 8), DType::F32, &Device::Cpu)?;
@@ -463,9 +314,7 @@ fn bad_inputs_are_clear_errors() -> Result<()> {
         Err(DitError::BadInput { .. })
     ));
     let odd = Tensor::zeros((1, 8, 4, 7, 8), DType::F32, &Device::Cpu)?;
-    assert!(dit
-        .forward(&odd, t, &text, None, AttentionMask::Bidirectional)
-        .is_err());
+    assert!(dit.forward(&odd, t, &text, None, AttentionMask::Bidirectional).is_err());
     let bad_t = Tensor::zeros((1, 3), DType::F32, &Device::Cpu)?;
     assert!(matches!(
         dit.forward(lat, &bad_t, &text, None, AttentionMask::Bidirectional),
@@ -479,17 +328,13 @@ fn bad_inputs_are_clear_errors() -> Result<()> {
     let x = lat.narrow(2, 1, 3)?;
     let ts = t.narrow(1, 1, 3)?;
     dit.forward_chunk(&x, &ts, &text, None, &mut cache, 1, true)?;
-    assert!(dit
-        .forward_chunk(&x, &ts, &text, None, &mut cache, 1, true)
-        .is_err());
+    assert!(dit.forward_chunk(&x, &ts, &text, None, &mut cache, 1, true).is_err());
     let x2 = Tensor::cat(&[&x, &x], 0)?;
     let e = dit.forward_chunk(&x2, &ts.repeat((2, 1))?, &text, None, &mut cache, 4, false);
     assert!(matches!(e, Err(DitError::BadInput { name: "chunk", .. })));
     // partial audio weights are rejected at load time
     let mut partial = weights_with_audio(1)?;
     partial.retain(|k, _| !k.starts_with("blocks.1.listen"));
-    assert!(
-        matches!(model(&partial, &cfg(), DType::F32), Err(e) if e.to_string().contains("block 1"))
-    );
+    assert!(matches!(model(&partial, &cfg(), DType::F32), Err(e) if e.to_string().contains("block 1")));
     Ok(())
 }

@@ -108,10 +108,7 @@ impl AvatarSource for PatternSource {
     fn next_chunk(&mut self) -> Result<VideoChunk, GeneratorError> {
         let need = (self.chunk as usize + 1) * SAMPLES_PER_CHUNK + LOOKAHEAD;
         if !self.ready() {
-            return Err(GeneratorError::NotEnoughAudio {
-                needed: need,
-                have: self.talk.len().min(self.listen_len),
-            });
+            return Err(GeneratorError::NotEnoughAudio { needed: need, have: self.talk.len().min(self.listen_len) });
         }
         // Pretend to compute for a while, like a model would.
         std::thread::sleep(Duration::from_millis(15));
@@ -134,12 +131,8 @@ impl AvatarSource for PatternSource {
                 f
             })
             .collect();
-        let chunk = VideoChunk {
-            index: self.chunk,
-            audio_sample_start: start as u64,
-            frames,
-            timings: Default::default(),
-        };
+        let chunk =
+            VideoChunk { index: self.chunk, audio_sample_start: start as u64, frames, timings: Default::default() };
         self.chunk += 1;
         Ok(chunk)
     }
@@ -152,44 +145,20 @@ impl AvatarSource for PatternSource {
 }
 
 fn spec() -> SessionSpec {
-    SessionSpec {
-        model: ModelConfig::tiny(),
-        weights: vec![],
-        device: "cpu".into(),
-        reference: None,
-        seed: 0,
-    }
+    SessionSpec { model: ModelConfig::tiny(), weights: vec![], device: "cpu".into(), reference: None, seed: 0 }
 }
 
 fn start_session() -> Result<(Session, Arc<Probe>)> {
     let probe = Arc::new(Probe::default());
-    let source = PatternSource {
-        talk: vec![],
-        listen_len: 0,
-        chunk: 0,
-        probe: probe.clone(),
-    };
-    let opts = SessionOptions {
-        peer: PeerOptions {
-            include_loopback: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let source = PatternSource { talk: vec![], listen_len: 0, chunk: 0, probe: probe.clone() };
+    let opts =
+        SessionOptions { peer: PeerOptions { include_loopback: true, ..Default::default() }, ..Default::default() };
     Ok((Session::start_with(spec(), Box::new(source), opts)?, probe))
 }
 
 /// The talk signal: 16 kHz noise bursts with an irregular on/off envelope.
 fn talk_signal() -> Vec<f32> {
-    let pattern_ms = [
-        (240, true),
-        (160, false),
-        (400, true),
-        (120, false),
-        (160, true),
-        (320, false),
-        (280, true),
-    ];
+    let pattern_ms = [(240, true), (160, false), (400, true), (120, false), (160, true), (320, false), (280, true)];
     let mut out = Vec::new();
     let mut seed = 0x1234_5678u32;
     for (ms, on) in pattern_ms {
@@ -270,14 +239,10 @@ async fn client_peer() -> Result<(Arc<RTCPeerConnection>, Arc<TrackLocalStaticSa
         "mic".into(),
         "client".into(),
     ));
-    pc.add_track(Arc::clone(&mic) as Arc<dyn TrackLocal + Send + Sync>)
-        .await?;
+    pc.add_track(Arc::clone(&mic) as Arc<dyn TrackLocal + Send + Sync>).await?;
     pc.add_transceiver_from_kind(
         RTPCodecType::Video,
-        Some(RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Recvonly,
-            send_encodings: vec![],
-        }),
+        Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, send_encodings: vec![] }),
     )
     .await?;
     Ok((pc, mic))
@@ -326,10 +291,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
                                 let y = yuv.y();
                                 let mut sum = 0u64;
                                 for row in 0..h {
-                                    sum += y[row * stride..row * stride + w / 2]
-                                        .iter()
-                                        .map(|&v| v as u64)
-                                        .sum::<u64>();
+                                    sum += y[row * stride..row * stride + w / 2].iter().map(|&v| v as u64).sum::<u64>();
                                 }
                                 r.frames.push((at, w, h, sum as f32 / (h * w / 2) as f32));
                             }
@@ -369,12 +331,8 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     let offer_sdp = pc.local_description().await.context("no local description")?.sdp;
     let answer = session.accept_offer(&offer_sdp).await?;
     assert!(answer.contains("H264") && answer.contains("packetization-mode=1"));
-    assert!(matches!(
-        session.accept_offer(&offer_sdp).await,
-        Err(SessionError::AlreadyConnected)
-    ));
-    pc.set_remote_description(RTCSessionDescription::answer(answer)?)
-        .await?;
+    assert!(matches!(session.accept_offer(&offer_sdp).await, Err(SessionError::AlreadyConnected)));
+    pc.set_remote_description(RTCSessionDescription::answer(answer)?).await?;
     tokio::time::timeout(Duration::from_secs(10), async {
         while *conn_rx.borrow_and_update() != RTCPeerConnectionState::Connected {
             conn_rx.changed().await?;
@@ -397,11 +355,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
             let Ok(pkt) = enc.encode_vec_float(&pcm, 4000) else {
                 break;
             };
-            let s = Sample {
-                data: Bytes::from(pkt),
-                duration: Duration::from_millis(20),
-                ..Default::default()
-            };
+            let s = Sample { data: Bytes::from(pkt), duration: Duration::from_millis(20), ..Default::default() };
             if mic.write_sample(&s).await.is_err() {
                 break;
             }
@@ -414,17 +368,11 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     let talk_sent_at = t0.elapsed();
     for piece in talk.chunks(1600) {
         let samples: Vec<i16> = piece.iter().map(|x| (x * 32767.0) as i16).collect();
-        session.talk(TalkCommand::Pcm {
-            sample_rate: 16_000,
-            samples,
-        })?;
+        session.talk(TalkCommand::Pcm { sample_rate: 16_000, samples })?;
     }
     session.talk(TalkCommand::End)?;
     assert!(matches!(
-        session.talk(TalkCommand::Pcm {
-            sample_rate: 4_000,
-            samples: vec![0; 10]
-        }),
+        session.talk(TalkCommand::Pcm { sample_rate: 4_000, samples: vec![0; 10] }),
         Err(SessionError::BadAudio(_))
     ));
     tokio::time::sleep(Duration::from_millis(3800)).await;
@@ -446,10 +394,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     let span = frames.last().unwrap().0 - first_frame;
     assert!(span >= Duration::from_secs(2), "only {span:?} of video");
     let fps = (frames.len() - 1) as f64 / span.as_secs_f64();
-    assert!(
-        (fps - FPS as f64).abs() <= 0.1 * FPS as f64,
-        "measured {fps:.2} fps, configured {FPS}"
-    );
+    assert!((fps - FPS as f64).abs() <= 0.1 * FPS as f64, "measured {fps:.2} fps, configured {FPS}");
     assert_eq!(r.decode_errors, 0);
 
     // --- talk audio back on the audio track, and A/V alignment ---
@@ -487,14 +432,8 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
         lag_a as u64 * BIN_MS,
         lag_v as u64 * BIN_MS,
     );
-    assert!(
-        corr_a > 0.7,
-        "talk audio not found on the audio track (corr {corr_a:.3})"
-    );
-    assert!(
-        corr_v > 0.7,
-        "talk energy not found in the video brightness (corr {corr_v:.3})"
-    );
+    assert!(corr_a > 0.7, "talk audio not found on the audio track (corr {corr_a:.3})");
+    assert!(corr_v > 0.7, "talk energy not found in the video brightness (corr {corr_v:.3})");
     assert!(av_offset_ms.abs() <= 40, "A/V offset {av_offset_ms} ms");
 
     // --- talk events and stats ---
@@ -511,14 +450,8 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     // The remote's tone reached the generator's listen branch (0.2 amplitude sine: rms 0.14).
     let (n, sumsq) = *probe.listen.lock().unwrap();
     let listen_rms = (sumsq / n.max(1) as f64).sqrt();
-    println!(
-        "listen branch: {:.1} s pushed, rms {listen_rms:.3}",
-        n as f64 / 16_000.0
-    );
-    assert!(
-        listen_rms > 0.05,
-        "remote audio did not reach the listen branch (rms {listen_rms:.4})"
-    );
+    println!("listen branch: {:.1} s pushed, rms {listen_rms:.3}", n as f64 / 16_000.0);
+    assert!(listen_rms > 0.05, "remote audio did not reach the listen branch (rms {listen_rms:.4})");
     let video_ssrc = r.video_ssrc.context("no video ssrc")?;
 
     // --- barge-in: Clear cuts a long utterance mid-way ---
@@ -528,10 +461,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
         .take(16_000 * 3)
         .map(|x| (x.abs().max(0.2) * 0.35 * 32767.0 * x.signum()) as i16)
         .collect();
-    session.talk(TalkCommand::Pcm {
-        sample_rate: 16_000,
-        samples: long,
-    })?;
+    session.talk(TalkCommand::Pcm { sample_rate: 16_000, samples: long })?;
     session.talk(TalkCommand::End)?;
     let started = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
@@ -565,11 +495,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
             .filter(|(at, _)| *at > clear_at + Duration::from_millis(60))
             .map(|(_, pcm)| envelope(pcm, 48_000).into_iter().fold(0f32, f32::max))
             .fold(0f32, f32::max);
-        let video_back = r
-            .frames
-            .iter()
-            .find(|f| f.0 > clear_at && f.3 < 45.0)
-            .map(|f| (f.0 - clear_at).as_millis());
+        let video_back = r.frames.iter().find(|f| f.0 > clear_at && f.3 < 45.0).map(|f| (f.0 - clear_at).as_millis());
         println!(
             "barge-in: cleared after {} ms of speech, SpeechCleared{{played_ms: {cleared}}}; \
              audio peak after clear+60ms {loud_after:.4}; video back to listening {video_back:?} ms after clear",
@@ -584,11 +510,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     // --- PLI from the remote -> keyframe ---
     let ssrc = video_ssrc;
     let pli_at = t0.elapsed();
-    pc.write_rtcp(&[Box::new(PictureLossIndication {
-        sender_ssrc: 0,
-        media_ssrc: ssrc,
-    })])
-    .await?;
+    pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(session.stats().keyframe_requests >= 1, "PLI not seen by the session");
     let idr_after = received.lock().unwrap().idr_at.iter().find(|t| **t >= pli_at).copied();
@@ -605,10 +527,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!(
-        "session closed {} ms after the remote closed",
-        closed_at.elapsed().as_millis()
-    );
+    println!("session closed {} ms after the remote closed", closed_at.elapsed().as_millis());
     assert!(matches!(session.talk(TalkCommand::End), Err(SessionError::Closed)));
     Ok(())
 }
@@ -624,10 +543,7 @@ async fn malformed_offers_are_bad_sdp_and_session_survives() -> Result<()> {
     }
     assert!(!session.is_closed());
     // Barge-in on a session without a peer: queued audio is dropped at once.
-    session.talk(TalkCommand::Pcm {
-        sample_rate: 24_000,
-        samples: vec![1000; 24_000],
-    })?;
+    session.talk(TalkCommand::Pcm { sample_rate: 24_000, samples: vec![1000; 24_000] })?;
     assert!(session.stats().talk_queue_ms >= 990);
     let mut ev = session.subscribe_events();
     session.talk(TalkCommand::Clear)?;
@@ -636,10 +552,7 @@ async fn malformed_offers_are_bad_sdp_and_session_survives() -> Result<()> {
     // 61 s of audio is beyond the talk queue cap.
     let long = vec![0i16; 16_000 * 61];
     assert!(matches!(
-        session.talk(TalkCommand::Pcm {
-            sample_rate: 16_000,
-            samples: long
-        }),
+        session.talk(TalkCommand::Pcm { sample_rate: 16_000, samples: long }),
         Err(SessionError::BadAudio(_))
     ));
     session.close().await;
@@ -673,10 +586,8 @@ async fn whip_publish_reaches_endpoint_and_delete_ends_it() -> Result<()> {
             post(move |headers: HeaderMap, body: String| {
                 let ep = post_ep.clone();
                 async move {
-                    *ep.auth.lock().unwrap() = headers
-                        .get(header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
+                    *ep.auth.lock().unwrap() =
+                        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
                     if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) != Some("application/sdp") {
                         return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
                     }
@@ -708,10 +619,7 @@ async fn whip_publish_reaches_endpoint_and_delete_ends_it() -> Result<()> {
                     .map_err(|_| StatusCode::BAD_REQUEST)?;
                     Ok((
                         StatusCode::CREATED,
-                        [
-                            (header::CONTENT_TYPE, "application/sdp"),
-                            (header::LOCATION, "/whip/resource/1"),
-                        ],
+                        [(header::CONTENT_TYPE, "application/sdp"), (header::LOCATION, "/whip/resource/1")],
                         answer,
                     ))
                 }
@@ -743,10 +651,7 @@ async fn whip_publish_reaches_endpoint_and_delete_ends_it() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while ep.video_units.load(Ordering::SeqCst) < 25 {
         if Instant::now() > deadline {
-            bail!(
-                "endpoint received only {} video frames",
-                ep.video_units.load(Ordering::SeqCst)
-            );
+            bail!("endpoint received only {} video frames", ep.video_units.load(Ordering::SeqCst));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

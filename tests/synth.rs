@@ -46,8 +46,9 @@ fn identities_look_different() {
     }
     for i in 0..refs.len() {
         for j in i + 1..refs.len() {
-            let mad: f64 = refs[i].data.iter().zip(&refs[j].data).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>()
-                / refs[i].data.len() as f64;
+            let mad: f64 =
+                refs[i].data.iter().zip(&refs[j].data).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>()
+                    / refs[i].data.len() as f64;
             assert!(mad > 10.0, "identities {i} and {j} differ by only {mad:.1} per channel");
         }
     }
@@ -64,7 +65,9 @@ fn mouth_follows_talk_audio_not_partner_audio() {
             continue;
         }
         checked += 1;
-        let mean = |v: &[&streamavatar::synth::FrameTruth]| v.iter().map(|t| t.mouth_open as f64).sum::<f64>() / v.len() as f64;
+        let mean = |v: &[&streamavatar::synth::FrameTruth]| {
+            v.iter().map(|t| t.mouth_open as f64).sum::<f64>() / v.len() as f64
+        };
         let (mt, ml) = (mean(&talk), mean(&listen));
         assert!(mt > 0.15 && mt > 5.0 * ml, "seed {seed}: mouth open talking {mt:.3} vs listening {ml:.3}");
         let open: Vec<f32> = s.truth.iter().map(|t| t.mouth_open).collect();

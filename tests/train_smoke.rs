@@ -4,8 +4,8 @@
 
 use streamavatar::config::ModelConfig;
 use streamavatar::train::data::ClipSource;
-use streamavatar::train::optim::AdamWConfig;
 use streamavatar::train::ode_init_stage::OdeInitStage;
+use streamavatar::train::optim::AdamWConfig;
 use streamavatar::train::runner::{run, RunOptions};
 use streamavatar::train::teacher_stage::{FrozenModules, TeacherStage};
 use streamavatar::train::vae_stage::VaeStage;

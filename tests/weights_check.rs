@@ -91,7 +91,10 @@ fn dtype_cast_on_load() {
     let p = write(
         dir.path(),
         "bf16.safetensors",
-        &[("patch_embedding.weight", arange(&[2, 3]).to_dtype(DType::BF16).unwrap()), ("blocks.0.attn1.to_q.weight", arange(&[2, 2]))],
+        &[
+            ("patch_embedding.weight", arange(&[2, 3]).to_dtype(DType::BF16).unwrap()),
+            ("blocks.0.attn1.to_q.weight", arange(&[2, 2])),
+        ],
     );
     let w = ModelWeights::open(&[&p]).unwrap();
     let t = w.dit_vb(DType::F32, &Device::Cpu).get((2, 3), "patch_embedding.weight").unwrap();
@@ -147,11 +150,19 @@ fn missing_tensor_wrong_shape_and_dtype_name_the_tensor() {
     let e = vb.get((4, 4), "blocks.0.attn1.to_k.weight").unwrap_err().to_string();
     assert!(e.contains("blocks.0.attn1.to_k.weight") && e.contains("wan_dit.safetensors"), "{e}");
     let e = vb.get((4, 5), "blocks.0.attn1.to_q.weight").unwrap_err().to_string();
-    assert!(e.contains("blocks.0.attn1.to_q.weight") && e.contains("blocks.0.self_attn.q.weight") && e.contains("[4, 5]"), "{e}");
-    let e = w.vae_vb(DType::F32, &Device::Cpu).get(2, "encoder.down_blocks.0.resnets.0.conv1.weight").unwrap_err().to_string();
+    assert!(
+        e.contains("blocks.0.attn1.to_q.weight") && e.contains("blocks.0.self_attn.q.weight") && e.contains("[4, 5]"),
+        "{e}"
+    );
+    let e = w
+        .vae_vb(DType::F32, &Device::Cpu)
+        .get(2, "encoder.down_blocks.0.resnets.0.conv1.weight")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unsupported dtype") && e.contains("I64"), "{e}");
     // A component without any file says so.
-    let e = w.wav2vec2_vb(DType::F32, &Device::Cpu).get(2, "feature_projection.projection.bias").unwrap_err().to_string();
+    let e =
+        w.wav2vec2_vb(DType::F32, &Device::Cpu).get(2, "feature_projection.projection.bias").unwrap_err().to_string();
     assert!(e.contains("no wav2vec2 weights file"), "{e}");
     assert!(w.has(Component::Dit) && w.has(Component::Vae) && !w.has(Component::Wav2Vec2));
 }
@@ -171,7 +182,11 @@ fn wav2vec2_prefix_and_our_audio_file() {
     let ours = write(
         dir.path(),
         "streamavatar_audio.safetensors",
-        &[("prompt_embeds", arange(&[2, 3])), ("blocks.0.norm_talk.weight", arange(&[4])), ("audio_proj.proj1.weight", arange(&[4, 4]))],
+        &[
+            ("prompt_embeds", arange(&[2, 3])),
+            ("blocks.0.norm_talk.weight", arange(&[4])),
+            ("audio_proj.proj1.weight", arange(&[4, 4])),
+        ],
     );
     let w = ModelWeights::open(&[&w2v, &ours]).unwrap();
     assert_eq!(w.files()[0].kind, FileKind::Wav2Vec2);
@@ -229,24 +244,32 @@ fn check_lists_missing_unexpected_and_mismatched() {
 /// diffusers names and once renamed to original Wan names) must load to the
 /// same tensors under every canonical name.
 fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var("STREAMAVATAR_FIXTURES").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures").into());
+    let dir = std::env::var("STREAMAVATAR_FIXTURES")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures").into());
     Path::new(&dir).join(name)
 }
 
 fn assert_schemes_agree(diffusers: &str, wan: &str, kind: FileKind) {
     let (d, w) = (fixture(diffusers), fixture(wan));
-    assert!(d.exists() && w.exists(), "fixtures {} / {} not found (set STREAMAVATAR_FIXTURES)", d.display(), w.display());
+    assert!(
+        d.exists() && w.exists(),
+        "fixtures {} / {} not found (set STREAMAVATAR_FIXTURES)",
+        d.display(),
+        w.display()
+    );
     let wd = ModelWeights::open(&[&d]).unwrap();
     let ww = ModelWeights::open(&[&w]).unwrap();
     assert_eq!(ww.files()[0].kind, kind);
     assert_eq!(ww.files()[0].scheme, NameScheme::Wan);
     assert_eq!(wd.files()[0].scheme, NameScheme::Canonical);
     let component = if kind == FileKind::Vae { Component::Vae } else { Component::Dit };
-    let (vd, vw) = (wd.var_builder(component, DType::F32, &Device::Cpu), ww.var_builder(component, DType::F32, &Device::Cpu));
+    let (vd, vw) =
+        (wd.var_builder(component, DType::F32, &Device::Cpu), ww.var_builder(component, DType::F32, &Device::Cpu));
     let mut compared = 0;
     for canon in ww.files()[0].canonical.keys() {
         let a = vw.get_unchecked(canon).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = vd.get_unchecked(canon).unwrap_or_else(|e| panic!("{canon} (from Wan names) not in diffusers file: {e}"));
+        let b =
+            vd.get_unchecked(canon).unwrap_or_else(|e| panic!("{canon} (from Wan names) not in diffusers file: {e}"));
         assert_eq!(a, b.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{canon}");
         compared += 1;
     }

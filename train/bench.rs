@@ -70,7 +70,12 @@ pub fn measure_chunk(cfg: &ModelConfig, warmup: usize, chunks: usize) -> Result<
     let dit = WanDit::new(&cfg.dit, dit_store.frozen_var_builder())?;
     let vae = WanVae::new(&cfg.vae, vb(2))?;
     let w2v = Wav2Vec2Model::new(&cfg.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, vb(3))?;
-    let proj = AudioProjection::new(&cfg.audio, cfg.dit.hidden_size(), cfg.dit.audio_tokens_per_frame, dit_store.frozen_var_builder().pp("audio_proj"))?;
+    let proj = AudioProjection::new(
+        &cfg.audio,
+        cfg.dit.hidden_size(),
+        cfg.dit.audio_tokens_per_frame,
+        dit_store.frozen_var_builder().pp("audio_proj"),
+    )?;
     if !dit.has_audio_attention() {
         return Err(TrainError::Invalid("benchmark DiT was built without audio attention".into()));
     }
@@ -153,7 +158,9 @@ pub fn measure_chunk(cfg: &ModelConfig, warmup: usize, chunks: usize) -> Result<
     })?;
     let params_vae = count(|vb| WanVae::new(&cfg.vae, vb).map(|_| ()).map_err(Into::into))?;
     let params_wav2vec2 = count(|vb| {
-        Wav2Vec2Model::new(&cfg.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, vb).map(|_| ()).map_err(Into::into)
+        Wav2Vec2Model::new(&cfg.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, vb)
+            .map(|_| ())
+            .map_err(Into::into)
     })?;
     Ok(ChunkTimings {
         config: cfg.name.clone(),

@@ -71,7 +71,10 @@ impl Stage for OdeInitStage {
 
         // Teacher trajectory (no gradients).
         let (t_dit, t_proj, t_prompt) = self.teacher.frozen_modules()?;
-        let t_audio = AudioTokens { talk: t_proj.forward_clip(&sample.talk_features)?, listen: t_proj.forward_clip(&sample.listen_features)? };
+        let t_audio = AudioTokens {
+            talk: t_proj.forward_clip(&sample.talk_features)?,
+            listen: t_proj.forward_clip(&sample.listen_features)?,
+        };
         let t_text = t_dit.text_context(&t_prompt)?;
         let mut x = (eps * sigmas[0])?; // sigma_0 = 1 after the shift warp: pure noise.
         let mut recorded = Vec::with_capacity(sigmas.len());
@@ -97,9 +100,17 @@ impl Stage for OdeInitStage {
         let xt_n = &recorded[n];
         let vb = self.student.var_builder();
         let dit = crate::model::dit::WanDit::new(&cfg.dit, vb.clone())?;
-        let proj = crate::model::audio::AudioProjection::new(&cfg.audio, cfg.dit.hidden_size(), cfg.dit.audio_tokens_per_frame, vb.pp("audio_proj"))?;
+        let proj = crate::model::audio::AudioProjection::new(
+            &cfg.audio,
+            cfg.dit.hidden_size(),
+            cfg.dit.audio_tokens_per_frame,
+            vb.pp("audio_proj"),
+        )?;
         let prompt = vb.get((1, cfg.dit.text_len, cfg.dit.text_dim), "prompt_embeds")?;
-        let audio = AudioTokens { talk: proj.forward_clip(&sample.talk_features)?, listen: proj.forward_clip(&sample.listen_features)? };
+        let audio = AudioTokens {
+            talk: proj.forward_clip(&sample.talk_features)?,
+            listen: proj.forward_clip(&sample.listen_features)?,
+        };
         let text = dit.text_context(&prompt)?;
         let xt = Tensor::cat(&[&reference, xt_n], 2)?;
         let ts = reference_clean_timesteps(f, (sigma * 1000.0) as f32, &dev)?;

@@ -44,10 +44,8 @@ pub struct FrozenModules {
 fn frozen_vb(file: Option<&PathBuf>, seed: u64, dev: &Device) -> Result<candle_nn::VarBuilder<'static>, TrainError> {
     Ok(match file {
         Some(p) => {
-            let tensors = candle_core::safetensors::load(p, dev).map_err(|e| TrainError::Checkpoint {
-                path: p.clone(),
-                msg: e.to_string(),
-            })?;
+            let tensors = candle_core::safetensors::load(p, dev)
+                .map_err(|e| TrainError::Checkpoint { path: p.clone(), msg: e.to_string() })?;
             candle_nn::VarBuilder::from_tensors(tensors, DType::F32, dev)
         }
         None => SeededInitBackend::var_builder(seed, DType::F32, dev),
@@ -57,11 +55,20 @@ fn frozen_vb(file: Option<&PathBuf>, seed: u64, dev: &Device) -> Result<candle_n
 impl FrozenModules {
     /// `vae`: a stage-1 `params.safetensors`; `wav2vec2`: a wav2vec2 file
     /// with `Wav2Vec2Model` names; `None` = seeded random weights.
-    pub fn load(cfg: &ModelConfig, vae: Option<&PathBuf>, wav2vec2: Option<&PathBuf>, seed: u64) -> Result<Self, TrainError> {
+    pub fn load(
+        cfg: &ModelConfig,
+        vae: Option<&PathBuf>,
+        wav2vec2: Option<&PathBuf>,
+        seed: u64,
+    ) -> Result<Self, TrainError> {
         let dev = Device::Cpu;
         Ok(Self {
             vae: WanVae::new(&cfg.vae, frozen_vb(vae, seed ^ 1, &dev)?)?,
-            wav2vec2: Wav2Vec2Model::new(&cfg.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, frozen_vb(wav2vec2, seed ^ 2, &dev)?)?,
+            wav2vec2: Wav2Vec2Model::new(
+                &cfg.audio.wav2vec2,
+                InputNormalization::ZeroMeanUnitVariance,
+                frozen_vb(wav2vec2, seed ^ 2, &dev)?,
+            )?,
         })
     }
 }
@@ -112,10 +119,22 @@ impl TeacherStage {
         &self.cfg
     }
 
-    fn modules_from(&self, vb: candle_nn::VarBuilder<'static>) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
+    fn modules_from(
+        &self,
+        vb: candle_nn::VarBuilder<'static>,
+    ) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
         let dit = WanDit::new(&self.cfg.dit, vb.clone())?;
-        let proj = AudioProjection::new(&self.cfg.audio, self.cfg.dit.hidden_size(), self.cfg.dit.audio_tokens_per_frame, vb.pp("audio_proj"))?;
-        let prompt = vb.get_with_hints((1, self.cfg.dit.text_len, self.cfg.dit.text_dim), "prompt_embeds", candle_nn::Init::Randn { mean: 0.0, stdev: 0.1 })?;
+        let proj = AudioProjection::new(
+            &self.cfg.audio,
+            self.cfg.dit.hidden_size(),
+            self.cfg.dit.audio_tokens_per_frame,
+            vb.pp("audio_proj"),
+        )?;
+        let prompt = vb.get_with_hints(
+            (1, self.cfg.dit.text_len, self.cfg.dit.text_dim),
+            "prompt_embeds",
+            candle_nn::Init::Randn { mean: 0.0, stdev: 0.1 },
+        )?;
         Ok((dit, proj, prompt))
     }
 
@@ -125,7 +144,8 @@ impl TeacherStage {
         let x0 = vae.latent_norm().normalize(&vae.encode(&clip.video)?.mu)?.detach();
         let n = clip.talk_mask.len();
         let map = FrameRateMap::new(&self.cfg.audio.wav2vec2, self.cfg.audio.sample_rate, self.cfg.stream.fps)?;
-        let wave = Tensor::from_vec([clip.talk.clone(), clip.listen.clone()].concat(), (2, clip.talk.len()), &self.device)?;
+        let wave =
+            Tensor::from_vec([clip.talk.clone(), clip.listen.clone()].concat(), (2, clip.talk.len()), &self.device)?;
         let hs = self.frozen.wav2vec2.forward(&wave)?.hidden_states;
         let feats = map.resample_clip(&hs, clip.talk.len() as u64)?;
         let have = feats.dim(2)?;

@@ -82,8 +82,11 @@ impl Stage for VaeStage {
         }
         let video = Tensor::cat(&clips, 0)?;
         let post = vae.encode(&video)?;
-        let eps = crate::model::sampler::NoiseSource::new(self.seed ^ step.wrapping_mul(0x2545_F491))
-            .sample(post.mu.shape().clone(), candle_core::DType::F32, &self.device)?;
+        let eps = crate::model::sampler::NoiseSource::new(self.seed ^ step.wrapping_mul(0x2545_F491)).sample(
+            post.mu.shape().clone(),
+            candle_core::DType::F32,
+            &self.device,
+        )?;
         let z = (&post.mu + (eps * (&post.logvar * 0.5)?.exp()?)?)?;
         let recon = vae.decode(&z)?;
         let l1 = (&recon - &video)?.abs()?.mean_all()?;

@@ -8,7 +8,9 @@ use candle_nn::VarBuilder;
 
 use super::GeneratorError;
 use crate::config::ModelConfig;
-use crate::model::audio::{apply_frame_mask, AudioError, AudioProjection, InputNormalization, StreamingAudioEncoder, Wav2Vec2Model};
+use crate::model::audio::{
+    apply_frame_mask, AudioError, AudioProjection, InputNormalization, StreamingAudioEncoder, Wav2Vec2Model,
+};
 use crate::model::dit::AudioTokens;
 
 /// Talk + listen encoders and the projection.
@@ -25,15 +27,25 @@ fn err(what: &'static str) -> impl Fn(AudioError) -> GeneratorError {
 impl AudioBranch {
     /// `wav2vec2_vb` at the `Wav2Vec2Model` root, `projection_vb` at
     /// `audio_proj`.
-    pub fn new(config: &ModelConfig, wav2vec2_vb: VarBuilder, projection_vb: VarBuilder) -> Result<Self, GeneratorError> {
+    pub fn new(
+        config: &ModelConfig,
+        wav2vec2_vb: VarBuilder,
+        projection_vb: VarBuilder,
+    ) -> Result<Self, GeneratorError> {
         let model = Wav2Vec2Model::new(&config.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, wav2vec2_vb)
             .map_err(err("wav2vec2"))?;
         let fpc = config.stream.frames_per_chunk(&config.vae);
-        let talk = StreamingAudioEncoder::new(model.clone(), &config.audio, config.stream.fps, fpc).map_err(err("audio encoder"))?;
-        let listen = StreamingAudioEncoder::new(model, &config.audio, config.stream.fps, fpc).map_err(err("audio encoder"))?;
-        let projection =
-            AudioProjection::new(&config.audio, config.dit.hidden_size(), config.dit.audio_tokens_per_frame, projection_vb)
-                .map_err(err("audio projection"))?;
+        let talk = StreamingAudioEncoder::new(model.clone(), &config.audio, config.stream.fps, fpc)
+            .map_err(err("audio encoder"))?;
+        let listen =
+            StreamingAudioEncoder::new(model, &config.audio, config.stream.fps, fpc).map_err(err("audio encoder"))?;
+        let projection = AudioProjection::new(
+            &config.audio,
+            config.dit.hidden_size(),
+            config.dit.audio_tokens_per_frame,
+            projection_vb,
+        )
+        .map_err(err("audio projection"))?;
         Ok(Self { talk, listen, projection })
     }
 
@@ -55,9 +67,6 @@ impl AudioBranch {
             let tokens = self.projection.forward_chunk(&masked, chunk.pad_frames).map_err(err("audio projection"))?;
             tokens.to_dtype(dtype).map_err(|e| GeneratorError::Model(e.to_string()))
         };
-        Ok(AudioTokens {
-            talk: project(&talk)?,
-            listen: project(&listen)?,
-        })
+        Ok(AudioTokens { talk: project(&talk)?, listen: project(&listen)? })
     }
 }

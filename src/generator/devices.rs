@@ -22,13 +22,10 @@ fn parse_one(spec: &str) -> Result<Device, GeneratorError> {
         return Ok(Device::Cpu);
     }
     let Some(idx) = spec.strip_prefix("cuda:").or(if spec == "cuda" { Some("0") } else { None }) else {
-        return Err(GeneratorError::Model(format!(
-            "unknown device `{spec}` (expected cpu, cuda:N or cuda:A,cuda:B)"
-        )));
+        return Err(GeneratorError::Model(format!("unknown device `{spec}` (expected cpu, cuda:N or cuda:A,cuda:B)")));
     };
-    let ordinal: usize = idx
-        .parse()
-        .map_err(|_| GeneratorError::Model(format!("bad CUDA ordinal in device `{spec}`")))?;
+    let ordinal: usize =
+        idx.parse().map_err(|_| GeneratorError::Model(format!("bad CUDA ordinal in device `{spec}`")))?;
     if !cfg!(feature = "cuda") {
         return Err(GeneratorError::Model(format!(
             "device `{spec}` needs a CUDA build: rebuild with `--features cuda` (see docs/GPU.md)"
@@ -47,11 +44,7 @@ impl DevicePlan {
                 (d.clone(), d)
             }
             [a, b] => (parse_one(a)?, parse_one(b)?),
-            _ => {
-                return Err(GeneratorError::Model(format!(
-                    "device `{spec}`: give one device or a DiT,VAE pair"
-                )))
-            }
+            _ => return Err(GeneratorError::Model(format!("device `{spec}`: give one device or a DiT,VAE pair"))),
         };
         if dit.is_cpu() != vae.is_cpu() {
             return Err(GeneratorError::Model(format!("device `{spec}`: do not mix cpu and cuda")));
@@ -61,11 +54,7 @@ impl DevicePlan {
     }
 
     pub fn cpu() -> Self {
-        Self {
-            dit: Device::Cpu,
-            vae: Device::Cpu,
-            dtype: DType::F32,
-        }
+        Self { dit: Device::Cpu, vae: Device::Cpu, dtype: DType::F32 }
     }
 
     /// Wait for queued GPU work (for honest stage timings); no-op on CPU.

@@ -26,7 +26,8 @@ pub fn fit_reference(frame: &RgbFrame, width: usize, height: usize) -> Result<Rg
     if frame.width == width && frame.height == height {
         return Ok(frame.clone());
     }
-    let too_big = |v: usize| u32::try_from(v).map_err(|_| GeneratorError::BadReference(format!("dimension {v} too large")));
+    let too_big =
+        |v: usize| u32::try_from(v).map_err(|_| GeneratorError::BadReference(format!("dimension {v} too large")));
     let img = RgbImage::from_raw(too_big(frame.width)?, too_big(frame.height)?, frame.data.clone())
         .ok_or_else(|| GeneratorError::BadReference("pixel buffer does not match the size".into()))?;
     let scale = (width as f64 / frame.width as f64).max(height as f64 / frame.height as f64);
@@ -35,11 +36,7 @@ pub fn fit_reference(frame: &RgbFrame, width: usize, height: usize) -> Result<Rg
     let resized = imageops::resize(&img, too_big(rw)?, too_big(rh)?, imageops::FilterType::CatmullRom);
     let (x0, y0) = ((rw - width) / 2, (rh - height) / 2);
     let cropped = imageops::crop_imm(&resized, x0 as u32, y0 as u32, width as u32, height as u32).to_image();
-    Ok(RgbFrame {
-        width,
-        height,
-        data: cropped.into_raw(),
-    })
+    Ok(RgbFrame { width, height, data: cropped.into_raw() })
 }
 
 /// RGB frame -> `[1, 3, H, W]` in [-1, 1].
@@ -76,15 +73,7 @@ pub fn video_to_frames(video: &Tensor) -> Result<Vec<RgbFrame>, GeneratorError> 
         .and_then(|v| v.to_vec1::<u8>())
         .map_err(err)?;
     let per = h * w * 3;
-    Ok(bytes
-        .chunks_exact(per)
-        .take(t)
-        .map(|d| RgbFrame {
-            width: w,
-            height: h,
-            data: d.to_vec(),
-        })
-        .collect())
+    Ok(bytes.chunks_exact(per).take(t).map(|d| RgbFrame { width: w, height: h, data: d.to_vec() }).collect())
 }
 
 #[cfg(test)]

@@ -56,11 +56,7 @@ pub enum GeneratorWeights {
     /// noise until trained weights exist.
     Random { seed: u64 },
     /// In-memory builders per component (tests, training hand-off).
-    VarBuilders {
-        dit: VarBuilder<'static>,
-        vae: VarBuilder<'static>,
-        wav2vec2: VarBuilder<'static>,
-    },
+    VarBuilders { dit: VarBuilder<'static>, vae: VarBuilder<'static>, wav2vec2: VarBuilder<'static> },
 }
 
 impl GeneratorWeights {
@@ -91,10 +87,7 @@ pub struct GeneratorOptions {
 
 impl Default for GeneratorOptions {
     fn default() -> Self {
-        Self {
-            device: "cpu".into(),
-            seed: 0,
-        }
+        Self { device: "cpu".into(), seed: 0 }
     }
 }
 
@@ -135,7 +128,9 @@ impl StreamingGenerator {
                 let w = ModelWeights::open(&paths).map_err(|e| GeneratorError::Model(e.to_string()))?;
                 (w.dit_vb(dtype, &plan.dit), w.vae_vb(dtype, &plan.vae), w.wav2vec2_vb(dtype, &plan.dit))
             }
-            GeneratorWeights::Opened(w) => (w.dit_vb(dtype, &plan.dit), w.vae_vb(dtype, &plan.vae), w.wav2vec2_vb(dtype, &plan.dit)),
+            GeneratorWeights::Opened(w) => {
+                (w.dit_vb(dtype, &plan.dit), w.vae_vb(dtype, &plan.vae), w.wav2vec2_vb(dtype, &plan.dit))
+            }
             GeneratorWeights::Random { seed } => {
                 tracing::warn!(
                     config = %config.name,
@@ -167,11 +162,14 @@ impl StreamingGenerator {
         let decoder = vae.streaming_decoder();
 
         let audio = AudioBranch::new(&config, w2v_vb, dit_vb.pp("audio_proj"))?;
-        let schedule = FlowMatchSchedule::from_config(&config.stream).map_err(|e| GeneratorError::Model(e.to_string()))?;
+        let schedule =
+            FlowMatchSchedule::from_config(&config.stream).map_err(|e| GeneratorError::Model(e.to_string()))?;
 
         let s = config.vae.scale_factor_spatial;
-        let chunk_shape = (1, config.vae.z_dim, config.stream.chunk_frames, config.stream.height / s, config.stream.width / s);
-        let placeholder = Tensor::zeros((1, config.vae.z_dim, 1, chunk_shape.3, chunk_shape.4), dtype, &plan.dit)
+        let chunk_shape =
+            (1, config.vae.z_dim, config.stream.chunk_frames, config.stream.height / s, config.stream.width / s);
+        // Overwritten by `start` below, which encodes the reference image.
+        let reference_latent = Tensor::zeros((1, config.vae.z_dim, 1, chunk_shape.3, chunk_shape.4), dtype, &plan.dit)
             .map_err(|e| GeneratorError::Model(e.to_string()))?;
         let mut gen = Self {
             cfg: config,
@@ -185,7 +183,7 @@ impl StreamingGenerator {
             audio,
             schedule,
             noise: NoiseSource::new(options.seed),
-            reference_latent: placeholder,
+            reference_latent,
             chunk_shape,
             chunk_index: 0,
             dropped_samples: 0,
@@ -200,11 +198,7 @@ impl StreamingGenerator {
             let fitted = fit_reference(frame, self.cfg.stream.width, self.cfg.stream.height)?;
             let image = frame_to_tensor(&fitted, self.plan.dtype, &self.plan.vae)?;
             let mu = self.vae.encode_image(&image).map_err(|e| GeneratorError::Model(format!("VAE encode: {e}")))?;
-            let z = self
-                .vae
-                .latent_norm()
-                .normalize(&mu)
-                .map_err(|e| GeneratorError::Model(e.to_string()))?;
+            let z = self.vae.latent_norm().normalize(&mu).map_err(|e| GeneratorError::Model(e.to_string()))?;
             self.reference_latent = z.to_device(&self.plan.dit).map_err(|e| GeneratorError::Model(e.to_string()))?;
         }
         self.dit
@@ -213,9 +207,7 @@ impl StreamingGenerator {
         self.decoder.reset();
         let z = self.denormalize_for_vae(&self.reference_latent)?;
         // The reference decodes to one frame; it only primes the conv caches.
-        self.decoder
-            .decode_chunk(&z)
-            .map_err(|e| GeneratorError::Model(format!("VAE decode (reference): {e}")))?;
+        self.decoder.decode_chunk(&z).map_err(|e| GeneratorError::Model(format!("VAE decode (reference): {e}")))?;
         self.audio.talk.reset();
         self.audio.listen.reset();
         self.noise = NoiseSource::new(self.seed);
@@ -289,7 +281,15 @@ impl StreamingGenerator {
             let input = x.to_dtype(dt).map_err(|er| e(er.to_string()))?;
             let v = self
                 .dit
-                .forward_chunk(&input, &t, &self.text, Some(audio), &mut self.cache, chunk_start, commit_last && i == last)
+                .forward_chunk(
+                    &input,
+                    &t,
+                    &self.text,
+                    Some(audio),
+                    &mut self.cache,
+                    chunk_start,
+                    commit_last && i == last,
+                )
                 .map_err(|er| GeneratorError::Model(format!("DiT step {i}: {er}")))?;
             let v = v.to_dtype(DType::F32).map_err(|er| e(er.to_string()))?;
             x0 = predict_x0(&x, &v, step.sigma).map_err(|er| e(er.to_string()))?;
@@ -372,11 +372,9 @@ impl AvatarSource for StreamingGenerator {
         timings.dit_step_ms = steps;
 
         let t0 = Instant::now();
-        let z = self.denormalize_for_vae(&x0.to_dtype(self.plan.dtype).map_err(|e| GeneratorError::Model(e.to_string()))?)?;
-        let video = self
-            .decoder
-            .decode_chunk(&z)
-            .map_err(|e| GeneratorError::Model(format!("VAE decode: {e}")))?;
+        let z =
+            self.denormalize_for_vae(&x0.to_dtype(self.plan.dtype).map_err(|e| GeneratorError::Model(e.to_string()))?)?;
+        let video = self.decoder.decode_chunk(&z).map_err(|e| GeneratorError::Model(format!("VAE decode: {e}")))?;
         let frames = video_to_frames(&video)?;
         timings.vae_ms = t0.elapsed().as_secs_f64() * 1e3;
         if frames.len() != self.frames_per_chunk() {
@@ -386,14 +384,15 @@ impl AvatarSource for StreamingGenerator {
                 self.frames_per_chunk()
             )));
         }
-        tracing::debug!(index, audio_ms = timings.audio_ms, dit_ms = timings.dit_ms(), vae_ms = timings.vae_ms, "chunk done");
-        self.chunk_index += 1;
-        Ok(VideoChunk {
+        tracing::debug!(
             index,
-            audio_sample_start: index * self.samples_per_chunk() as u64,
-            frames,
-            timings,
-        })
+            audio_ms = timings.audio_ms,
+            dit_ms = timings.dit_ms(),
+            vae_ms = timings.vae_ms,
+            "chunk done"
+        );
+        self.chunk_index += 1;
+        Ok(VideoChunk { index, audio_sample_start: index * self.samples_per_chunk() as u64, frames, timings })
     }
 
     fn reset(&mut self, reference: Option<&RgbFrame>) -> Result<(), GeneratorError> {

@@ -66,9 +66,7 @@ impl WanAttention {
     /// `[B, L, heads * head_dim]` -> `[B, heads, L, head_dim]` (contiguous).
     pub fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
-        x.reshape((b, l, self.heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
+        x.reshape((b, l, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
     }
 
     /// `[B, heads, L, head_dim]` -> output projection `[B, L, dim]`.
@@ -82,8 +80,7 @@ impl WanAttention {
     pub fn cross_attend(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
         let q = self.split_heads(&self.query(x)?)?;
         let (k, v) = self.key_value(ctx)?;
-        let o =
-            scaled_dot_product_attention(&q, &self.split_heads(&k)?, &self.split_heads(&v)?, None)?;
+        let o = scaled_dot_product_attention(&q, &self.split_heads(&k)?, &self.split_heads(&v)?, None)?;
         self.project_out(&o)
     }
 }
@@ -103,22 +100,11 @@ const MAX_SCORE_ELEMENTS: usize = 1 << 27;
 /// softmax are computed in f32; `mask` is an additive f32 mask broadcastable
 /// to `[B, H, Lq, Lk]` (0 = attend, -inf = blocked; every query must see at
 /// least one key). Large problems are processed a few heads at a time.
-pub fn scaled_dot_product_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-) -> Result<Tensor> {
+pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     sdpa_split_heads(q, k, v, mask, MAX_SCORE_ELEMENTS)
 }
 
-fn sdpa_split_heads(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    max_elements: usize,
-) -> Result<Tensor> {
+fn sdpa_split_heads(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, max_elements: usize) -> Result<Tensor> {
     let (b, h, lq, _) = q.dims4()?;
     let lk = k.dim(2)?;
     let per_head = b * lq * lk;
@@ -130,12 +116,7 @@ fn sdpa_split_heads(
     let mut h0 = 0;
     while h0 < h {
         let n = heads_at_once.min(h - h0);
-        outs.push(sdpa_once(
-            &q.narrow(1, h0, n)?,
-            &k.narrow(1, h0, n)?,
-            &v.narrow(1, h0, n)?,
-            mask,
-        )?);
+        outs.push(sdpa_once(&q.narrow(1, h0, n)?, &k.narrow(1, h0, n)?, &v.narrow(1, h0, n)?, mask)?);
         h0 += n;
     }
     Tensor::cat(&outs, 1)
@@ -144,10 +125,7 @@ fn sdpa_split_heads(
 fn sdpa_once(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let dtype = q.dtype();
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
-    let scores = q
-        .contiguous()?
-        .matmul(&k.t()?.contiguous()?)?
-        .to_dtype(DType::F32)?;
+    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)?;
     let scores = (scores * scale)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
@@ -189,14 +167,7 @@ mod tests {
         let v = Tensor::randn(0f32, 1., (1, 5, lk, 4), &dev).unwrap();
         let split = sdpa_split_heads(&q, &k, &v, None, 2 * 8 * lk + 1).unwrap();
         let whole = sdpa_once(&q, &k, &v, None).unwrap();
-        let d = (split - whole)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
+        let d = (split - whole).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
         assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
     }
 }

@@ -47,7 +47,9 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor
 pub fn layer_norm_module(norm: &candle_nn::LayerNorm, x: &Tensor, eps: f64) -> Result<Tensor> {
     use candle_core::Module;
     match norm.bias() {
-        Some(b) if tracked(&[x, norm.weight(), b]) => candle_nn::ops::layer_norm_slow(&x.contiguous()?, norm.weight(), b, eps as f32),
+        Some(b) if tracked(&[x, norm.weight(), b]) => {
+            candle_nn::ops::layer_norm_slow(&x.contiguous()?, norm.weight(), b, eps as f32)
+        }
         _ => norm.forward(x),
     }
 }

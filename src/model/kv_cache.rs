@@ -27,20 +27,14 @@ use crate::model::rope::TemporalPositions;
 /// Errors of the KV cache (misuse by the caller, never bad external data).
 #[derive(Debug, thiserror::Error)]
 pub enum KvCacheError {
-    #[error("frames {first}..{end} appended after frame {last_cached}: chunks must be appended in increasing frame order")]
-    OutOfOrder {
-        first: usize,
-        end: usize,
-        last_cached: usize,
-    },
+    #[error(
+        "frames {first}..{end} appended after frame {last_cached}: chunks must be appended in increasing frame order"
+    )]
+    OutOfOrder { first: usize, end: usize, last_cached: usize },
     #[error("{got} layers of K/V given, the cache has {expected}")]
     LayerCount { got: usize, expected: usize },
     #[error("a segment must have 1..={max} frames (the reference exactly 1), got {got} at frame {first}")]
-    SegmentSize {
-        got: usize,
-        max: usize,
-        first: usize,
-    },
+    SegmentSize { got: usize, max: usize, first: usize },
     #[error("bad K/V shape: {0}")]
     Shape(String),
     #[error(transparent)]
@@ -114,12 +108,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(num_layers: usize, policy: CachePolicy) -> Self {
-        Self {
-            policy,
-            num_layers,
-            tokens_per_frame: None,
-            segments: VecDeque::new(),
-        }
+        Self { policy, num_layers, tokens_per_frame: None, segments: VecDeque::new() }
     }
 
     /// Cache for `num_layers` layers with the settings of `stream`.
@@ -147,18 +136,12 @@ impl KvCache {
 
     /// Absolute ids of the cached frames, in order.
     pub fn frame_ids(&self) -> Vec<usize> {
-        self.segments
-            .iter()
-            .flat_map(|s| s.first_frame..s.first_frame + s.num_frames)
-            .collect()
+        self.segments.iter().flat_map(|s| s.first_frame..s.first_frame + s.num_frames).collect()
     }
 
     /// (first frame, frames, role) of every segment, in order.
     pub fn segments(&self) -> Vec<(usize, usize, SegmentRole)> {
-        self.segments
-            .iter()
-            .map(|s| (s.first_frame, s.num_frames, s.role))
-            .collect()
+        self.segments.iter().map(|s| (s.first_frame, s.num_frames, s.role)).collect()
     }
 
     pub fn num_frames(&self) -> usize {
@@ -177,38 +160,25 @@ impl KvCache {
 
     /// Batch size of the cached K/V (None while empty).
     pub fn batch(&self) -> Option<usize> {
-        self.segments
-            .front()
-            .and_then(|s| s.layers.first())
-            .and_then(|kv| kv.k.dim(0).ok())
+        self.segments.front().and_then(|s| s.layers.first()).and_then(|kv| kv.k.dim(0).ok())
     }
 
     /// One past the last cached frame (0 when empty): the earliest frame a
     /// new chunk may start at.
     pub fn next_frame(&self) -> usize {
-        self.segments
-            .back()
-            .map(|s| s.first_frame + s.num_frames)
-            .unwrap_or(0)
+        self.segments.back().map(|s| s.first_frame + s.num_frames).unwrap_or(0)
     }
 
     /// RoPE temporal positions of the cached frames while generating the
     /// chunk that starts at `chunk_start`.
     pub fn temporal_positions(&self, chunk_start: usize) -> Vec<usize> {
-        self.policy
-            .positions
-            .positions(&self.frame_ids(), chunk_start)
+        self.policy.positions.positions(&self.frame_ids(), chunk_start)
     }
 
     /// Append the K/V of `num_frames` frames starting at `first_frame` (one
     /// entry per layer), then evict the oldest window chunks beyond the
     /// window size.
-    pub fn append(
-        &mut self,
-        first_frame: usize,
-        num_frames: usize,
-        layers: Vec<LayerKv>,
-    ) -> Result<(), KvCacheError> {
+    pub fn append(&mut self, first_frame: usize, num_frames: usize, layers: Vec<LayerKv>) -> Result<(), KvCacheError> {
         if !self.segments.is_empty() && first_frame < self.next_frame() {
             return Err(KvCacheError::OutOfOrder {
                 first: first_frame,
@@ -216,23 +186,12 @@ impl KvCache {
                 last_cached: self.next_frame() - 1,
             });
         }
-        let max = if first_frame == 0 {
-            1
-        } else {
-            self.policy.chunk_frames
-        };
+        let max = if first_frame == 0 { 1 } else { self.policy.chunk_frames };
         if num_frames == 0 || num_frames > max {
-            return Err(KvCacheError::SegmentSize {
-                got: num_frames,
-                max,
-                first: first_frame,
-            });
+            return Err(KvCacheError::SegmentSize { got: num_frames, max, first: first_frame });
         }
         if layers.len() != self.num_layers {
-            return Err(KvCacheError::LayerCount {
-                got: layers.len(),
-                expected: self.num_layers,
-            });
+            return Err(KvCacheError::LayerCount { got: layers.len(), expected: self.num_layers });
         }
         let tokens_per_frame = self.check_shapes(&layers, num_frames)?;
         self.tokens_per_frame = Some(tokens_per_frame);
@@ -243,13 +202,7 @@ impl KvCache {
             _ => SegmentRole::Window,
         };
         let pinned = self.policy.reference_sink && role != SegmentRole::Window;
-        self.segments.push_back(Segment {
-            first_frame,
-            num_frames,
-            role,
-            pinned,
-            layers,
-        });
+        self.segments.push_back(Segment { first_frame, num_frames, role, pinned, layers });
         self.evict();
         Ok(())
     }
@@ -258,20 +211,14 @@ impl KvCache {
     /// or None while empty.
     pub fn layer(&self, layer: usize) -> Result<Option<LayerKv>, KvCacheError> {
         if layer >= self.num_layers {
-            return Err(KvCacheError::LayerCount {
-                got: layer + 1,
-                expected: self.num_layers,
-            });
+            return Err(KvCacheError::LayerCount { got: layer + 1, expected: self.num_layers });
         }
         if self.segments.is_empty() {
             return Ok(None);
         }
         let ks: Vec<&Tensor> = self.segments.iter().map(|s| &s.layers[layer].k).collect();
         let vs: Vec<&Tensor> = self.segments.iter().map(|s| &s.layers[layer].v).collect();
-        Ok(Some(LayerKv {
-            k: Tensor::cat(&ks, 1)?,
-            v: Tensor::cat(&vs, 1)?,
-        }))
+        Ok(Some(LayerKv { k: Tensor::cat(&ks, 1)?, v: Tensor::cat(&vs, 1)? }))
     }
 
     fn check_shapes(&self, layers: &[LayerKv], num_frames: usize) -> Result<usize, KvCacheError> {
@@ -292,9 +239,7 @@ impl KvCache {
                 )));
             }
             let tpf = n / num_frames;
-            if tokens_per_frame.is_some_and(|t| t != tpf)
-                || self.tokens_per_frame.is_some_and(|t| t != tpf)
-            {
+            if tokens_per_frame.is_some_and(|t| t != tpf) || self.tokens_per_frame.is_some_and(|t| t != tpf) {
                 return Err(KvCacheError::Shape(format!(
                     "layer {i}: {tpf} tokens per frame, cache holds {:?}",
                     self.tokens_per_frame.or(tokens_per_frame)
@@ -318,12 +263,7 @@ impl KvCache {
     fn evict(&mut self) {
         let capacity = self.policy.window_chunks * self.policy.chunk_frames;
         loop {
-            let window: usize = self
-                .segments
-                .iter()
-                .filter(|s| !s.pinned)
-                .map(|s| s.num_frames)
-                .sum();
+            let window: usize = self.segments.iter().filter(|s| !s.pinned).map(|s| s.num_frames).sum();
             if window <= capacity {
                 break;
             }
@@ -347,12 +287,8 @@ mod tests {
     fn kv(frames: usize, fill: f32, layers: usize) -> Vec<LayerKv> {
         (0..layers)
             .map(|l| {
-                let t = Tensor::full(fill + l as f32 * 1000.0, (1, frames * TPF, 8), &Device::Cpu)
-                    .unwrap();
-                LayerKv {
-                    k: t.clone(),
-                    v: (t * 2.0).unwrap(),
-                }
+                let t = Tensor::full(fill + l as f32 * 1000.0, (1, frames * TPF, 8), &Device::Cpu).unwrap();
+                LayerKv { k: t.clone(), v: (t * 2.0).unwrap() }
             })
             .collect()
     }
@@ -362,10 +298,7 @@ mod tests {
             chunk_frames: 3,
             window_chunks: 2,
             reference_sink: sink,
-            positions: TemporalPositions {
-                chunk_frames: 3,
-                rapr_max_distance: Some(10),
-            },
+            positions: TemporalPositions { chunk_frames: 3, rapr_max_distance: Some(10) },
         }
     }
 
@@ -394,15 +327,7 @@ mod tests {
         }
         assert_eq!(cache.num_tokens(), bound);
         let roles: Vec<SegmentRole> = cache.segments().iter().map(|s| s.2).collect();
-        assert_eq!(
-            roles,
-            vec![
-                SegmentRole::Reference,
-                SegmentRole::Sink,
-                SegmentRole::Window,
-                SegmentRole::Window
-            ]
-        );
+        assert_eq!(roles, vec![SegmentRole::Reference, SegmentRole::Sink, SegmentRole::Window, SegmentRole::Window]);
     }
 
     #[test]
@@ -413,30 +338,10 @@ mod tests {
         let l1 = cache.layer(1).unwrap().unwrap();
         assert_eq!(l1.k.dims(), &[1, 10 * TPF, 8]);
         let firsts: Vec<f32> = (0..10)
-            .map(|f| {
-                l1.k.get(0)
-                    .unwrap()
-                    .get(f * TPF)
-                    .unwrap()
-                    .get(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            })
+            .map(|f| l1.k.get(0).unwrap().get(f * TPF).unwrap().get(0).unwrap().to_scalar::<f32>().unwrap())
             .collect();
-        assert_eq!(
-            firsts,
-            vec![1000., 1001., 1001., 1001., 1007., 1007., 1007., 1010., 1010., 1010.]
-        );
-        let v0 =
-            l1.v.get(0)
-                .unwrap()
-                .get(0)
-                .unwrap()
-                .get(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+        assert_eq!(firsts, vec![1000., 1001., 1001., 1001., 1007., 1007., 1007., 1010., 1010., 1010.]);
+        let v0 = l1.v.get(0).unwrap().get(0).unwrap().get(0).unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(v0, 2000.0);
         assert!(cache.layer(2).is_err());
     }
@@ -453,18 +358,9 @@ mod tests {
     fn rejects_misuse() {
         let mut cache = KvCache::new(2, policy(true));
         fill(&mut cache, 1);
-        assert!(matches!(
-            cache.append(2, 3, kv(3, 0.0, 2)),
-            Err(KvCacheError::OutOfOrder { .. })
-        ));
-        assert!(matches!(
-            cache.append(4, 4, kv(4, 0.0, 2)),
-            Err(KvCacheError::SegmentSize { .. })
-        ));
-        assert!(matches!(
-            cache.append(4, 3, kv(3, 0.0, 1)),
-            Err(KvCacheError::LayerCount { .. })
-        ));
+        assert!(matches!(cache.append(2, 3, kv(3, 0.0, 2)), Err(KvCacheError::OutOfOrder { .. })));
+        assert!(matches!(cache.append(4, 4, kv(4, 0.0, 2)), Err(KvCacheError::SegmentSize { .. })));
+        assert!(matches!(cache.append(4, 3, kv(3, 0.0, 1)), Err(KvCacheError::LayerCount { .. })));
         let bad = vec![
             LayerKv {
                 k: Tensor::zeros((1, 10, 8), DType::F32, &Device::Cpu).unwrap(),
@@ -472,10 +368,7 @@ mod tests {
             };
             2
         ];
-        assert!(matches!(
-            cache.append(4, 2, bad),
-            Err(KvCacheError::Shape(_))
-        ));
+        assert!(matches!(cache.append(4, 2, bad), Err(KvCacheError::Shape(_))));
         assert_eq!(cache.next_frame(), 4);
         cache.clear();
         assert!(cache.is_empty());
@@ -487,9 +380,6 @@ mod tests {
         let mut cache = KvCache::new(2, policy(true));
         fill(&mut cache, 5); // next chunk starts at 16 > D = 10
         assert_eq!(cache.frame_ids(), vec![0, 1, 2, 3, 10, 11, 12, 13, 14, 15]);
-        assert_eq!(
-            cache.temporal_positions(16),
-            vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-        );
+        assert_eq!(cache.temporal_positions(16), vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     }
 }

@@ -4,11 +4,11 @@
 //! flow-matching sampler, and weight loading.
 
 pub mod attention;
-pub mod grad_ops;
+pub mod audio;
 pub mod dit;
+pub mod grad_ops;
 pub mod kv_cache;
 pub mod rope;
-pub mod vae;
-pub mod audio;
 pub mod sampler;
+pub mod vae;
 pub mod weights;

@@ -56,17 +56,9 @@ impl WanRope {
             candle_core::bail!("RoPE temporal part {t_dim} of head_dim {head_dim} must be even");
         }
         let freqs = |d: usize| -> Vec<f64> {
-            (0..d / 2)
-                .map(|i| 1.0 / WAN_ROPE_THETA.powf((2 * i) as f64 / d as f64))
-                .collect()
+            (0..d / 2).map(|i| 1.0 / WAN_ROPE_THETA.powf((2 * i) as f64 / d as f64)).collect()
         };
-        Ok(Self {
-            head_dim,
-            t_dim,
-            h_dim,
-            w_dim,
-            inv_freq: [freqs(t_dim), freqs(h_dim), freqs(w_dim)],
-        })
+        Ok(Self { head_dim, t_dim, h_dim, w_dim, inv_freq: [freqs(t_dim), freqs(h_dim), freqs(w_dim)] })
     }
 
     pub fn head_dim(&self) -> usize {
@@ -91,23 +83,19 @@ impl WanRope {
         device: &Device,
     ) -> Result<(Tensor, Tensor)> {
         // Small per-axis tables, expanded to tokens on the device.
-        let table =
-            |positions: &mut dyn Iterator<Item = usize>, axis: usize| -> Result<(Tensor, Tensor)> {
-                let freqs = &self.inv_freq[axis];
-                let (mut c, mut s, mut n) = (Vec::new(), Vec::new(), 0usize);
-                for pos in positions {
-                    for &f in freqs {
-                        let angle = pos as f64 * f;
-                        c.push(angle.cos() as f32);
-                        s.push(angle.sin() as f32);
-                    }
-                    n += 1;
+        let table = |positions: &mut dyn Iterator<Item = usize>, axis: usize| -> Result<(Tensor, Tensor)> {
+            let freqs = &self.inv_freq[axis];
+            let (mut c, mut s, mut n) = (Vec::new(), Vec::new(), 0usize);
+            for pos in positions {
+                for &f in freqs {
+                    let angle = pos as f64 * f;
+                    c.push(angle.cos() as f32);
+                    s.push(angle.sin() as f32);
                 }
-                Ok((
-                    Tensor::from_vec(c, (n, freqs.len()), device)?,
-                    Tensor::from_vec(s, (n, freqs.len()), device)?,
-                ))
-            };
+                n += 1;
+            }
+            Ok((Tensor::from_vec(c, (n, freqs.len()), device)?, Tensor::from_vec(s, (n, freqs.len()), device)?))
+        };
         let nf = temporal_positions.len();
         let (tc, ts) = table(&mut temporal_positions.iter().copied(), 0)?;
         let (hc, hs) = table(&mut (0..height), 1)?;
@@ -145,10 +133,7 @@ pub struct TemporalPositions {
 
 impl TemporalPositions {
     pub fn from_stream(cfg: &StreamConfig) -> Self {
-        Self {
-            chunk_frames: cfg.chunk_frames,
-            rapr_max_distance: cfg.rapr.then_some(cfg.rapr_max_distance),
-        }
+        Self { chunk_frames: cfg.chunk_frames, rapr_max_distance: cfg.rapr.then_some(cfg.rapr_max_distance) }
     }
 
     /// Temporal position of absolute latent frame `frame` while the chunk
@@ -172,10 +157,7 @@ impl TemporalPositions {
 
     /// Positions of `frames` (absolute ids) for a chunk starting at `chunk_start`.
     pub fn positions(&self, frames: &[usize], chunk_start: usize) -> Vec<usize> {
-        frames
-            .iter()
-            .map(|&m| self.position(m, chunk_start))
-            .collect()
+        frames.iter().map(|&m| self.position(m, chunk_start)).collect()
     }
 }
 
@@ -222,16 +204,8 @@ mod tests {
     fn apply_rope_rotates_interleaved_pairs() {
         let r = WanRope::new(6 * 2).unwrap(); // t 4, h 4, w 4
         let (cos, sin) = r.cos_sin(&[3], 1, 1, &Device::Cpu).unwrap();
-        let x = Tensor::arange(0f32, 12., &Device::Cpu)
-            .unwrap()
-            .reshape((1, 1, 1, 12))
-            .unwrap();
-        let y = apply_rope(&x, &cos, &sin)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let x = Tensor::arange(0f32, 12., &Device::Cpu).unwrap().reshape((1, 1, 1, 12)).unwrap();
+        let y = apply_rope(&x, &cos, &sin).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let a = 3f64; // first temporal pair, freq 1
         let (x0, x1) = (0f64, 1f64);
         assert!((y[0] as f64 - (x0 * a.cos() - x1 * a.sin())).abs() < 1e-6);
@@ -242,10 +216,7 @@ mod tests {
 
     #[test]
     fn rapr_equals_plain_positions_while_s_le_d() {
-        let p = TemporalPositions {
-            chunk_frames: 3,
-            rapr_max_distance: Some(10),
-        };
+        let p = TemporalPositions { chunk_frames: 3, rapr_max_distance: Some(10) };
         for s in (1..=10).step_by(3) {
             for m in 0..s + 3 {
                 assert_eq!(p.position(m, s), m);
@@ -280,10 +251,7 @@ mod tests {
 
     #[test]
     fn absolute_positions_when_rapr_off() {
-        let p = TemporalPositions {
-            chunk_frames: 3,
-            rapr_max_distance: None,
-        };
+        let p = TemporalPositions { chunk_frames: 3, rapr_max_distance: None };
         assert_eq!(p.position(1000, 998), 1000);
         assert_eq!(p.positions(&[0, 1, 500], 997), vec![0, 1, 500]);
     }

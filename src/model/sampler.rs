@@ -68,10 +68,7 @@ impl FlowMatchSchedule {
             .iter()
             .map(|t| {
                 let sigma = warp_sigma(t / 1000.0, shift);
-                SamplerStep {
-                    timestep: 1000.0 * sigma,
-                    sigma,
-                }
+                SamplerStep { timestep: 1000.0 * sigma, sigma }
             })
             .collect();
         Ok(Self { steps })
@@ -117,9 +114,7 @@ pub struct NoiseSource {
 
 impl NoiseSource {
     pub fn new(seed: u64) -> Self {
-        Self {
-            rng: StdRng::seed_from_u64(seed),
-        }
+        Self { rng: StdRng::seed_from_u64(seed) }
     }
 
     /// Standard normal noise of `shape` (drawn in f32 on the CPU, so the

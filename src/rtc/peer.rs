@@ -151,10 +151,7 @@ impl Peer {
             ice_servers: if opts.ice_servers.is_empty() {
                 vec![]
             } else {
-                vec![RTCIceServer {
-                    urls: opts.ice_servers.clone(),
-                    ..Default::default()
-                }]
+                vec![RTCIceServer { urls: opts.ice_servers.clone(), ..Default::default() }]
             },
             ..Default::default()
         };
@@ -186,30 +183,16 @@ impl Peer {
                     "avatar-audio".to_owned(),
                     "streamavatar".to_owned(),
                 ));
-                let video_sender = pc
-                    .add_track(Arc::clone(&video) as Arc<dyn TrackLocal + Send + Sync>)
-                    .await?;
-                let audio_sender = pc
-                    .add_track(Arc::clone(&audio) as Arc<dyn TrackLocal + Send + Sync>)
-                    .await?;
-                spawn_rtcp_reader(
-                    video_sender,
-                    Some((keyframe_requested.clone(), keyframe_requests.clone())),
-                );
+                let video_sender = pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal + Send + Sync>).await?;
+                let audio_sender = pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal + Send + Sync>).await?;
+                spawn_rtcp_reader(video_sender, Some((keyframe_requested.clone(), keyframe_requests.clone())));
                 spawn_rtcp_reader(audio_sender, None);
                 (Some(video), Some(audio))
             }
             PeerRole::Listener => {
-                let init = |d| {
-                    Some(RTCRtpTransceiverInit {
-                        direction: d,
-                        send_encodings: vec![],
-                    })
-                };
-                pc.add_transceiver_from_kind(RTPCodecType::Audio, init(RTCRtpTransceiverDirection::Recvonly))
-                    .await?;
-                pc.add_transceiver_from_kind(RTPCodecType::Video, init(RTCRtpTransceiverDirection::Recvonly))
-                    .await?;
+                let init = |d| Some(RTCRtpTransceiverInit { direction: d, send_encodings: vec![] });
+                pc.add_transceiver_from_kind(RTPCodecType::Audio, init(RTCRtpTransceiverDirection::Recvonly)).await?;
+                pc.add_transceiver_from_kind(RTPCodecType::Video, init(RTCRtpTransceiverDirection::Recvonly)).await?;
                 (None, None)
             }
         };
@@ -264,13 +247,7 @@ impl Peer {
                 gathering_timeout: opts.gathering_timeout,
             }),
         };
-        Ok((
-            peer,
-            PeerHandles {
-                state: state_rx,
-                remote_audio: audio_rx,
-            },
-        ))
+        Ok((peer, PeerHandles { state: state_rx, remote_audio: audio_rx }))
     }
 
     /// Answerer side: apply a remote offer, return our complete answer
@@ -285,11 +262,7 @@ impl Peer {
         }
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|e| RtcError::RemoteDescription(e.to_string()))?;
-        self.inner
-            .pc
-            .set_remote_description(offer)
-            .await
-            .map_err(|e| RtcError::RemoteDescription(e.to_string()))?;
+        self.inner.pc.set_remote_description(offer).await.map_err(|e| RtcError::RemoteDescription(e.to_string()))?;
         let answer = self.inner.pc.create_answer(None).await?;
         self.set_local_and_gather(answer).await
     }
@@ -305,20 +278,14 @@ impl Peer {
         sdp::check_answer(answer_sdp)?;
         let answer = RTCSessionDescription::answer(answer_sdp.to_owned())
             .map_err(|e| RtcError::RemoteDescription(e.to_string()))?;
-        self.inner
-            .pc
-            .set_remote_description(answer)
-            .await
-            .map_err(|e| RtcError::RemoteDescription(e.to_string()))
+        self.inner.pc.set_remote_description(answer).await.map_err(|e| RtcError::RemoteDescription(e.to_string()))
     }
 
     async fn set_local_and_gather(&self, desc: RTCSessionDescription) -> Result<String, RtcError> {
         let mut gathered = self.inner.pc.gathering_complete_promise().await;
         self.inner.pc.set_local_description(desc).await?;
         let timeout = self.inner.gathering_timeout;
-        tokio::time::timeout(timeout, gathered.recv())
-            .await
-            .map_err(|_| RtcError::GatheringTimeout(timeout))?;
+        tokio::time::timeout(timeout, gathered.recv()).await.map_err(|_| RtcError::GatheringTimeout(timeout))?;
         let local = self.inner.pc.local_description().await.ok_or(RtcError::Closed)?;
         Ok(local.sdp)
     }
@@ -356,12 +323,7 @@ impl Peer {
 }
 
 fn sample(data: Bytes, duration: Duration) -> Sample {
-    Sample {
-        data,
-        duration,
-        timestamp: SystemTime::now(),
-        ..Default::default()
-    }
+    Sample { data, duration, timestamp: SystemTime::now(), ..Default::default() }
 }
 
 /// Drain RTCP of one sender until it stops; flag PLI/FIR when `keyframe` is set.

@@ -21,11 +21,7 @@ pub enum SdpError {
     #[error("SDP has no audio or video media section")]
     NoMedia,
     #[error("media section {index} ({kind}) lacks {what}")]
-    Missing {
-        index: usize,
-        kind: String,
-        what: &'static str,
-    },
+    Missing { index: usize, kind: String, what: &'static str },
     #[error("audio section offers no Opus codec")]
     NoOpus,
     #[error("video section offers no H.264 codec")]
@@ -101,10 +97,7 @@ fn check_with(sdp: &str, require_codecs: bool) -> Result<SdpSummary, SdpError> {
     let session_pwd = parsed.attribute("ice-pwd").is_some();
     let session_fp = parsed.attribute("fingerprint").is_some();
 
-    let mut summary = SdpSummary {
-        audio: None,
-        video: None,
-    };
+    let mut summary = SdpSummary { audio: None, video: None };
     for (index, md) in parsed.media_descriptions.iter().enumerate() {
         let kind = md.media_name.media.as_str();
         if kind != "audio" && kind != "video" {
@@ -113,11 +106,7 @@ fn check_with(sdp: &str, require_codecs: bool) -> Result<SdpSummary, SdpError> {
         if md.media_name.port.value == 0 {
             continue; // rejected / stopped section
         }
-        let missing = |what| SdpError::Missing {
-            index,
-            kind: kind.to_string(),
-            what,
-        };
+        let missing = |what| SdpError::Missing { index, kind: kind.to_string(), what };
         if !(session_ufrag || md.attribute("ice-ufrag").is_some())
             || !(session_pwd || md.attribute("ice-pwd").is_some())
         {
@@ -181,20 +170,14 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
     fn rejects_garbage_empty_and_huge() {
         assert_eq!(check("   "), Err(SdpError::Empty));
         assert!(matches!(check("hello world"), Err(SdpError::Parse(_))));
-        assert!(matches!(
-            check(&"x".repeat(MAX_SDP_BYTES + 1)),
-            Err(SdpError::TooLarge(_))
-        ));
+        assert!(matches!(check(&"x".repeat(MAX_SDP_BYTES + 1)), Err(SdpError::TooLarge(_))));
     }
 
     #[test]
     fn rejects_offer_without_media_or_codec_or_credentials() {
         let no_media = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
         assert_eq!(check(no_media), Err(SdpError::NoMedia));
-        assert_eq!(
-            check(&OFFER.replace("opus/48000/2", "PCMU/8000")),
-            Err(SdpError::NoOpus)
-        );
+        assert_eq!(check(&OFFER.replace("opus/48000/2", "PCMU/8000")), Err(SdpError::NoOpus));
         assert_eq!(check(&OFFER.replace("H264/90000", "VP8/90000")), Err(SdpError::NoH264));
         assert!(check_answer(&OFFER.replace("H264/90000", "VP8/90000")).is_ok());
         let no_ice = OFFER.replace("a=ice-ufrag:abcd\r\n", "");

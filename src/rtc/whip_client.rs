@@ -17,11 +17,7 @@ pub enum WhipError {
     #[error("HTTP request to {url} failed: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("endpoint {url} answered {status}: {body}")]
-    Status {
-        url: String,
-        status: StatusCode,
-        body: String,
-    },
+    Status { url: String, status: StatusCode, body: String },
     #[error("endpoint {url} answered without a usable Location header")]
     NoLocation { url: String },
     #[error("endpoint {url} answered with Content-Type `{content_type}` instead of application/sdp")]
@@ -47,10 +43,7 @@ pub struct WhipClient {
 
 impl WhipClient {
     pub fn new(endpoint: &str, token: Option<String>) -> Result<Self, WhipError> {
-        let bad = |reason: String| WhipError::BadUrl {
-            url: endpoint.to_string(),
-            reason,
-        };
+        let bad = |reason: String| WhipError::BadUrl { url: endpoint.to_string(), reason };
         let endpoint = Url::parse(endpoint).map_err(|e| bad(e.to_string()))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
             return Err(bad(format!("scheme `{}` is not http(s)", endpoint.scheme())));
@@ -58,10 +51,7 @@ impl WhipClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .build()
-            .map_err(|e| WhipError::Http {
-                url: endpoint.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| WhipError::Http { url: endpoint.to_string(), source: e })?;
         Ok(Self { http, endpoint, token })
     }
 
@@ -72,26 +62,16 @@ impl WhipClient {
     /// POST the offer; returns the answer and the resource to DELETE later.
     pub async fn publish(&self, offer_sdp: &str) -> Result<WhipResource, WhipError> {
         let url = self.endpoint.to_string();
-        let mut req = self
-            .http
-            .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/sdp")
-            .body(offer_sdp.to_owned());
+        let mut req =
+            self.http.post(self.endpoint.clone()).header(CONTENT_TYPE, "application/sdp").body(offer_sdp.to_owned());
         if let Some(t) = &self.token {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
-        let resp = req.send().await.map_err(|source| WhipError::Http {
-            url: url.clone(),
-            source,
-        })?;
+        let resp = req.send().await.map_err(|source| WhipError::Http { url: url.clone(), source })?;
         let status = resp.status();
         if status != StatusCode::CREATED && status != StatusCode::OK {
             let body = resp.text().await.unwrap_or_default();
-            return Err(WhipError::Status {
-                url,
-                status,
-                body: truncate(&body, 300),
-            });
+            return Err(WhipError::Status { url, status, body: truncate(&body, 300) });
         }
         let location = resp
             .headers()
@@ -99,12 +79,8 @@ impl WhipClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|loc| self.endpoint.join(loc).ok())
             .ok_or_else(|| WhipError::NoLocation { url: url.clone() })?;
-        let content_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let content_type =
+            resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         if !content_type.starts_with("application/sdp") {
             return Err(WhipError::NotSdp { url, content_type });
         }
@@ -119,18 +95,11 @@ impl WhipClient {
         if let Some(t) = &self.token {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
-        let resp = req.send().await.map_err(|source| WhipError::Http {
-            url: url.clone(),
-            source,
-        })?;
+        let resp = req.send().await.map_err(|source| WhipError::Http { url: url.clone(), source })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            return Err(WhipError::Status {
-                url,
-                status,
-                body: truncate(&body, 300),
-            });
+            return Err(WhipError::Status { url, status, body: truncate(&body, 300) });
         }
         Ok(())
     }
@@ -150,14 +119,8 @@ mod tests {
 
     #[test]
     fn rejects_non_http_urls() {
-        assert!(matches!(
-            WhipClient::new("ftp://x/whip", None),
-            Err(WhipError::BadUrl { .. })
-        ));
-        assert!(matches!(
-            WhipClient::new("not a url", None),
-            Err(WhipError::BadUrl { .. })
-        ));
+        assert!(matches!(WhipClient::new("ftp://x/whip", None), Err(WhipError::BadUrl { .. })));
+        assert!(matches!(WhipClient::new("not a url", None), Err(WhipError::BadUrl { .. })));
     }
 
     /// A one-shot HTTP/1.1 server on loopback that records each request
@@ -221,9 +184,7 @@ mod tests {
         assert!(post.contains("content-type: application/sdp"));
         assert!(post.contains("authorization: bearer s3cret"));
         assert!(post.ends_with("v=0\r\no=offer\r\n"));
-        assert!(seen[1]
-            .to_ascii_lowercase()
-            .starts_with("delete /whip/resource/42 http/1.1"));
+        assert!(seen[1].to_ascii_lowercase().starts_with("delete /whip/resource/42 http/1.1"));
     }
 
     #[tokio::test]

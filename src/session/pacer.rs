@@ -174,12 +174,7 @@ impl Pacer {
     }
 
     fn offset_for(&self, gen_sample: u64) -> u64 {
-        self.offsets
-            .iter()
-            .rev()
-            .find(|(start, _)| *start <= gen_sample)
-            .map(|(_, o)| *o)
-            .unwrap_or(0)
+        self.offsets.iter().rev().find(|(start, _)| *start <= gen_sample).map(|(_, o)| *o).unwrap_or(0)
     }
 
     /// Advance the clock by one 20 ms tick. `talk16`/`listen16` are this
@@ -334,13 +329,7 @@ impl Pacer {
             }
             self.counters.frames_sent += 1;
             self.last_frame = Some(Arc::clone(&frame));
-            frames.push(PlayFrame {
-                index: f,
-                frame,
-                repeated,
-                due_in,
-                duration,
-            });
+            frames.push(PlayFrame { index: f, frame, repeated, due_in, duration });
         }
         // Anything older than what we just played can never be shown.
         while let Some((&idx, _)) = self.frames.first_key_value() {
@@ -384,12 +373,7 @@ mod tests {
     }
 
     fn talk(n: usize, markers: Vec<Marker>) -> TalkTick {
-        TalkTick {
-            pcm48: vec![0.5; 960],
-            pcm16: vec![0.5; 320],
-            talk_samples: n,
-            markers,
-        }
+        TalkTick { pcm48: vec![0.5; 960], pcm16: vec![0.5; 320], talk_samples: n, markers }
     }
 
     #[test]
@@ -499,11 +483,7 @@ mod tests {
         }
         assert_eq!(
             events,
-            vec![
-                TalkEvent::SpeechStarted,
-                TalkEvent::SpeechDone { played_ms: 30 },
-                TalkEvent::SpeechStarted
-            ]
+            vec![TalkEvent::SpeechStarted, TalkEvent::SpeechDone { played_ms: 30 }, TalkEvent::SpeechStarted]
         );
         // Utterance 1 played 2 ticks (40 ms); 2 more are in the delay line.
         assert_eq!(p.clear_talk(), TalkEvent::SpeechCleared { played_ms: 40 });
@@ -520,10 +500,7 @@ mod tests {
         for _ in 0..5 {
             p.tick(TalkTick::silence(), &z, &z).unwrap();
         }
-        assert!(matches!(
-            p.tick(TalkTick::silence(), &z, &z),
-            Err(PacerError::Stalled(_))
-        ));
+        assert!(matches!(p.tick(TalkTick::silence(), &z, &z), Err(PacerError::Stalled(_))));
     }
 
     #[test]

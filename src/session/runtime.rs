@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::media::h264::H264Encoder;
-use crate::media::opus::{OpusDecoder, OpusEncoder};
-use crate::media::resample::StreamResampler;
 use super::pacer::{Pacer, PacerConfig, PlayFrame, TICKS_PER_SECOND};
 use super::talk_queue::{TalkQueue, TICK_16K};
 use super::{SessionError, SessionSpec, SessionStats, TalkCommand, TalkEvent, NEGOTIATION_TIMEOUT};
 use crate::generator::{AvatarSource, GeneratorError, VideoChunk};
+use crate::media::h264::H264Encoder;
+use crate::media::opus::{OpusDecoder, OpusEncoder};
+use crate::media::resample::StreamResampler;
 use crate::rtc::{Peer, PeerOptions, PeerState, RemoteAudioPacket, RtcError};
 
 /// Knobs of a session (defaults suit a browser call).
@@ -133,9 +133,7 @@ impl Session {
         let spc = source.samples_per_chunk();
         let lookahead = source.lookahead_samples();
         if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
-            return Err(SessionError::Generator(format!(
-                "frame size {w}x{h} must be even and non-zero"
-            )));
+            return Err(SessionError::Generator(format!("frame size {w}x{h} must be even and non-zero")));
         }
         let mut pcfg = PacerConfig::new(fps, fpc, spc, lookahead);
         pcfg.playout_margin_ticks = opts.playout_margin_ticks;
@@ -154,10 +152,7 @@ impl Session {
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             spec,
-            source: SourceInfo {
-                fps,
-                frame_size: (w, h),
-            },
+            source: SourceInfo { fps, frame_size: (w, h) },
             core: Mutex::new(Core {
                 talk: TalkQueue::new(opts.talk_cap_ms),
                 pacer,
@@ -170,10 +165,7 @@ impl Session {
             closed: AtomicBool::new(false),
             shutdown,
             peer: tokio::sync::Mutex::new(None),
-            generator: Mutex::new(GeneratorThread {
-                input: Some(in_tx),
-                handle: Some(handle),
-            }),
+            generator: Mutex::new(GeneratorThread { input: Some(in_tx), handle: Some(handle) }),
             chunks: Mutex::new(Some(chunk_rx)),
             tasks: Mutex::new(Vec::new()),
             encoder_thread: Mutex::new(None),
@@ -203,9 +195,7 @@ impl Session {
             }
             Err(_) => {
                 self.close().await;
-                Err(SessionError::Rtc(format!(
-                    "negotiation took longer than {NEGOTIATION_TIMEOUT:?}"
-                )))
+                Err(SessionError::Rtc(format!("negotiation took longer than {NEGOTIATION_TIMEOUT:?}")))
             }
         }
     }
@@ -238,15 +228,10 @@ impl Session {
         self.ensure_open()?;
         let mut core = lock(&self.inner.core);
         match cmd {
-            TalkCommand::Pcm { sample_rate, samples } => core
-                .talk
-                .push_pcm(sample_rate, &samples)
-                .map_err(|e| SessionError::BadAudio(e.to_string())),
-            TalkCommand::End => core
-                .talk
-                .end()
-                .map(|_| ())
-                .map_err(|e| SessionError::BadAudio(e.to_string())),
+            TalkCommand::Pcm { sample_rate, samples } => {
+                core.talk.push_pcm(sample_rate, &samples).map_err(|e| SessionError::BadAudio(e.to_string()))
+            }
+            TalkCommand::End => core.talk.end().map(|_| ()).map_err(|e| SessionError::BadAudio(e.to_string())),
             TalkCommand::Clear => {
                 core.talk.clear();
                 let ev = core.pacer.clear_talk();
@@ -264,11 +249,7 @@ impl Session {
     pub fn stats(&self) -> SessionStats {
         let mut core = lock(&self.inner.core);
         let now = Instant::now();
-        while core
-            .sent_times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(2))
-        {
+        while core.sent_times.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(2)) {
             core.sent_times.pop_front();
         }
         let fps = core.sent_times.len() as f64 / 2.0;
@@ -453,11 +434,7 @@ fn generator_loop(
             let started = Instant::now();
             match source.next_chunk() {
                 Ok(chunk) => {
-                    tracing::debug!(
-                        index = chunk.index,
-                        ms = started.elapsed().as_millis() as u64,
-                        "chunk generated"
-                    );
+                    tracing::debug!(index = chunk.index, ms = started.elapsed().as_millis() as u64, "chunk generated");
                     if output.blocking_send(Ok(chunk)).is_err() {
                         return;
                     }

@@ -25,11 +25,7 @@ pub enum TalkQueueError {
     #[error("sample rate {0} Hz outside 8000..=48000")]
     BadRate(u32),
     #[error("talk queue full: {queued_ms} ms queued, {incoming_ms} ms more would pass the {cap_ms} ms cap")]
-    Full {
-        queued_ms: u64,
-        incoming_ms: u64,
-        cap_ms: u64,
-    },
+    Full { queued_ms: u64, incoming_ms: u64, cap_ms: u64 },
     #[error("resampling failed: {0}")]
     Resample(String),
 }
@@ -57,12 +53,7 @@ pub struct TalkTick {
 
 impl TalkTick {
     pub fn silence() -> Self {
-        Self {
-            pcm48: vec![0.0; TICK_48K],
-            pcm16: vec![0.0; TICK_16K],
-            talk_samples: 0,
-            markers: Vec::new(),
-        }
+        Self { pcm48: vec![0.0; TICK_48K], pcm16: vec![0.0; TICK_16K], talk_samples: 0, markers: Vec::new() }
     }
 }
 
@@ -118,10 +109,7 @@ impl TalkQueue {
                 cap_ms: self.cap_samples as u64 / 48,
             });
         }
-        let rate_changed = self
-            .resampler
-            .as_ref()
-            .is_some_and(|(r, _)| r.input_rate() != sample_rate);
+        let rate_changed = self.resampler.as_ref().is_some_and(|(r, _)| r.input_rate() != sample_rate);
         if rate_changed {
             self.flush_resampler()?;
         }
@@ -175,10 +163,7 @@ impl TalkQueue {
     /// waits for more, so a slow producer never causes mid-tick gaps).
     pub fn pop_tick(&mut self) -> TalkTick {
         let tick_end = self.popped + TICK_48K as u64;
-        let ended_within = self
-            .markers
-            .iter()
-            .any(|(pos, m)| matches!(m, Marker::End(_)) && *pos <= tick_end);
+        let ended_within = self.markers.iter().any(|(pos, m)| matches!(m, Marker::End(_)) && *pos <= tick_end);
         let (take, take16) = if self.audio.len() >= TICK_48K && self.audio16.len() >= TICK_16K {
             (TICK_48K, TICK_16K)
         } else if ended_within {
@@ -208,12 +193,7 @@ impl TalkQueue {
             // Rounding left a sample or two at 16 kHz after the end: drop it.
             self.audio16.clear();
         }
-        TalkTick {
-            pcm48,
-            pcm16,
-            talk_samples: take,
-            markers,
-        }
+        TalkTick { pcm48, pcm16, talk_samples: take, markers }
     }
 
     fn flush_resampler(&mut self) -> Result<(), TalkQueueError> {
@@ -276,10 +256,7 @@ mod tests {
         }
         assert_eq!(total, 4800);
         // The 16 kHz copy is the same audio, not delayed.
-        assert!(pcm16[..1590]
-            .iter()
-            .skip(20)
-            .all(|&s| (s - 500.0 / 32768.0).abs() < 2e-3));
+        assert!(pcm16[..1590].iter().skip(20).all(|&s| (s - 500.0 / 32768.0).abs() < 2e-3));
         assert!(pcm16[1605..].iter().all(|&s| s.abs() < 1e-3));
     }
 

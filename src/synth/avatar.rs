@@ -10,7 +10,10 @@
 
 use super::identity::{HairStyle, HatStyle, Identity, Neckline};
 use super::motion::Pose;
-use super::render::{bbox_of, mix, quad_bezier, sd_ellipse, sd_polygon, sd_polyline, sd_rounded_box, sd_segment, shade, unrotate, Canvas, Rgb, Xform};
+use super::render::{
+    bbox_of, mix, quad_bezier, sd_ellipse, sd_polygon, sd_polyline, sd_rounded_box, sd_segment, shade, unrotate,
+    Canvas, Rgb, Xform,
+};
 use crate::media::frame::RgbFrame;
 
 /// Side length of the design space.
@@ -132,7 +135,8 @@ fn draw_torso(c: &mut Canvas, xf: &Xform, id: &Identity, b: &Body) {
     let nw = id.neck_half_width;
     if id.jacket.is_some() {
         // Open jacket: a shirt panel in the middle, lapels as darker edges.
-        let panel = [(cx - nw * 1.6, top - 1.0), (cx + nw * 1.6, top - 1.0), (cx + nw * 0.9, 270.0), (cx - nw * 0.9, 270.0)];
+        let panel =
+            [(cx - nw * 1.6, top - 1.0), (cx + nw * 1.6, top - 1.0), (cx + nw * 0.9, 270.0), (cx - nw * 0.9, 270.0)];
         polygon(c, xf, &panel, id.shirt, 1.0);
         for s in [-1.0f32, 1.0] {
             let lapel = [(cx + s * nw * 1.6, top - 1.0), (cx + s * nw * 2.3, top + 6.0), (cx + s * nw * 0.9, 262.0)];
@@ -142,19 +146,36 @@ fn draw_torso(c: &mut Canvas, xf: &Xform, id: &Identity, b: &Body) {
     match id.neckline {
         Neckline::Round => {
             ellipse(c, xf, (cx, top), nw * 1.35, 12.0, 0.0, shade(id.skin, 0.92), 1.0);
-            stroke(c, xf, &quad_bezier((cx - nw * 1.35, top), (cx, top + 24.0), (cx + nw * 1.35, top), 12), 1.3, 1.3, shade(id.shirt, 0.75), 1.0);
+            stroke(
+                c,
+                xf,
+                &quad_bezier((cx - nw * 1.35, top), (cx, top + 24.0), (cx + nw * 1.35, top), 12),
+                1.3,
+                1.3,
+                shade(id.shirt, 0.75),
+                1.0,
+            );
         }
         Neckline::VNeck => {
             let v = [(cx - nw * 1.3, top - 1.0), (cx + nw * 1.3, top - 1.0), (cx, top + 26.0)];
             polygon(c, xf, &v, shade(id.skin, 0.92), 1.0);
-            stroke(c, xf, &[(cx - nw * 1.3, top), (cx, top + 26.0), (cx + nw * 1.3, top)], 1.3, 1.3, shade(id.shirt, 0.75), 1.0);
+            stroke(
+                c,
+                xf,
+                &[(cx - nw * 1.3, top), (cx, top + 26.0), (cx + nw * 1.3, top)],
+                1.3,
+                1.3,
+                shade(id.shirt, 0.75),
+                1.0,
+            );
         }
         Neckline::Collar => {
             let v = [(cx - nw * 1.1, top - 1.0), (cx + nw * 1.1, top - 1.0), (cx, top + 14.0)];
             polygon(c, xf, &v, shade(id.skin, 0.92), 1.0);
             let collar = mix(id.shirt, [1.0; 3], 0.35);
             for s in [-1.0f32, 1.0] {
-                let flap = [(cx + s * nw * 1.15, top - 3.0), (cx + s * nw * 2.0, top + 4.0), (cx + s * nw * 0.2, top + 18.0)];
+                let flap =
+                    [(cx + s * nw * 1.15, top - 3.0), (cx + s * nw * 2.0, top + 4.0), (cx + s * nw * 0.2, top + 18.0)];
                 polygon(c, xf, &flap, collar, 1.0);
                 stroke(c, xf, &[flap[0], flap[1], flap[2]], 0.6, 0.6, shade(collar, 0.7), 1.0);
             }
@@ -172,7 +193,16 @@ fn draw_neck(c: &mut Canvas, xf: &Xform, id: &Identity, b: &Body, head_dx: f32) 
         sd_rounded_box(x - cx, y - (top + bottom) / 2.0, nw, (bottom - top) / 2.0, 4.0)
     });
     // Shadow under the jaw (the chin covers its top).
-    ellipse(c, xf, (hx + head_dx, hy + id.face_ry * id.chin_drop + 2.0), nw * 1.05, 7.0, 0.0, shade(id.skin, 0.75), 0.6);
+    ellipse(
+        c,
+        xf,
+        (hx + head_dx, hy + id.face_ry * id.chin_drop + 2.0),
+        nw * 1.05,
+        7.0,
+        0.0,
+        shade(id.skin, 0.75),
+        0.6,
+    );
 }
 
 fn draw_arm(c: &mut Canvas, xf: &Xform, id: &Identity, pose: &Pose, side: usize) {
@@ -231,7 +261,8 @@ fn draw_head(c: &mut Canvas, xf: &Xform, id: &Identity, pose: &Pose) {
     let jaw_cy = hy + ry * 0.3;
     let jaw_ry = ry * (id.chin_drop - 0.3);
     let jaw_rx = rx * id.jaw_width;
-    let face_sdf = |x: f32, y: f32| sd_ellipse(x - hx, y - hy, rx, ry).min(sd_ellipse(x - hx, y - jaw_cy, jaw_rx, jaw_ry));
+    let face_sdf =
+        |x: f32, y: f32| sd_ellipse(x - hx, y - hy, rx, ry).min(sd_ellipse(x - hx, y - jaw_cy, jaw_rx, jaw_ry));
     let face_box = [hx - rx - 1.0, hy - ry - 1.0, hx + rx + 1.0, jaw_cy + jaw_ry + 1.0];
     let outline_box = [face_box[0] - 1.5, face_box[1] - 1.5, face_box[2] + 1.5, face_box[3] + 1.5];
     c.fill(xf, outline_box, shade(skin, 0.7), 1.0, |x, y| face_sdf(x, y) - 1.0);
@@ -246,16 +277,32 @@ fn draw_head(c: &mut Canvas, xf: &Xform, id: &Identity, pose: &Pose) {
     let mouth = (hx + fdx * 0.85, hy + id.mouth_drop + fdy * 0.9);
     if id.beard {
         let hole = (mouth.0, mouth.1 + 1.0);
-        c.fill(xf, [hx - rx - 3.0, hy - 1.0, hx + rx + 3.0, jaw_cy + jaw_ry + 5.0], shade(id.hair, 0.95), 0.95, |x, y| {
-            let d_jaw = sd_ellipse(x - hx, y - jaw_cy - 2.0, jaw_rx + 2.5, jaw_ry + 3.0);
-            let d_line = (hy + ry * 0.28) - y + 0.4 * (x - hx).abs();
-            let d_mouth = sd_ellipse(x - hole.0, y - hole.1, id.mouth_half_width * 1.15, 5.0 + 7.0 * pose.mouth_open);
-            d_jaw.max(d_line).max(-d_mouth)
-        });
+        c.fill(
+            xf,
+            [hx - rx - 3.0, hy - 1.0, hx + rx + 3.0, jaw_cy + jaw_ry + 5.0],
+            shade(id.hair, 0.95),
+            0.95,
+            |x, y| {
+                let d_jaw = sd_ellipse(x - hx, y - jaw_cy - 2.0, jaw_rx + 2.5, jaw_ry + 3.0);
+                let d_line = (hy + ry * 0.28) - y + 0.4 * (x - hx).abs();
+                let d_mouth =
+                    sd_ellipse(x - hole.0, y - hole.1, id.mouth_half_width * 1.15, 5.0 + 7.0 * pose.mouth_open);
+                d_jaw.max(d_line).max(-d_mouth)
+            },
+        );
     }
     if id.blush > 0.0 {
         for s in [-1.0f32, 1.0] {
-            ellipse(c, xf, (hx + s * id.eye_spacing * 1.1 + fdx, eye_y + 12.0), 7.0, 4.0, 0.0, [0.95, 0.45, 0.45], id.blush * (0.6 + 0.6 * pose.smile));
+            ellipse(
+                c,
+                xf,
+                (hx + s * id.eye_spacing * 1.1 + fdx, eye_y + 12.0),
+                7.0,
+                4.0,
+                0.0,
+                [0.95, 0.45, 0.45],
+                id.blush * (0.6 + 0.6 * pose.smile),
+            );
         }
     }
 
@@ -272,8 +319,12 @@ fn draw_head(c: &mut Canvas, xf: &Xform, id: &Identity, pose: &Pose) {
             let clip = |x: f32, y: f32| sd_ellipse(x - ex, y - eye_y, erx, ery);
             let bx = [ix - ir - 1.0, iy - ir - 1.0, ix + ir + 1.0, iy + ir + 1.0];
             c.fill(xf, bx, id.iris, 1.0, |x, y| sd_ellipse(x - ix, y - iy, ir, ir).max(clip(x, y)));
-            c.fill(xf, bx, [0.05, 0.05, 0.06], 1.0, |x, y| sd_ellipse(x - ix, y - iy, ir * 0.5, ir * 0.5).max(clip(x, y)));
-            c.fill(xf, bx, [1.0; 3], 0.9, |x, y| sd_ellipse(x - ix + ir * 0.35, y - iy + ir * 0.35, ir * 0.22, ir * 0.22).max(clip(x, y)));
+            c.fill(xf, bx, [0.05, 0.05, 0.06], 1.0, |x, y| {
+                sd_ellipse(x - ix, y - iy, ir * 0.5, ir * 0.5).max(clip(x, y))
+            });
+            c.fill(xf, bx, [1.0; 3], 0.9, |x, y| {
+                sd_ellipse(x - ix + ir * 0.35, y - iy + ir * 0.35, ir * 0.22, ir * 0.22).max(clip(x, y))
+            });
             // Upper lid line along the top of the (partly closed) eye.
             let lid: Vec<(f32, f32)> = (0..=10)
                 .map(|k| {
@@ -368,7 +419,9 @@ fn draw_mouth(c: &mut Canvas, xf: &Xform, id: &Identity, pose: &Pose, (mx, my): 
         let teeth_bottom = my - h * 0.3 + h * 0.28;
         c.fill(xf, bx, [0.96, 0.95, 0.9], 1.0, |x, y| sd_polygon(x, y, &outline).max(y - teeth_bottom));
         let (tx, ty) = (mx, my + h * 0.65);
-        c.fill(xf, bx, [0.85, 0.4, 0.45], 1.0, |x, y| sd_polygon(x, y, &outline).max(sd_ellipse(x - tx, y - ty, w * 0.55, h * 0.35)));
+        c.fill(xf, bx, [0.85, 0.4, 0.45], 1.0, |x, y| {
+            sd_polygon(x, y, &outline).max(sd_ellipse(x - tx, y - ty, w * 0.55, h * 0.35))
+        });
     }
     let lip_col = id.lips;
     stroke(c, xf, &upper, 0.9, 0.9, lip_col, 1.0);
@@ -389,7 +442,8 @@ fn draw_hair(c: &mut Canvas, xf: &Xform, id: &Identity, pose: &Pose) {
     let fringe = matches!(id.hair_style, HairStyle::Bob | HairStyle::Long) as u8 as f32;
     let cap = |x: f32, y: f32, grow: f32| {
         let dx = ((x - hx) / rx).abs();
-        let hairline = hy - ry * (0.42 - 0.12 * fringe) + hdy + ry * 0.55 * smoothstep(0.62, 1.0, dx) - 3.0 * (1.0 - dx * dx).max(0.0) * fringe;
+        let hairline = hy - ry * (0.42 - 0.12 * fringe) + hdy + ry * 0.55 * smoothstep(0.62, 1.0, dx)
+            - 3.0 * (1.0 - dx * dx).max(0.0) * fringe;
         sd_ellipse(x - hx, y - hy + 2.0, rx * 1.07 + grow, ry * 1.04 + grow).max(y - hairline)
     };
     let bx = [hx - rx * 1.2 - 8.0, hy - ry * 1.3 - 30.0, hx + rx * 1.2 + 8.0, hy + ry * 0.5];
@@ -400,13 +454,26 @@ fn draw_hair(c: &mut Canvas, xf: &Xform, id: &Identity, pose: &Pose) {
         HairStyle::Short | HairStyle::Long | HairStyle::Bob => {
             c.fill(xf, bx, col, 1.0, |x, y| cap(x, y, 0.0));
             // A parting line.
-            let part = quad_bezier((hx - rx * 0.25, hy - ry * 1.02), (hx - rx * 0.2, hy - ry * 0.8), (hx - rx * 0.45, hy - ry * 0.45), 6);
+            let part = quad_bezier(
+                (hx - rx * 0.25, hy - ry * 1.02),
+                (hx - rx * 0.2, hy - ry * 0.8),
+                (hx - rx * 0.45, hy - ry * 0.45),
+                6,
+            );
             stroke(c, xf, &part, 0.7, 0.3, shade(col, 0.7), 0.8);
         }
         HairStyle::Bun => {
             c.fill(xf, bx, col, 1.0, |x, y| cap(x, y, 0.0));
             ellipse(c, xf, (hx, hy - ry * 1.05 - 8.0), 12.0, 11.0, 0.0, col, 1.0);
-            stroke(c, xf, &quad_bezier((hx - 9.0, hy - ry * 1.05), (hx, hy - ry * 1.05 + 3.0), (hx + 9.0, hy - ry * 1.05), 6), 1.2, 1.2, shade(col, 0.7), 1.0);
+            stroke(
+                c,
+                xf,
+                &quad_bezier((hx - 9.0, hy - ry * 1.05), (hx, hy - ry * 1.05 + 3.0), (hx + 9.0, hy - ry * 1.05), 6),
+                1.2,
+                1.2,
+                shade(col, 0.7),
+                1.0,
+            );
         }
         HairStyle::Curly => {
             c.fill(xf, bx, col, 1.0, |x, y| cap(x, y, 0.0));

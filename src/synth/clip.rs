@@ -49,7 +49,10 @@ impl ClipSpec {
 
     fn validate(&self) -> Result<(), SynthError> {
         if !(MIN_SIZE..=MAX_SIZE).contains(&self.size) {
-            return Err(SynthError::InvalidSpec(format!("frame size {} must be in {MIN_SIZE}..={MAX_SIZE}", self.size)));
+            return Err(SynthError::InvalidSpec(format!(
+                "frame size {} must be in {MIN_SIZE}..={MAX_SIZE}",
+                self.size
+            )));
         }
         if !(self.seconds.is_finite() && self.seconds >= 1.0 / FPS && self.seconds <= MAX_SECONDS) {
             return Err(SynthError::InvalidSpec(format!(
@@ -101,10 +104,9 @@ pub struct ClipScript {
 impl ClipScript {
     /// Render frame `index` (an out-of-range index is an error).
     pub fn render_frame(&self, index: usize) -> Result<RgbFrame, SynthError> {
-        let pose = self
-            .poses
-            .get(index)
-            .ok_or_else(|| SynthError::InvalidSpec(format!("frame {index} out of range (clip has {})", self.poses.len())))?;
+        let pose = self.poses.get(index).ok_or_else(|| {
+            SynthError::InvalidSpec(format!("frame {index} out of range (clip has {})", self.poses.len()))
+        })?;
         Ok(draw_avatar(&self.identity, pose, self.spec.size))
     }
 
@@ -135,7 +137,13 @@ pub fn script_clip(spec: &ClipSpec) -> Result<ClipScript, SynthError> {
     let visemes = viseme_track(&conversation.talk_phonemes, FPS, n);
     let talk_rms = frame_rms(&conversation.talk, AUDIO_RATE, FPS, n);
     let listen_rms = frame_rms(&conversation.listen, AUDIO_RATE, FPS, n);
-    let input = MotionInput { n_frames: n, visemes: &visemes, talk_rms: &talk_rms, listen_rms: &listen_rms, turns: &conversation.turns };
+    let input = MotionInput {
+        n_frames: n,
+        visemes: &visemes,
+        talk_rms: &talk_rms,
+        listen_rms: &listen_rms,
+        turns: &conversation.turns,
+    };
     let poses = synthesize_motion(&identity, &input, spec.seed);
     let truth = poses
         .iter()

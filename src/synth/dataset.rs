@@ -94,7 +94,8 @@ fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<(), SynthError> 
 }
 
 fn json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, SynthError> {
-    serde_json::to_vec_pretty(value).map_err(|e| SynthError::Encode { path: path.to_path_buf(), message: e.to_string() })
+    serde_json::to_vec_pretty(value)
+        .map_err(|e| SynthError::Encode { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// Write one rendered clip into `dir` (created if missing).
@@ -125,7 +126,8 @@ pub fn write_clip(dir: &Path, clip: &Clip, format: FrameFormat) -> Result<(), Sy
     let gt_path = dir.join("gt.jsonl");
     let mut gt = Vec::new();
     for t in &s.truth {
-        let line = serde_json::to_vec(t).map_err(|e| SynthError::Encode { path: gt_path.clone(), message: e.to_string() })?;
+        let line =
+            serde_json::to_vec(t).map_err(|e| SynthError::Encode { path: gt_path.clone(), message: e.to_string() })?;
         gt.extend_from_slice(&line);
         gt.push(b'\n');
     }

@@ -102,7 +102,8 @@ struct EspeakEvent {
 type SynthCallback = unsafe extern "C" fn(*mut c_short, c_int, *mut EspeakEvent) -> c_int;
 type SetVoiceFn = unsafe extern "C" fn(*const c_char) -> c_int;
 type SetParameterFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
-type SynthFn = unsafe extern "C" fn(*const c_void, usize, c_uint, c_int, c_uint, c_uint, *mut c_uint, *mut c_void) -> c_int;
+type SynthFn =
+    unsafe extern "C" fn(*const c_void, usize, c_uint, c_int, c_uint, c_uint, *mut c_uint, *mut c_void) -> c_int;
 type SynchronizeFn = unsafe extern "C" fn() -> c_int;
 
 /// Entry points of the library loaded in this (child) process.
@@ -381,7 +382,10 @@ fn decode_result(b: &[u8]) -> Result<Speech, EspeakError> {
             let sample_rate = u32_of(take(4)?);
             let n = u32_of(take(4)?) as usize;
             let raw = take(n.checked_mul(2).ok_or_else(bad)?)?;
-            let samples = raw.chunks_exact(2).map(|c| crate::media::pcm::sample_i16_to_f32(i16::from_le_bytes([c[0], c[1]]))).collect();
+            let samples = raw
+                .chunks_exact(2)
+                .map(|c| crate::media::pcm::sample_i16_to_f32(i16::from_le_bytes([c[0], c[1]])))
+                .collect();
             let m = u32_of(take(4)?) as usize;
             let mut phonemes = Vec::with_capacity(m.min(1 << 16));
             for _ in 0..m {
@@ -432,7 +436,10 @@ mod tests {
         assert!(s.phonemes.last().unwrap().sample <= s.samples.len());
         // Deterministic, also after other utterances.
         synthesize("Something else entirely.", &voice("en")).unwrap();
-        assert!(s == synthesize("Hello world.", &voice("en-us+f3")).unwrap(), "same text and voice gave different speech");
+        assert!(
+            s == synthesize("Hello world.", &voice("en-us+f3")).unwrap(),
+            "same text and voice gave different speech"
+        );
     }
 
     #[test]

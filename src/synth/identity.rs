@@ -188,7 +188,8 @@ const HAIR: [(u8, u8, u8); 10] = [
     (220, 220, 225),
     (70, 50, 90),
 ];
-const IRIS: [(u8, u8, u8); 6] = [(70, 45, 25), (40, 30, 20), (60, 110, 160), (70, 120, 80), (110, 90, 60), (90, 110, 130)];
+const IRIS: [(u8, u8, u8); 6] =
+    [(70, 45, 25), (40, 30, 20), (60, 110, 160), (70, 120, 80), (110, 90, 60), (90, 110, 130)];
 const FEMALE_VARIANTS: [&str; 5] = ["f1", "f2", "f3", "f4", "f5"];
 const MALE_VARIANTS: [&str; 7] = ["m1", "m2", "m3", "m4", "m5", "m6", "m7"];
 const ACCENTS: [&str; 2] = ["en-us", "en"];
@@ -237,9 +238,23 @@ impl Identity {
         let face_rx = r.rangef(37.0, 46.0);
         let face_ry = face_rx * r.rangef(1.06, 1.22);
         let hair_style = if feminine {
-            *r.pick(&[HairStyle::Long, HairStyle::Long, HairStyle::Bun, HairStyle::Bob, HairStyle::Curly, HairStyle::Short])
+            *r.pick(&[
+                HairStyle::Long,
+                HairStyle::Long,
+                HairStyle::Bun,
+                HairStyle::Bob,
+                HairStyle::Curly,
+                HairStyle::Short,
+            ])
         } else {
-            *r.pick(&[HairStyle::Short, HairStyle::Short, HairStyle::Bald, HairStyle::Curly, HairStyle::Spiky, HairStyle::Bob])
+            *r.pick(&[
+                HairStyle::Short,
+                HairStyle::Short,
+                HairStyle::Bald,
+                HairStyle::Curly,
+                HairStyle::Spiky,
+                HairStyle::Bob,
+            ])
         };
         let hair = color(*r.pick(&HAIR));
         let shirt = hsv(r.rangef(0.0, 1.0), r.rangef(0.2, 0.8), r.rangef(0.35, 0.95));

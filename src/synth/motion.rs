@@ -216,12 +216,15 @@ pub fn synthesize_motion(identity: &Identity, input: &MotionInput<'_>, seed: u64
     let ph: Vec<f64> = (0..8).map(|_| rng.range(0.0, std::f64::consts::TAU)).collect();
     let tau = std::f64::consts::TAU;
     let mut yaw: Vec<f32> = (0..n)
-        .map(|f| (hm as f64 * (3.0 * (tau * 0.13 * t(f) + ph[0]).sin() + 1.5 * (tau * 0.31 * t(f) + ph[1]).sin())) as f32)
+        .map(|f| {
+            (hm as f64 * (3.0 * (tau * 0.13 * t(f) + ph[0]).sin() + 1.5 * (tau * 0.31 * t(f) + ph[1]).sin())) as f32
+        })
         .collect();
-    let mut pitch: Vec<f32> =
-        (0..n).map(|f| (hm as f64 * 1.2 * (tau * 0.17 * t(f) + ph[2]).sin()) as f32).collect();
+    let mut pitch: Vec<f32> = (0..n).map(|f| (hm as f64 * 1.2 * (tau * 0.17 * t(f) + ph[2]).sin()) as f32).collect();
     let roll: Vec<f32> = (0..n)
-        .map(|f| (hm as f64 * (1.5 * (tau * 0.09 * t(f) + ph[3]).sin() + 0.6 * (tau * 0.23 * t(f) + ph[4]).sin())) as f32)
+        .map(|f| {
+            (hm as f64 * (1.5 * (tau * 0.09 * t(f) + ph[3]).sin() + 0.6 * (tau * 0.23 * t(f) + ph[4]).sin())) as f32
+        })
         .collect();
     let breath_period = rng.range(3.2, 4.8);
     let breath: Vec<f32> = (0..n).map(|f| (0.5 + 0.5 * (tau * t(f) / breath_period + ph[5]).sin()) as f32).collect();
@@ -408,7 +411,8 @@ mod tests {
         // Partner speaks 0.5..2.5 s, then silence.
         let listen: Vec<f32> = (0..n).map(|f| if (12..60).contains(&f) { 0.2 } else { 0.0 }).collect();
         let talk = vec![0.0; n];
-        let turns = vec![Turn { speaker: Speaker::Partner, start_s: 0.5, end_s: 2.5, sentence_ids: vec![0], text: "x".into() }];
+        let turns =
+            vec![Turn { speaker: Speaker::Partner, start_s: 0.5, end_s: 2.5, sentence_ids: vec![0], text: "x".into() }];
         let vis = vec![super::super::phonemes::REST; n];
         let input = MotionInput { n_frames: n, visemes: &vis, talk_rms: &talk, listen_rms: &listen, turns: &turns };
         let mut reacted = 0;

@@ -73,14 +73,23 @@ pub struct TimedPhoneme {
 
 /// Convert espeak events of one utterance (placed at `offset_s` in the
 /// track, `total_samples` long at `sample_rate`) into timed phonemes.
-pub fn timed_phonemes(events: &[PhonemeEvent], sample_rate: u32, total_samples: usize, offset_s: f64) -> Vec<TimedPhoneme> {
+pub fn timed_phonemes(
+    events: &[PhonemeEvent],
+    sample_rate: u32,
+    total_samples: usize,
+    offset_s: f64,
+) -> Vec<TimedPhoneme> {
     let sr = sample_rate.max(1) as f64;
     events
         .iter()
         .enumerate()
         .map(|(i, e)| {
             let end = events.get(i + 1).map(|n| n.sample).unwrap_or(total_samples).max(e.sample);
-            TimedPhoneme { symbol: e.symbol.clone(), start_s: offset_s + e.sample as f64 / sr, end_s: offset_s + end as f64 / sr }
+            TimedPhoneme {
+                symbol: e.symbol.clone(),
+                start_s: offset_s + e.sample as f64 / sr,
+                end_s: offset_s + end as f64 / sr,
+            }
         })
         .collect()
 }
@@ -110,10 +119,7 @@ pub fn viseme_track(phonemes: &[TimedPhoneme], fps: f64, n_frames: usize) -> Vec
             let b = ((((f + 1) as f64 / fps) * GRID_HZ) as usize).min(total).max(a + 1).min(total);
             let a = a.min(b.saturating_sub(1));
             let n = (b - a).max(1) as f32;
-            Viseme {
-                open: open[a..b].iter().sum::<f32>() / n,
-                width: width[a..b].iter().sum::<f32>() / n,
-            }
+            Viseme { open: open[a..b].iter().sum::<f32>() / n, width: width[a..b].iter().sum::<f32>() / n }
         })
         .collect()
 }
@@ -173,7 +179,8 @@ mod tests {
 
     #[test]
     fn timed_phonemes_use_sample_positions() {
-        let ev = vec![PhonemeEvent { symbol: "h".into(), sample: 0 }, PhonemeEvent { symbol: "@".into(), sample: 1000 }];
+        let ev =
+            vec![PhonemeEvent { symbol: "h".into(), sample: 0 }, PhonemeEvent { symbol: "@".into(), sample: 1000 }];
         let t = timed_phonemes(&ev, 1000, 3000, 2.0);
         assert_eq!(t[0].start_s, 2.0);
         assert_eq!(t[0].end_s, 3.0);

@@ -44,13 +44,7 @@ impl Xform {
         let ox = px + dx - (c * px - s * py);
         let oy = py + dy - (s * px + c * py);
         let (tx, ty) = self.apply(ox, oy);
-        Self {
-            scale: self.scale,
-            cos: self.cos * c - self.sin * s,
-            sin: self.sin * c + self.cos * s,
-            tx,
-            ty,
-        }
+        Self { scale: self.scale, cos: self.cos * c - self.sin * s, sin: self.sin * c + self.cos * s, tx, ty }
     }
 
     /// Local point -> pixel.
@@ -393,7 +387,9 @@ mod tests {
     #[test]
     fn shapes_outside_the_canvas_are_ignored() {
         let mut c = Canvas::new(8, 8);
-        c.fill(&Xform::scale(1.0), [100.0, 100.0, 120.0, 120.0], [1.0; 3], 1.0, |x, y| sd_ellipse(x - 110.0, y - 110.0, 5.0, 5.0));
+        c.fill(&Xform::scale(1.0), [100.0, 100.0, 120.0, 120.0], [1.0; 3], 1.0, |x, y| {
+            sd_ellipse(x - 110.0, y - 110.0, 5.0, 5.0)
+        });
         c.fill(&Xform::scale(1.0), [f32::NAN, 0.0, 1.0, 1.0], [1.0; 3], 1.0, |_, _| -1.0);
         assert!(c.to_frame().data.iter().all(|&v| v == 0));
     }

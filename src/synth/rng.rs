@@ -74,10 +74,12 @@ mod tests {
 
     #[test]
     fn reproducible_and_uniform_enough() {
-        let a: Vec<u64> = (0..5).map({
-            let mut r = SynthRng::new(7);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..5)
+            .map({
+                let mut r = SynthRng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut r = SynthRng::new(7);
         assert!(a.iter().all(|&v| v == r.next_u64()));
         let mut r = SynthRng::derive(1, 2);

@@ -103,7 +103,11 @@ impl AudioConditioner {
     }
 
     /// Encode, mask and project the next chunk of both streams.
-    pub fn next_chunk(&mut self, talk_mask: &MaskSource, listen_mask: &MaskSource) -> Result<ChunkAudioTokens, AudioError> {
+    pub fn next_chunk(
+        &mut self,
+        talk_mask: &MaskSource,
+        listen_mask: &MaskSource,
+    ) -> Result<ChunkAudioTokens, AudioError> {
         if !self.ready() {
             let (t, l) = self.pushed_samples();
             return Err(AudioError::NotEnoughAudio {
@@ -128,10 +132,7 @@ impl AudioConditioner {
         let mask = full_mask(&chunk.voice_activity, chunk.pad_frames, source)?;
         let masked = apply_frame_mask(&chunk.features, &mask)?;
         let tokens = self.projection.forward_chunk(&masked, chunk.pad_frames)?;
-        let core = mask
-            .get(chunk.pad_frames..mask.len().saturating_sub(chunk.pad_frames))
-            .unwrap_or_default()
-            .to_vec();
+        let core = mask.get(chunk.pad_frames..mask.len().saturating_sub(chunk.pad_frames)).unwrap_or_default().to_vec();
         Ok((tokens, core))
     }
 }
@@ -171,8 +172,16 @@ mod tests {
         let cfg = ModelConfig::tiny();
         let varmap = candle_nn::VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = Wav2Vec2Model::new(&cfg.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, vb.pp("wav2vec2")).unwrap();
-        let proj = AudioProjection::new(&cfg.audio, cfg.dit.hidden_size(), cfg.dit.audio_tokens_per_frame, vb.pp("audio_proj")).unwrap();
+        let model =
+            Wav2Vec2Model::new(&cfg.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, vb.pp("wav2vec2"))
+                .unwrap();
+        let proj = AudioProjection::new(
+            &cfg.audio,
+            cfg.dit.hidden_size(),
+            cfg.dit.audio_tokens_per_frame,
+            vb.pp("audio_proj"),
+        )
+        .unwrap();
         (AudioConditioner::new(model, proj, &cfg).unwrap(), cfg)
     }
 

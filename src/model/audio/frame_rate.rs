@@ -66,15 +66,10 @@ impl FrameRateMap {
     /// frame `first_feature`, at the global video frames `video_frames`:
     /// returns [B, L, video_frames.len(), H]. Positions outside the available
     /// feature frames are clamped to the first / last one.
-    pub fn resample(
-        &self,
-        features: &Tensor,
-        first_feature: u64,
-        video_frames: &[u64],
-    ) -> Result<Tensor, AudioError> {
-        let (_b, _l, t, _h) = features.dims4().map_err(|_| {
-            AudioError::BadInput(format!("features must be [B, L, T, H], got {:?}", features.dims()))
-        })?;
+    pub fn resample(&self, features: &Tensor, first_feature: u64, video_frames: &[u64]) -> Result<Tensor, AudioError> {
+        let (_b, _l, t, _h) = features
+            .dims4()
+            .map_err(|_| AudioError::BadInput(format!("features must be [B, L, T, H], got {:?}", features.dims())))?;
         if t == 0 || video_frames.is_empty() {
             return Err(AudioError::BadInput(format!(
                 "cannot resample {t} feature frames to {} video frames",

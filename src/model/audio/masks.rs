@@ -17,9 +17,9 @@ use super::AudioError;
 /// normal case; values in between fade a frame). The encoder input is not
 /// touched: this only scales its output.
 pub fn apply_frame_mask(features: &Tensor, mask: &[f32]) -> Result<Tensor, AudioError> {
-    let (_b, _l, n, _h) = features.dims4().map_err(|_| {
-        AudioError::BadInput(format!("features must be [B, L, N, H], got {:?}", features.dims()))
-    })?;
+    let (_b, _l, n, _h) = features
+        .dims4()
+        .map_err(|_| AudioError::BadInput(format!("features must be [B, L, N, H], got {:?}", features.dims())))?;
     validate_mask(mask)?;
     if mask.len() != n {
         return Err(AudioError::BadInput(format!(

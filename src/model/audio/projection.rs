@@ -60,12 +60,7 @@ impl AudioProjection {
     /// Tensors: `layer_weights` [L+1], `fc1.{weight,bias}`
     /// [proj_hidden, (4 + 2w) * H], `fc2.{weight,bias}`
     /// [tokens * dit_dim, proj_hidden], `norm.{weight,bias}` [dit_dim].
-    pub fn new(
-        cfg: &AudioConfig,
-        dit_dim: usize,
-        tokens_per_frame: usize,
-        vb: VarBuilder,
-    ) -> Result<Self, AudioError> {
+    pub fn new(cfg: &AudioConfig, dit_dim: usize, tokens_per_frame: usize, vb: VarBuilder) -> Result<Self, AudioError> {
         if dit_dim == 0 || tokens_per_frame == 0 || cfg.proj_hidden == 0 {
             return Err(AudioError::Config(format!(
                 "audio projection needs dit_dim ({dit_dim}), tokens_per_frame ({tokens_per_frame}) and proj_hidden ({}) > 0",
@@ -105,9 +100,9 @@ impl AudioProjection {
     /// Features [B, L+1, N, H] at video fps and, per latent frame, the
     /// `window_len()` video-frame indices it reads -> [B, F, tokens, D].
     pub fn forward_windows(&self, features: &Tensor, windows: &[Vec<usize>]) -> Result<Tensor, AudioError> {
-        let (b, l, n, h) = features.dims4().map_err(|_| {
-            AudioError::BadInput(format!("features must be [B, L+1, N, H], got {:?}", features.dims()))
-        })?;
+        let (b, l, n, h) = features
+            .dims4()
+            .map_err(|_| AudioError::BadInput(format!("features must be [B, L+1, N, H], got {:?}", features.dims())))?;
         if l != self.num_states || h != self.feature_dim {
             return Err(AudioError::BadInput(format!(
                 "features have {l} states of width {h}, the projection expects {} of width {}",
@@ -173,9 +168,7 @@ impl AudioProjection {
 /// clamped to `[0, n_video)`. Requires `n_video = 1 + 4k`.
 pub fn clip_windows(n_video: usize, proj_window: usize) -> Result<Vec<Vec<usize>>, AudioError> {
     if n_video == 0 || (n_video - 1) % FRAMES_PER_LATENT != 0 {
-        return Err(AudioError::BadInput(format!(
-            "a clip of {n_video} video frames is not 1 + 4k frames (Wan VAE)"
-        )));
+        return Err(AudioError::BadInput(format!("a clip of {n_video} video frames is not 1 + 4k frames (Wan VAE)")));
     }
     let n_latent = 1 + (n_video - 1) / FRAMES_PER_LATENT;
     let w = proj_window as i64;
@@ -191,9 +184,7 @@ pub fn clip_windows(n_video: usize, proj_window: usize) -> Result<Vec<Vec<usize>
 /// Windows of a streaming chunk with `pad` context frames each side:
 /// latent c reads chunk frames `4c ..= 4c + 3 + 2 * pad`.
 pub fn chunk_windows(n_latent: usize, pad: usize) -> Vec<Vec<usize>> {
-    (0..n_latent)
-        .map(|c| (FRAMES_PER_LATENT * c..FRAMES_PER_LATENT * (c + 1) + 2 * pad).collect())
-        .collect()
+    (0..n_latent).map(|c| (FRAMES_PER_LATENT * c..FRAMES_PER_LATENT * (c + 1) + 2 * pad).collect()).collect()
 }
 
 #[cfg(test)]
@@ -206,8 +197,13 @@ mod tests {
         let cfg = ModelConfig::tiny();
         let varmap = candle_nn::VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let p = AudioProjection::new(&cfg.audio, cfg.dit.hidden_size(), cfg.dit.audio_tokens_per_frame, vb.pp("audio_proj"))
-            .unwrap();
+        let p = AudioProjection::new(
+            &cfg.audio,
+            cfg.dit.hidden_size(),
+            cfg.dit.audio_tokens_per_frame,
+            vb.pp("audio_proj"),
+        )
+        .unwrap();
         (p, cfg)
     }
 

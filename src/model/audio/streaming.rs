@@ -171,12 +171,7 @@ pub struct StreamingAudioEncoder {
 impl StreamingAudioEncoder {
     /// `fps` and `frames_per_chunk` come from the stream config
     /// (24, chunk_frames * 4 = 12).
-    pub fn new(
-        model: Wav2Vec2Model,
-        cfg: &AudioConfig,
-        fps: u32,
-        frames_per_chunk: usize,
-    ) -> Result<Self, AudioError> {
+    pub fn new(model: Wav2Vec2Model, cfg: &AudioConfig, fps: u32, frames_per_chunk: usize) -> Result<Self, AudioError> {
         let geometry = ChunkGeometry::new(cfg, fps, frames_per_chunk)?;
         let (s, e) = geometry.window(1_000);
         let max_buffered = (e - s) as usize + (DEFAULT_SLACK_S * cfg.sample_rate as f64) as usize;
@@ -383,7 +378,8 @@ fn encode_windows(
     let device = model.device().clone();
     let flat: Vec<f32> = windows.iter().flat_map(|w| w.samples.iter().copied()).collect();
     let x = Tensor::from_vec(flat, (windows.len(), len), &device)?;
-    let _span = tracing::debug_span!("wav2vec2_window", chunk = first.chunk, samples = len, batch = windows.len()).entered();
+    let _span =
+        tracing::debug_span!("wav2vec2_window", chunk = first.chunk, samples = len, batch = windows.len()).entered();
     let hidden = match stats {
         Some(stats) => model.forward_streaming(&x, first.start, stats)?.hidden_states,
         None => model.forward(&x)?.hidden_states,

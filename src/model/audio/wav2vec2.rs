@@ -157,13 +157,7 @@ impl PositionalConvEmbedding {
         } else {
             vb.get_with_hints(shape, "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?
         };
-        Ok(Self {
-            weight,
-            bias: vb.get(h, "bias")?,
-            padding: k / 2,
-            groups,
-            remove_last: k % 2 == 0,
-        })
+        Ok(Self { weight, bias: vb.get(h, "bias")?, padding: k / 2, groups, remove_last: k % 2 == 0 })
     }
 
     /// [B, T, H] -> [B, T, H]
@@ -287,11 +281,7 @@ impl Wav2Vec2Model {
     /// Build from a `VarBuilder` rooted at the `Wav2Vec2Model` (tensor names
     /// `feature_extractor.*`, `feature_projection.*`, `encoder.*`). For a
     /// `Wav2Vec2ForCTC` checkpoint pass `vb.pp("wav2vec2")`.
-    pub fn new(
-        cfg: &Wav2Vec2Config,
-        normalization: InputNormalization,
-        vb: VarBuilder,
-    ) -> Result<Self, AudioError> {
+    pub fn new(cfg: &Wav2Vec2Config, normalization: InputNormalization, vb: VarBuilder) -> Result<Self, AudioError> {
         validate(cfg)?;
         let fe = vb.pp("feature_extractor").pp("conv_layers");
         let mut conv_layers = Vec::with_capacity(cfg.conv_dim.len());
@@ -300,7 +290,8 @@ impl Wav2Vec2Model {
             let k = cfg.conv_kernel[i];
             let vb_l = fe.pp(i);
             // Kaiming init only matters for a fresh VarMap (random-weight models).
-            let weight = vb_l.pp("conv").get_with_hints((c_out, c_in, k), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+            let weight =
+                vb_l.pp("conv").get_with_hints((c_out, c_in, k), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
             let bias = if cfg.conv_bias { Some(vb_l.pp("conv").get(c_out, "bias")?) } else { None };
             let norm = match (cfg.feat_extract_norm.as_str(), i) {
                 ("group", 0) => {
@@ -485,11 +476,7 @@ impl Wav2Vec2Model {
             h = layer.forward(&h)?;
             states.push(h.clone());
         }
-        let last_hidden_state = if self.cfg.do_stable_layer_norm {
-            self.encoder_layer_norm.forward(&h)?
-        } else {
-            h
-        };
+        let last_hidden_state = if self.cfg.do_stable_layer_norm { self.encoder_layer_norm.forward(&h)? } else { h };
         Ok(Wav2Vec2Output { hidden_states: Tensor::stack(&states, 1)?, last_hidden_state })
     }
 }

@@ -80,23 +80,13 @@ pub(crate) struct BlockAudioAttention {
 impl BlockAudioAttention {
     /// Whether the block under `vb` has audio weights (checked on `to_q`).
     pub(crate) fn present(vb: &VarBuilder) -> (bool, bool) {
-        (
-            vb.contains_tensor("talk_audio_attn.to_q.weight"),
-            vb.contains_tensor("listen_audio_attn.to_q.weight"),
-        )
+        (vb.contains_tensor("talk_audio_attn.to_q.weight"), vb.contains_tensor("listen_audio_attn.to_q.weight"))
     }
 
     pub(crate) fn new(dim: usize, heads: usize, eps: f64, vb: &VarBuilder) -> Result<Self> {
         Ok(Self {
             talk: FrameAudioAttention::new(dim, heads, eps, vb, "norm_talk", "talk_audio_attn")?,
-            listen: FrameAudioAttention::new(
-                dim,
-                heads,
-                eps,
-                vb,
-                "norm_listen",
-                "listen_audio_attn",
-            )?,
+            listen: FrameAudioAttention::new(dim, heads, eps, vb, "norm_listen", "listen_audio_attn")?,
         })
     }
 

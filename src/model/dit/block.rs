@@ -62,19 +62,9 @@ impl DitBlock {
         let dim = cfg.hidden_size();
         let heads = cfg.num_attention_heads;
         let dev = vb.device().clone();
-        let norm2 = if cfg.cross_attn_norm {
-            Some(Fp32LayerNorm::affine(dim, cfg.eps, vb.pp("norm2"))?)
-        } else {
-            None
-        };
-        let audio = if with_audio {
-            Some(BlockAudioAttention::new(dim, heads, cfg.eps, &vb)?)
-        } else {
-            None
-        };
-        let sst = vb
-            .to_dtype(DType::F32)
-            .get((1, 6, dim), "scale_shift_table")?;
+        let norm2 = if cfg.cross_attn_norm { Some(Fp32LayerNorm::affine(dim, cfg.eps, vb.pp("norm2"))?) } else { None };
+        let audio = if with_audio { Some(BlockAudioAttention::new(dim, heads, cfg.eps, &vb)?) } else { None };
+        let sst = vb.to_dtype(DType::F32).get((1, 6, dim), "scale_shift_table")?;
         Ok(Self {
             norm1: Fp32LayerNorm::plain(dim, cfg.eps, &dev)?,
             attn1: WanAttention::new(dim, dim, heads, cfg.eps, vb.pp("attn1"))?,
@@ -143,11 +133,7 @@ impl DitBlock {
         Ok((gated_residual(&x, &ff, &c_gate)?, kv))
     }
 
-    fn self_attention(
-        &self,
-        h: &Tensor,
-        sa: &SelfAttnInput<'_>,
-    ) -> Result<(Tensor, Option<LayerKv>)> {
+    fn self_attention(&self, h: &Tensor, sa: &SelfAttnInput<'_>) -> Result<(Tensor, Option<LayerKv>)> {
         let a = &self.attn1;
         let q = apply_rope(&a.split_heads(&a.query(h)?)?, sa.cos, sa.sin)?;
         let (k, v) = a.key_value(h)?;
@@ -157,10 +143,7 @@ impl DitBlock {
             Some(p) => {
                 let k_past = apply_rope(&a.split_heads(&p.kv.k)?, p.cos, p.sin)?;
                 let v_past = a.split_heads(&p.kv.v)?;
-                (
-                    Tensor::cat(&[&k_past, &k_cur], 2)?,
-                    Tensor::cat(&[&v_past, &v_cur], 2)?,
-                )
+                (Tensor::cat(&[&k_past, &k_cur], 2)?, Tensor::cat(&[&v_past, &v_cur], 2)?)
             }
             None => (k_cur, v_cur),
         };

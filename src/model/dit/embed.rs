@@ -17,21 +17,12 @@ pub(crate) struct PatchEmbedding {
 }
 
 impl PatchEmbedding {
-    pub(crate) fn new(
-        in_channels: usize,
-        dim: usize,
-        patch: [usize; 3],
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    pub(crate) fn new(in_channels: usize, dim: usize, patch: [usize; 3], vb: VarBuilder) -> Result<Self> {
         let [pt, ph, pw] = patch;
         let weight = vb.get((dim, in_channels, pt, ph, pw), "weight")?;
         let weight = weight.reshape((dim, in_channels * pt * ph * pw))?;
         let bias = vb.get(dim, "bias")?;
-        Ok(Self {
-            weight,
-            bias,
-            patch,
-        })
+        Ok(Self { weight, bias, patch })
     }
 
     /// `[B, C, F, H, W]` -> `[B, F/pt * H/ph * W/pw, dim]` (token order
@@ -45,8 +36,7 @@ impl PatchEmbedding {
             .permute(vec![0, 2, 4, 6, 1, 3, 5, 7])?
             .contiguous()?
             .reshape((b, nf * nh * nw, c * pt * ph * pw))?;
-        x.broadcast_matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)
+        x.broadcast_matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
     }
 }
 
@@ -81,12 +71,7 @@ pub(crate) struct ConditionEmbedder {
 }
 
 impl ConditionEmbedder {
-    pub(crate) fn new(
-        freq_dim: usize,
-        dim: usize,
-        text_dim: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    pub(crate) fn new(freq_dim: usize, dim: usize, text_dim: usize, vb: VarBuilder) -> Result<Self> {
         let dtype = vb.dtype();
         let time_vb = vb.pp("time_embedder").to_dtype(DType::F32);
         Ok(Self {
@@ -106,14 +91,8 @@ impl ConditionEmbedder {
         let (b, f) = timesteps.dims2()?;
         let t: Vec<f32> = timesteps.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let sinus = timestep_sinusoids(&t, self.freq_dim, timesteps.device())?;
-        let temb = self
-            .time_linear_2
-            .forward(&self.time_linear_1.forward(&sinus)?.silu()?)?
-            .to_dtype(self.dtype)?;
-        let proj = self
-            .time_proj
-            .forward(&temb.silu()?)?
-            .to_dtype(DType::F32)?;
+        let temb = self.time_linear_2.forward(&self.time_linear_1.forward(&sinus)?.silu()?)?.to_dtype(self.dtype)?;
+        let proj = self.time_proj.forward(&temb.silu()?)?.to_dtype(DType::F32)?;
         let dim = temb.dim(1)?;
         Ok((temb.reshape((b, f, dim))?, proj.reshape((b, f, 6, dim))?))
     }
@@ -121,24 +100,17 @@ impl ConditionEmbedder {
     /// `text_embedder`: `[B, Lt, text_dim]` -> `[B, Lt, dim]` (gelu-tanh MLP).
     pub(crate) fn text(&self, text: &Tensor) -> Result<Tensor> {
         let text = text.to_dtype(self.dtype)?;
-        self.text_linear_2
-            .forward(&self.text_linear_1.forward(&text)?.gelu()?)
+        self.text_linear_2.forward(&self.text_linear_1.forward(&text)?.gelu()?)
     }
 }
 
 /// diffusers `Timesteps(freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)`:
 /// `[cos(t * f_i), sin(t * f_i)]` with `f_i = exp(-ln(10000) * i / half)`,
 /// computed in f32 in the same order of operations as torch. Returns `[N, freq_dim]` f32.
-pub(crate) fn timestep_sinusoids(
-    timesteps: &[f32],
-    freq_dim: usize,
-    device: &Device,
-) -> Result<Tensor> {
+pub(crate) fn timestep_sinusoids(timesteps: &[f32], freq_dim: usize, device: &Device) -> Result<Tensor> {
     let half = freq_dim / 2;
     let neg_log = -(10000f64.ln()) as f32;
-    let freqs: Vec<f32> = (0..half)
-        .map(|i| ((neg_log * i as f32) / half as f32).exp())
-        .collect();
+    let freqs: Vec<f32> = (0..half).map(|i| ((neg_log * i as f32) / half as f32).exp()).collect();
     let mut out = Vec::with_capacity(timesteps.len() * freq_dim);
     for &t in timesteps {
         out.extend(freqs.iter().map(|&f| (t * f).cos()));
@@ -156,10 +128,7 @@ mod tests {
 
     #[test]
     fn sinusoids_are_cos_then_sin() {
-        let e = timestep_sinusoids(&[0.0, 2.0], 4, &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let e = timestep_sinusoids(&[0.0, 2.0], 4, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(e[0], vec![1.0, 1.0, 0.0, 0.0]);
         // freqs: 1, 0.01
         assert!((e[1][0] - 2f32.cos()).abs() < 1e-6);
@@ -183,24 +152,14 @@ mod tests {
         let eye = Tensor::from_vec(w, (n, c, 1, 2, 2), &dev).unwrap();
         let mut map = std::collections::HashMap::new();
         map.insert("weight".to_string(), eye);
-        map.insert(
-            "bias".to_string(),
-            Tensor::zeros(n, DType::F32, &dev).unwrap(),
-        );
+        map.insert("bias".to_string(), Tensor::zeros(n, DType::F32, &dev).unwrap());
         let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
         let pe = PatchEmbedding::new(c, n, patch, vb).unwrap();
         let x = Tensor::randn(0f32, 1., (2, c, 3, 4, 6), &dev).unwrap();
         let tokens = pe.forward(&x).unwrap();
         assert_eq!(tokens.dims(), &[2, 3 * 2 * 3, n]);
         let back = unpatchify(&tokens, (3, 2, 3), patch, c).unwrap();
-        let diff = (back - &x)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = (back - &x).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(diff, 0.0);
     }
 }

@@ -45,9 +45,7 @@ pub enum DitError {
     BadInput { name: &'static str, msg: String },
     #[error("bad DiT weights or config: {0}")]
     Weights(String),
-    #[error(
-        "audio tokens were given but the checkpoint has no talk/listen audio attention weights"
-    )]
+    #[error("audio tokens were given but the checkpoint has no talk/listen audio attention weights")]
     AudioNotSupported,
     #[error(transparent)]
     Cache(#[from] KvCacheError),
@@ -56,10 +54,7 @@ pub enum DitError {
 }
 
 fn bad(name: &'static str, msg: impl Into<String>) -> DitError {
-    DitError::BadInput {
-        name,
-        msg: msg.into(),
-    }
+    DitError::BadInput { name, msg: msg.into() }
 }
 
 /// Audio tokens already projected to the DiT width, one group per latent
@@ -90,10 +85,7 @@ pub struct TextContext {
 
 impl TextContext {
     pub fn batch(&self) -> usize {
-        self.per_block
-            .first()
-            .and_then(|(k, _)| k.dim(0).ok())
-            .unwrap_or(0)
+        self.per_block.first().and_then(|(k, _)| k.dim(0).ok()).unwrap_or(0)
     }
 }
 
@@ -121,12 +113,9 @@ impl WanDit {
     pub fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self, DitError> {
         let dim = cfg.hidden_size();
         if cfg.num_layers == 0 || cfg.patch_size.contains(&0) {
-            return Err(DitError::Weights(
-                "num_layers and patch_size must be >= 1".into(),
-            ));
+            return Err(DitError::Weights("num_layers and patch_size must be >= 1".into()));
         }
-        let rope =
-            WanRope::new(cfg.attention_head_dim).map_err(|e| DitError::Weights(e.to_string()))?;
+        let rope = WanRope::new(cfg.attention_head_dim).map_err(|e| DitError::Weights(e.to_string()))?;
         let dtype = vb.dtype();
         let device = vb.device().clone();
 
@@ -147,25 +136,12 @@ impl WanDit {
         }
         let out_dim = cfg.out_channels * cfg.patch_size.iter().product::<usize>();
         Ok(Self {
-            patch_embedding: PatchEmbedding::new(
-                cfg.in_channels,
-                dim,
-                cfg.patch_size,
-                vb.pp("patch_embedding"),
-            )?,
-            condition_embedder: ConditionEmbedder::new(
-                cfg.freq_dim,
-                dim,
-                cfg.text_dim,
-                vb.pp("condition_embedder"),
-            )?,
+            patch_embedding: PatchEmbedding::new(cfg.in_channels, dim, cfg.patch_size, vb.pp("patch_embedding"))?,
+            condition_embedder: ConditionEmbedder::new(cfg.freq_dim, dim, cfg.text_dim, vb.pp("condition_embedder"))?,
             blocks,
             norm_out: Fp32LayerNorm::plain(dim, cfg.eps, &device)?,
             proj_out: candle_nn::linear(dim, out_dim, vb.pp("proj_out"))?,
-            scale_shift_table: vb
-                .to_dtype(DType::F32)
-                .get((1, 2, dim), "scale_shift_table")?
-                .unsqueeze(0)?,
+            scale_shift_table: vb.to_dtype(DType::F32).get((1, 2, dim), "scale_shift_table")?.unsqueeze(0)?,
             rope,
             dtype,
             device,
@@ -198,26 +174,16 @@ impl WanDit {
     /// zero-padded here to `text_len` when shorter, as Wan does) and
     /// precompute every block's text K / V.
     pub fn text_context(&self, prompt_embeds: &Tensor) -> Result<TextContext, DitError> {
-        let (b, lt, d) = prompt_embeds.dims3().map_err(|_| {
-            bad(
-                "prompt_embeds",
-                format!("expected [B, Lt, text_dim], got {:?}", prompt_embeds.dims()),
-            )
-        })?;
+        let (b, lt, d) = prompt_embeds
+            .dims3()
+            .map_err(|_| bad("prompt_embeds", format!("expected [B, Lt, text_dim], got {:?}", prompt_embeds.dims())))?;
         if d != self.cfg.text_dim || lt == 0 || lt > self.cfg.text_len || b == 0 {
             return Err(bad(
                 "prompt_embeds",
-                format!(
-                    "got {:?}, need [B, 1..={}, {}]",
-                    prompt_embeds.dims(),
-                    self.cfg.text_len,
-                    self.cfg.text_dim
-                ),
+                format!("got {:?}, need [B, 1..={}, {}]", prompt_embeds.dims(), self.cfg.text_len, self.cfg.text_dim),
             ));
         }
-        let text = prompt_embeds
-            .to_device(&self.device)?
-            .to_dtype(self.dtype)?;
+        let text = prompt_embeds.to_device(&self.device)?.to_dtype(self.dtype)?;
         let text = if lt < self.cfg.text_len {
             let pad = Tensor::zeros((b, self.cfg.text_len - lt, d), self.dtype, &self.device)?;
             Tensor::cat(&[&text, &pad], 1)?
@@ -225,11 +191,7 @@ impl WanDit {
             text
         };
         let emb = self.condition_embedder.text(&text)?;
-        let per_block = self
-            .blocks
-            .iter()
-            .map(|blk| blk.text_kv(&emb))
-            .collect::<Result<_, _>>()?;
+        let per_block = self.blocks.iter().map(|blk| blk.text_kv(&emb)).collect::<Result<_, _>>()?;
         Ok(TextContext { per_block })
     }
 
@@ -248,29 +210,14 @@ impl WanDit {
     ) -> Result<Tensor, DitError> {
         let grid = self.grid(latents)?;
         let positions: Vec<usize> = (0..grid.0).collect();
-        let (cos, sin) = self
-            .rope
-            .cos_sin(&positions, grid.1, grid.2, &self.device)?;
+        let (cos, sin) = self.rope.cos_sin(&positions, grid.1, grid.2, &self.device)?;
         let mask = match mask {
             AttentionMask::Bidirectional => None,
-            AttentionMask::BlockCausal { chunk_frames } => Some(block_causal_mask(
-                grid.0,
-                grid.1 * grid.2,
-                chunk_frames,
-                &self.device,
-            )?),
+            AttentionMask::BlockCausal { chunk_frames } => {
+                Some(block_causal_mask(grid.0, grid.1 * grid.2, chunk_frames, &self.device)?)
+            }
         };
-        let (out, _) = self.run(
-            latents,
-            timesteps,
-            text,
-            audio,
-            grid,
-            (&cos, &sin),
-            mask.as_ref(),
-            None,
-            false,
-        )?;
+        let (out, _) = self.run(latents, timesteps, text, audio, grid, (&cos, &sin), mask.as_ref(), None, false)?;
         Ok(out)
     }
 
@@ -296,70 +243,36 @@ impl WanDit {
         let grid = self.grid(chunk)?;
         let (nf, nh, nw) = grid;
         if cache.num_layers() != self.blocks.len() {
-            return Err(bad(
-                "cache",
-                format!(
-                    "{} layers, the model has {}",
-                    cache.num_layers(),
-                    self.blocks.len()
-                ),
-            ));
+            return Err(bad("cache", format!("{} layers, the model has {}", cache.num_layers(), self.blocks.len())));
         }
         if !cache.is_empty() && chunk_start < cache.next_frame() {
             return Err(bad(
                 "chunk_start",
-                format!(
-                    "{chunk_start} overlaps the cache (next free frame {})",
-                    cache.next_frame()
-                ),
+                format!("{chunk_start} overlaps the cache (next free frame {})", cache.next_frame()),
             ));
         }
         let batch = chunk.dim(0)?;
         if cache.batch().is_some_and(|cb| cb != batch) {
-            return Err(bad(
-                "chunk",
-                format!("batch {batch}, the cache holds batch {:?}", cache.batch()),
-            ));
+            return Err(bad("chunk", format!("batch {batch}, the cache holds batch {:?}", cache.batch())));
         }
         if let Some(tpf) = cache.tokens_per_frame() {
             if tpf != nh * nw {
-                return Err(bad(
-                    "chunk",
-                    format!("{} tokens per frame, cache holds {tpf}", nh * nw),
-                ));
+                return Err(bad("chunk", format!("{} tokens per frame, cache holds {tpf}", nh * nw)));
             }
         }
         if chunk_start == 0 && nf != 1 {
-            return Err(bad(
-                "chunk",
-                "the reference chunk (frame 0) must be exactly 1 latent frame",
-            ));
+            return Err(bad("chunk", "the reference chunk (frame 0) must be exactly 1 latent frame"));
         }
         let positions = cache.policy().positions;
-        let current: Vec<usize> = (0..nf)
-            .map(|j| positions.position(chunk_start + j, chunk_start))
-            .collect();
+        let current: Vec<usize> = (0..nf).map(|j| positions.position(chunk_start + j, chunk_start)).collect();
         let (cos, sin) = self.rope.cos_sin(&current, nh, nw, &self.device)?;
         let past_tables = if cache.is_empty() {
             None
         } else {
-            Some(
-                self.rope
-                    .cos_sin(&cache.temporal_positions(chunk_start), nh, nw, &self.device)?,
-            )
+            Some(self.rope.cos_sin(&cache.temporal_positions(chunk_start), nh, nw, &self.device)?)
         };
         let past = past_tables.as_ref().map(|(c, s)| (&*cache, c, s));
-        let (out, kvs) = self.run(
-            chunk,
-            timesteps,
-            text,
-            audio,
-            grid,
-            (&cos, &sin),
-            None,
-            past,
-            commit,
-        )?;
+        let (out, kvs) = self.run(chunk, timesteps, text, audio, grid, (&cos, &sin), None, past, commit)?;
         if commit {
             cache.append(chunk_start, nf, kvs)?;
         }
@@ -377,30 +290,18 @@ impl WanDit {
         cache: &mut KvCache,
     ) -> Result<Tensor, DitError> {
         cache.clear();
-        let b = reference
-            .dim(0)
-            .map_err(|_| bad("reference", "expected [B, C, 1, H, W]"))?;
+        let b = reference.dim(0).map_err(|_| bad("reference", "expected [B, C, 1, H, W]"))?;
         let t = Tensor::zeros((b, 1), DType::F32, &self.device)?;
         self.forward_chunk(reference, &t, text, audio, cache, 0, true)
     }
 
     /// (frames, rows, columns) of the token grid of `latents`, validated.
     fn grid(&self, latents: &Tensor) -> Result<(usize, usize, usize), DitError> {
-        let (_, c, f, h, w) = latents.dims5().map_err(|_| {
-            bad(
-                "latents",
-                format!("expected [B, C, F, H, W], got {:?}", latents.dims()),
-            )
-        })?;
+        let (_, c, f, h, w) = latents
+            .dims5()
+            .map_err(|_| bad("latents", format!("expected [B, C, F, H, W], got {:?}", latents.dims())))?;
         let [pt, ph, pw] = self.cfg.patch_size;
-        if c != self.cfg.in_channels
-            || f == 0
-            || h == 0
-            || w == 0
-            || f % pt != 0
-            || h % ph != 0
-            || w % pw != 0
-        {
+        if c != self.cfg.in_channels || f == 0 || h == 0 || w == 0 || f % pt != 0 || h % ph != 0 || w % pw != 0 {
             return Err(bad(
                 "latents",
                 format!(
@@ -415,20 +316,12 @@ impl WanDit {
     }
 
     /// Timesteps `[B, F]` or `[B]` -> f32 `[B, F]`.
-    fn frame_timesteps(
-        &self,
-        timesteps: &Tensor,
-        b: usize,
-        frames: usize,
-    ) -> Result<Tensor, DitError> {
+    fn frame_timesteps(&self, timesteps: &Tensor, b: usize, frames: usize) -> Result<Tensor, DitError> {
         let t = timesteps.to_device(&self.device)?.to_dtype(DType::F32)?;
         match *t.dims() {
             [tb, tf] if tb == b && tf == frames => Ok(t),
             [tb] if tb == b => Ok(t.unsqueeze(1)?.repeat((1, frames))?),
-            _ => Err(bad(
-                "timesteps",
-                format!("got {:?}, need [{b}, {frames}] or [{b}]", timesteps.dims()),
-            )),
+            _ => Err(bad("timesteps", format!("got {:?}, need [{b}, {frames}] or [{b}]", timesteps.dims()))),
         }
     }
 
@@ -443,12 +336,7 @@ impl WanDit {
         if !self.has_audio_attention() {
             return Err(DitError::AudioNotSupported);
         }
-        let want = [
-            b,
-            frames,
-            self.cfg.audio_tokens_per_frame,
-            self.cfg.hidden_size(),
-        ];
+        let want = [b, frames, self.cfg.audio_tokens_per_frame, self.cfg.hidden_size()];
         for (name, t) in [("audio.talk", &a.talk), ("audio.listen", &a.listen)] {
             if t.dims() != want {
                 return Err(bad(name, format!("got {:?}, need {want:?}", t.dims())));
@@ -458,25 +346,14 @@ impl WanDit {
     }
 
     /// Text K / V of every block, repeated to batch `b` when given for batch 1.
-    fn text_for_batch(
-        &self,
-        text: &TextContext,
-        b: usize,
-    ) -> Result<Vec<(Tensor, Tensor)>, DitError> {
+    fn text_for_batch(&self, text: &TextContext, b: usize) -> Result<Vec<(Tensor, Tensor)>, DitError> {
         if text.per_block.len() != self.blocks.len() {
             return Err(bad("text", "TextContext was built by a different model"));
         }
         match text.batch() {
             tb if tb == b => Ok(text.per_block.clone()),
-            1 => text
-                .per_block
-                .iter()
-                .map(|(k, v)| Ok((k.repeat((b, 1, 1, 1))?, v.repeat((b, 1, 1, 1))?)))
-                .collect(),
-            tb => Err(bad(
-                "text",
-                format!("batch {tb} does not match latents batch {b}"),
-            )),
+            1 => text.per_block.iter().map(|(k, v)| Ok((k.repeat((b, 1, 1, 1))?, v.repeat((b, 1, 1, 1))?))).collect(),
+            tb => Err(bad("text", format!("batch {tb} does not match latents batch {b}"))),
         }
     }
 
@@ -515,10 +392,7 @@ impl WanDit {
                 cos: rope.0,
                 sin: rope.1,
                 mask,
-                past: layer_past
-                    .as_ref()
-                    .zip(past)
-                    .map(|(kv, (_, cos, sin))| PastKv { kv, cos, sin }),
+                past: layer_past.as_ref().zip(past).map(|(kv, (_, cos, sin))| PastKv { kv, cos, sin }),
                 collect_kv,
             };
             let (y, kv) = block.forward(&x, &timestep_proj, &sa, &text_kv[i], audio)?;
@@ -527,21 +401,10 @@ impl WanDit {
         }
 
         // Output head: norm_out * (1 + scale) + shift, per frame, in f32.
-        let m = self
-            .scale_shift_table
-            .broadcast_add(&temb.to_dtype(DType::F32)?.unsqueeze(2)?)?; // [B, F, 2, D]
-        let x = modulate(
-            &self.norm_out,
-            &x,
-            &m.narrow(2, 0, 1)?,
-            &m.narrow(2, 1, 1)?,
-            self.dtype,
-        )?;
+        let m = self.scale_shift_table.broadcast_add(&temb.to_dtype(DType::F32)?.unsqueeze(2)?)?; // [B, F, 2, D]
+        let x = modulate(&self.norm_out, &x, &m.narrow(2, 0, 1)?, &m.narrow(2, 1, 1)?, self.dtype)?;
         let x = self.proj_out.forward(&x)?;
-        Ok((
-            unpatchify(&x, grid, self.cfg.patch_size, self.cfg.out_channels)?,
-            kvs,
-        ))
+        Ok((unpatchify(&x, grid, self.cfg.patch_size, self.cfg.out_channels)?, kvs))
     }
 }
 
@@ -568,13 +431,7 @@ pub fn block_causal_mask(
     let mut m = Vec::with_capacity(l * l);
     for q in 0..l {
         let bq = block(q / tokens_per_frame);
-        m.extend((0..l).map(|k| {
-            if block(k / tokens_per_frame) <= bq {
-                0f32
-            } else {
-                f32::NEG_INFINITY
-            }
-        }));
+        m.extend((0..l).map(|k| if block(k / tokens_per_frame) <= bq { 0f32 } else { f32::NEG_INFINITY }));
     }
     Ok(Tensor::from_vec(m, (l, l), device)?)
 }
@@ -586,30 +443,10 @@ mod tests {
     #[test]
     fn block_causal_mask_blocks() {
         // ref + 2 chunks of 2 frames, 1 token per frame.
-        let m = block_causal_mask(5, 1, 2, &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let seen: Vec<Vec<usize>> = m
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .filter(|(_, v)| **v == 0.0)
-                    .map(|(k, _)| k)
-                    .collect()
-            })
-            .collect();
-        assert_eq!(
-            seen,
-            vec![
-                vec![0],
-                vec![0, 1, 2],
-                vec![0, 1, 2],
-                vec![0, 1, 2, 3, 4],
-                vec![0, 1, 2, 3, 4]
-            ]
-        );
+        let m = block_causal_mask(5, 1, 2, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let seen: Vec<Vec<usize>> =
+            m.iter().map(|row| row.iter().enumerate().filter(|(_, v)| **v == 0.0).map(|(k, _)| k).collect()).collect();
+        assert_eq!(seen, vec![vec![0], vec![0, 1, 2], vec![0, 1, 2], vec![0, 1, 2, 3, 4], vec![0, 1, 2, 3, 4]]);
         assert!(m[0][1].is_infinite() && m[0][1] < 0.0);
         assert!(block_causal_mask(2, 1, 0, &Device::Cpu).is_err());
     }

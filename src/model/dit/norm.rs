@@ -26,11 +26,7 @@ impl Fp32LayerNorm {
     /// With `weight` and `bias` loaded from `vb` (kept in f32).
     pub(crate) fn affine(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         let vb = vb.to_dtype(DType::F32);
-        Ok(Self {
-            weight: vb.get(dim, "weight")?,
-            bias: vb.get(dim, "bias")?,
-            eps: eps as f32,
-        })
+        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps: eps as f32 })
     }
 
     /// Normalise the last dim of `x` (any dtype); returns f32.
@@ -53,19 +49,13 @@ pub(crate) fn modulate(
     let (b, l, d) = x.dims3()?;
     let frames = shift.dim(1)?;
     let y = norm.forward(x)?.reshape((b, frames, l / frames, d))?;
-    y.broadcast_mul(&(scale + 1.0)?)?
-        .broadcast_add(shift)?
-        .reshape((b, l, d))?
-        .to_dtype(dtype)
+    y.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?.reshape((b, l, d))?.to_dtype(dtype)
 }
 
 /// `(x.float() + y.float() * gate).type_as(x)` with a per-frame gate `[B, F, 1, D]`.
 pub(crate) fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
     let (b, l, d) = x.dims3()?;
     let frames = gate.dim(1)?;
-    let y = y
-        .to_dtype(DType::F32)?
-        .reshape((b, frames, l / frames, d))?
-        .broadcast_mul(gate)?;
+    let y = y.to_dtype(DType::F32)?.reshape((b, frames, l / frames, d))?.broadcast_mul(gate)?;
     (x.to_dtype(DType::F32)? + y.reshape((b, l, d))?)?.to_dtype(x.dtype())
 }

@@ -8,7 +8,9 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::causal_conv::{conv2d_shifted_gemm, kernel_taps, next_cache, use_shifted_gemm, CacheSlot, CausalConv3d, SlotAllocator};
+use super::causal_conv::{
+    conv2d_shifted_gemm, kernel_taps, next_cache, use_shifted_gemm, CacheSlot, CausalConv3d, SlotAllocator,
+};
 
 /// diffusers `WanRMS_norm`: `F.normalize(x, dim=channel) * sqrt(C) * gamma`
 /// (no bias in the Wan VAE). Normalisation runs in f32 for half types.
@@ -21,11 +23,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// `images = false`: gamma `[C, 1, 1, 1]` (3-D use); `true`: `[C, 1, 1]`.
     pub fn new(dim: usize, images: bool, vb: VarBuilder) -> Result<Self> {
-        let gamma = if images {
-            vb.get((dim, 1, 1), "gamma")?
-        } else {
-            vb.get((dim, 1, 1, 1), "gamma")?
-        };
+        let gamma = if images { vb.get((dim, 1, 1), "gamma")? } else { vb.get((dim, 1, 1, 1), "gamma")? };
         let scale = (gamma.reshape((dim, 1, 1))? * (dim as f64).sqrt())?;
         Ok(Self { scale })
     }
@@ -56,11 +54,8 @@ pub struct ResidualBlock {
 
 impl ResidualBlock {
     pub fn new(in_dim: usize, out_dim: usize, slots: &mut SlotAllocator, vb: VarBuilder) -> Result<Self> {
-        let shortcut = if in_dim != out_dim {
-            Some(CausalConv3d::k1(in_dim, out_dim, vb.pp("conv_shortcut"))?)
-        } else {
-            None
-        };
+        let shortcut =
+            if in_dim != out_dim { Some(CausalConv3d::k1(in_dim, out_dim, vb.pp("conv_shortcut"))?) } else { None };
         Ok(Self {
             norm1: RmsNorm::new(in_dim, false, vb.pp("norm1"))?,
             conv1: CausalConv3d::k3(in_dim, out_dim, vb.pp("conv1"))?,
@@ -151,7 +146,13 @@ pub struct Resample {
 }
 
 impl Resample {
-    pub fn new(dim: usize, out_dim: usize, mode: ResampleMode, slots: &mut SlotAllocator, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        dim: usize,
+        out_dim: usize,
+        mode: ResampleMode,
+        slots: &mut SlotAllocator,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let conv_out = match mode {
             ResampleMode::Upsample2d | ResampleMode::Upsample3d => out_dim,
             _ => dim,
@@ -159,14 +160,12 @@ impl Resample {
         let conv_w = vb.get((conv_out, dim, 3, 3), "resample.1.weight")?;
         let conv_b = vb.get(conv_out, "resample.1.bias")?.reshape((1, conv_out, 1, 1))?;
         let time_conv = match mode {
-            ResampleMode::Upsample3d => Some((
-                CausalConv3d::new(dim, dim * 2, (3, 1, 1), 1, (1, 0), vb.pp("time_conv"))?,
-                slots.next(),
-            )),
-            ResampleMode::Downsample3d => Some((
-                CausalConv3d::new(dim, dim, (3, 1, 1), 2, (0, 0), vb.pp("time_conv"))?,
-                slots.next(),
-            )),
+            ResampleMode::Upsample3d => {
+                Some((CausalConv3d::new(dim, dim * 2, (3, 1, 1), 1, (1, 0), vb.pp("time_conv"))?, slots.next()))
+            }
+            ResampleMode::Downsample3d => {
+                Some((CausalConv3d::new(dim, dim, (3, 1, 1), 2, (0, 0), vb.pp("time_conv"))?, slots.next()))
+            }
             _ => None,
         };
         let upsampling = matches!(mode, ResampleMode::Upsample2d | ResampleMode::Upsample3d);
@@ -208,10 +207,9 @@ impl Resample {
                     None => up.conv2d(&self.conv_w, 1, 1, 1, 1)?,
                 }
             }
-            ResampleMode::Downsample2d | ResampleMode::Downsample3d => frames
-                .pad_with_zeros(2, 0, 1)?
-                .pad_with_zeros(3, 0, 1)?
-                .conv2d(&self.conv_w, 0, 2, 1, 1)?,
+            ResampleMode::Downsample2d | ResampleMode::Downsample3d => {
+                frames.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?.conv2d(&self.conv_w, 0, 2, 1, 1)?
+            }
         };
         let y = y.broadcast_add(&self.conv_b)?;
         let (_, co, ho, wo) = y.dims4()?;
@@ -285,7 +283,13 @@ pub struct DupUp3D {
 }
 
 impl DupUp3D {
-    pub fn new(in_channels: usize, out_channels: usize, factor_t: usize, factor_s: usize, device: &candle_core::Device) -> Result<Self> {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        factor_t: usize,
+        factor_s: usize,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
         let factor = factor_t * factor_s * factor_s;
         if (out_channels * factor) % in_channels != 0 {
             candle_core::bail!("DupUp3D: {out_channels} * {factor} not divisible by {in_channels}");
@@ -354,12 +358,8 @@ impl ResidualDownBlock {
         slots: &mut SlotAllocator,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let avg_shortcut = AvgDown3D::new(
-            in_dim,
-            out_dim,
-            if temporal_downsample { 2 } else { 1 },
-            if down_flag { 2 } else { 1 },
-        )?;
+        let avg_shortcut =
+            AvgDown3D::new(in_dim, out_dim, if temporal_downsample { 2 } else { 1 }, if down_flag { 2 } else { 1 })?;
         let mut resnets = Vec::with_capacity(num_res_blocks);
         let mut d = in_dim;
         for j in 0..num_res_blocks {

@@ -207,10 +207,7 @@ impl CausalConv3d {
             }
             ConvImpl::ShiftedGemm { taps }
         } else {
-            let weight = w
-                .permute((0, 2, 1, 3, 4))?
-                .contiguous()?
-                .reshape((out_channels, kt * in_channels, kh, kw))?;
+            let weight = w.permute((0, 2, 1, 3, 4))?.contiguous()?.reshape((out_channels, kt * in_channels, kh, kw))?;
             ConvImpl::Stacked { weight }
         };
         Ok(Self { imp, bias, kt, kh, kw, stride_t, pad_s: padding.1, time_pad: 2 * padding.0, out_channels })
@@ -247,10 +244,7 @@ impl CausalConv3d {
         }
         let (b, t_in, c, h, w) = x.dims5()?;
         if t_in < self.kt {
-            candle_core::bail!(
-                "causal conv needs at least {} frames after padding, got {t_in}",
-                self.kt
-            );
+            candle_core::bail!("causal conv needs at least {} frames after padding, got {t_in}", self.kt);
         }
         let t_out = (t_in - self.kt) / self.stride_t + 1;
         match &self.imp {
@@ -317,8 +311,13 @@ impl CausalConv3d {
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
-    
-    fn random_conv_impl(cin: usize, cout: usize, kernel: (usize, usize, usize), shifted: bool) -> (CausalConv3d, Tensor, Tensor) {
+
+    fn random_conv_impl(
+        cin: usize,
+        cout: usize,
+        kernel: (usize, usize, usize),
+        shifted: bool,
+    ) -> (CausalConv3d, Tensor, Tensor) {
         let dev = Device::Cpu;
         let (kt, kh, kw) = kernel;
         let w = Tensor::randn(0f32, 0.5, (cout, cin, kt, kh, kw), &dev).unwrap();

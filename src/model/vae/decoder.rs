@@ -28,10 +28,8 @@ impl Decoder3d {
         let mut slots = SlotAllocator::default();
         let dim = cfg.decoder_base_dim;
         let n = cfg.dim_mult.len();
-        let dims: Vec<usize> = std::iter::once(cfg.dim_mult[n - 1])
-            .chain(cfg.dim_mult.iter().rev().copied())
-            .map(|u| dim * u)
-            .collect();
+        let dims: Vec<usize> =
+            std::iter::once(cfg.dim_mult[n - 1]).chain(cfg.dim_mult.iter().rev().copied()).map(|u| dim * u).collect();
         let temporal_upsample: Vec<bool> = cfg.temperal_downsample.iter().rev().copied().collect();
         let conv_in = CausalConv3d::k3(cfg.z_dim, dims[0], vb.pp("conv_in"))?;
         let conv_in_slot = slots.next();
@@ -120,7 +118,11 @@ mod tests {
     fn rss_mb() -> u64 {
         std::fs::read_to_string("/proc/self/status")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
             .unwrap_or(0)
             / 1024
     }

@@ -52,9 +52,15 @@ pub fn validate_config(cfg: &VaeConfig) -> Result<(), VaeError> {
     }
     let n = cfg.dim_mult.len();
     if n < 2 || cfg.temperal_downsample.len() + 1 < n {
-        return bad(format!("dim_mult {:?} / temperal_downsample {:?} do not match", cfg.dim_mult, cfg.temperal_downsample));
+        return bad(format!(
+            "dim_mult {:?} / temperal_downsample {:?} do not match",
+            cfg.dim_mult, cfg.temperal_downsample
+        ));
     }
-    if cfg.patch_size == 0 || cfg.in_channels != 3 * cfg.patch_size * cfg.patch_size || cfg.out_channels != cfg.in_channels {
+    if cfg.patch_size == 0
+        || cfg.in_channels != 3 * cfg.patch_size * cfg.patch_size
+        || cfg.out_channels != cfg.in_channels
+    {
         return bad(format!(
             "in/out channels {}/{} must be 3 * patch_size^2 (patch_size {})",
             cfg.in_channels, cfg.out_channels, cfg.patch_size
@@ -62,11 +68,18 @@ pub fn validate_config(cfg: &VaeConfig) -> Result<(), VaeError> {
     }
     let spatial = cfg.patch_size << (n - 1);
     if spatial != cfg.scale_factor_spatial {
-        return bad(format!("scale_factor_spatial {} != patch_size * 2^{} = {spatial}", cfg.scale_factor_spatial, n - 1));
+        return bad(format!(
+            "scale_factor_spatial {} != patch_size * 2^{} = {spatial}",
+            cfg.scale_factor_spatial,
+            n - 1
+        ));
     }
     let temporal = 1usize << cfg.temperal_downsample[..n - 1].iter().filter(|t| **t).count();
     if temporal != cfg.scale_factor_temporal {
-        return bad(format!("scale_factor_temporal {} != 2^(temporal downsamples) = {temporal}", cfg.scale_factor_temporal));
+        return bad(format!(
+            "scale_factor_temporal {} != 2^(temporal downsamples) = {temporal}",
+            cfg.scale_factor_temporal
+        ));
     }
     if cfg.latents_mean.len() != cfg.z_dim || cfg.latents_std.len() != cfg.z_dim {
         return bad("latents_mean / latents_std must have z_dim entries".into());
@@ -104,20 +117,26 @@ pub(crate) fn patchify_to_frames(x: &Tensor, p: usize) -> candle_core::Result<Te
     if p == 1 {
         return to_frames(x);
     }
-    x.reshape(vec![b, c, t, h / p, p, w / p, p])?
-        .permute(vec![0, 2, 1, 6, 4, 3, 5])?
-        .contiguous()?
-        .reshape((b, t, c * p * p, h / p, w / p))
+    x.reshape(vec![b, c, t, h / p, p, w / p, p])?.permute(vec![0, 2, 1, 6, 4, 3, 5])?.contiguous()?.reshape((
+        b,
+        t,
+        c * p * p,
+        h / p,
+        w / p,
+    ))
 }
 
 /// Patchified frames `[B, T, C*p*p, h, w]` -> video `[B, C, T, h*p, w*p]`.
 pub(crate) fn from_frames_unpatchify(x: &Tensor, p: usize) -> candle_core::Result<Tensor> {
     let (b, t, cpp, h, w) = x.dims5()?;
     let c = cpp / (p * p);
-    x.reshape(vec![b, t, c, p, p, h, w])?
-        .permute(vec![0, 2, 1, 5, 4, 6, 3])?
-        .contiguous()?
-        .reshape((b, c, t, h * p, w * p))
+    x.reshape(vec![b, t, c, p, p, h, w])?.permute(vec![0, 2, 1, 5, 4, 6, 3])?.contiguous()?.reshape((
+        b,
+        c,
+        t,
+        h * p,
+        w * p,
+    ))
 }
 
 /// diffusers `patchify`: `[B, C, F, H, W]` -> `[B, C*p*p, F, H/p, W/p]`.
@@ -133,7 +152,9 @@ pub fn patchify(x: &Tensor, patch_size: usize) -> Result<Tensor, VaeError> {
 pub fn unpatchify(x: &Tensor, patch_size: usize) -> Result<Tensor, VaeError> {
     let (_, cpp, _, _, _) = x.dims5()?;
     if patch_size == 0 || cpp % (patch_size * patch_size) != 0 {
-        return Err(VaeError::InvalidInput(format!("{cpp} channels do not divide into {patch_size}x{patch_size} patches")));
+        return Err(VaeError::InvalidInput(format!(
+            "{cpp} channels do not divide into {patch_size}x{patch_size} patches"
+        )));
     }
     Ok(from_frames_unpatchify(&to_frames(x)?, patch_size)?)
 }
@@ -283,7 +304,10 @@ impl WanVae {
         let mut stream = self.streaming_decoder();
         let f = if z.rank() == 5 { z.dim(2)? } else { 0 };
         if f == 0 {
-            return Err(VaeError::InvalidInput(format!("latents must be [B, z, F, h, w] with F >= 1, got {:?}", z.dims())));
+            return Err(VaeError::InvalidInput(format!(
+                "latents must be [B, z, F, h, w] with F >= 1, got {:?}",
+                z.dims()
+            )));
         }
         let mut outs = vec![stream.decode_chunk(&z.narrow(2, 0, 1)?)?];
         let mut start = 1;
@@ -319,8 +343,21 @@ mod tests {
         assert_eq!(p.dims(), &[2, 12, 2, 2, 3]);
         // Channel (c, r, q): c = 1, r (column offset) = 1, q (row offset) = 0.
         let ch = 4 + 2;
-        let got: f32 = p.get(1).unwrap().get(ch).unwrap().get(1).unwrap().get(1).unwrap().get(2).unwrap().to_scalar().unwrap();
-        let want: f32 = x.get(1).unwrap().get(1).unwrap().get(1).unwrap().get(2).unwrap().get(2 * 2 + 1).unwrap().to_scalar().unwrap();
+        let got: f32 =
+            p.get(1).unwrap().get(ch).unwrap().get(1).unwrap().get(1).unwrap().get(2).unwrap().to_scalar().unwrap();
+        let want: f32 = x
+            .get(1)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .get(2)
+            .unwrap()
+            .get(2 * 2 + 1)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_eq!(got, want);
         let back = unpatchify(&p, 2).unwrap();
         let diff: f32 = (back - &x).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
@@ -338,11 +375,14 @@ mod tests {
         let n = LatentNorm::new(&cfg, &Device::Cpu, DType::F32).unwrap();
         let mu = Tensor::randn(0f32, 1.0, (1, 48, 2, 3, 4), &Device::Cpu).unwrap();
         let z = n.normalize(&mu).unwrap();
-        let c7: f32 = z.get(0).unwrap().get(7).unwrap().get(1).unwrap().get(2).unwrap().get(3).unwrap().to_scalar().unwrap();
-        let m7: f32 = mu.get(0).unwrap().get(7).unwrap().get(1).unwrap().get(2).unwrap().get(3).unwrap().to_scalar().unwrap();
+        let c7: f32 =
+            z.get(0).unwrap().get(7).unwrap().get(1).unwrap().get(2).unwrap().get(3).unwrap().to_scalar().unwrap();
+        let m7: f32 =
+            mu.get(0).unwrap().get(7).unwrap().get(1).unwrap().get(2).unwrap().get(3).unwrap().to_scalar().unwrap();
         assert!((c7 - (m7 - 0.1557) / 0.5013).abs() < 1e-5);
         let back = n.denormalize(&z).unwrap();
-        let diff: f32 = (back - &mu).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let diff: f32 =
+            (back - &mu).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
         assert!(diff < 1e-5);
     }
 

@@ -29,7 +29,13 @@ pub struct StreamingDecoder {
 }
 
 impl StreamingDecoder {
-    pub(super) fn new(decoder: VaeDecoder, z_dim: usize, patch_size: usize, temporal_factor: usize, dtype: DType) -> Self {
+    pub(super) fn new(
+        decoder: VaeDecoder,
+        z_dim: usize,
+        patch_size: usize,
+        temporal_factor: usize,
+        dtype: DType,
+    ) -> Self {
         let cache = vec![CacheSlot::Empty; decoder.num_cache_slots()];
         Self { decoder, cache, z_dim, patch_size, temporal_factor, dtype, frames_in: 0, geometry: None }
     }
@@ -69,7 +75,10 @@ impl StreamingDecoder {
         }
         let (b, c, f, h, w) = (dims[0], dims[1], dims[2], dims[3], dims[4]);
         if c != self.z_dim {
-            return Err(VaeError::InvalidInput(format!("latent chunk has {c} channels, the VAE expects {}", self.z_dim)));
+            return Err(VaeError::InvalidInput(format!(
+                "latent chunk has {c} channels, the VAE expects {}",
+                self.z_dim
+            )));
         }
         if f == 0 || h == 0 || w == 0 || b == 0 {
             return Err(VaeError::InvalidInput(format!("empty latent chunk {dims:?}")));

@@ -30,10 +30,7 @@ impl CheckpointFile {
             let mut sample: Vec<&str> = file.tensors().keys().map(|s| s.as_str()).collect();
             sample.sort_unstable();
             sample.truncate(5);
-            WeightsError::UnknownFile {
-                path: file.display_path(),
-                sample: sample.join(", "),
-            }
+            WeightsError::UnknownFile { path: file.display_path(), sample: sample.join(", ") }
         })?;
         let mut canonical = HashMap::with_capacity(file.tensors().len());
         for stored in file.tensors().keys() {
@@ -43,12 +40,7 @@ impl CheckpointFile {
             }
             canonical.insert(name, stored.clone());
         }
-        Ok(Self {
-            file,
-            kind,
-            scheme,
-            canonical,
-        })
+        Ok(Self { file, kind, scheme, canonical })
     }
 
     pub fn display_path(&self) -> String {
@@ -65,16 +57,11 @@ pub struct CheckpointBackend {
 
 impl CheckpointBackend {
     pub fn new(files: Vec<Arc<CheckpointFile>>, component: impl Into<String>) -> Self {
-        Self {
-            files,
-            component: component.into(),
-        }
+        Self { files, component: component.into() }
     }
 
     fn find(&self, name: &str) -> Option<(&CheckpointFile, &str)> {
-        self.files
-            .iter()
-            .find_map(|f| f.canonical.get(name).map(|stored| (f.as_ref(), stored.as_str())))
+        self.files.iter().find_map(|f| f.canonical.get(name).map(|stored| (f.as_ref(), stored.as_str())))
     }
 
     fn missing(&self, name: &str) -> WeightsError {
@@ -83,10 +70,7 @@ impl CheckpointBackend {
         } else {
             self.files.iter().map(|f| f.display_path()).collect::<Vec<_>>().join(", ")
         };
-        WeightsError::MissingTensor {
-            name: name.to_string(),
-            looked_in,
-        }
+        WeightsError::MissingTensor { name: name.to_string(), looked_in }
     }
 
     /// Load `name` with its stored shape (no shape check).
@@ -114,7 +98,14 @@ impl CheckpointBackend {
 }
 
 impl SimpleBackend for CheckpointBackend {
-    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         self.load(name, &s, dtype, dev).map_err(candle_core::Error::wrap)
     }
 

@@ -93,7 +93,12 @@ fn shape_accepted(name: &str, got: &[usize], expected: &[usize]) -> bool {
     if got == expected {
         return true;
     }
-    name == "prompt_embeds" && got.len() == 2 && expected.len() == 2 && got[1] == expected[1] && got[0] <= expected[0] && got[0] > 0
+    name == "prompt_embeds"
+        && got.len() == 2
+        && expected.len() == 2
+        && got[1] == expected[1]
+        && got[0] <= expected[0]
+        && got[0] > 0
 }
 
 /// Compare `files` against `expected`.
@@ -149,11 +154,7 @@ pub fn check_files(files: &[Arc<CheckpointFile>], expected: &ExpectedTensors) ->
             continue;
         }
         let have = found.get(kind);
-        let missing: Vec<String> = want
-            .keys()
-            .filter(|n| !have.is_some_and(|h| h.contains(*n)))
-            .cloned()
-            .collect();
+        let missing: Vec<String> = want.keys().filter(|n| !have.is_some_and(|h| h.contains(*n))).cloned().collect();
         report.missing.insert(*kind, missing);
     }
     report
@@ -182,7 +183,11 @@ impl fmt::Display for CheckReport {
                 writeln!(f, "  ... and {} more unexpected", fr.unexpected.len() - SHOW)?;
             }
             for m in fr.mismatched.iter().take(SHOW) {
-                writeln!(f, "  shape mismatch: {} (stored `{}`): file {:?}, model {:?}", m.name, m.stored, m.got, m.expected)?;
+                writeln!(
+                    f,
+                    "  shape mismatch: {} (stored `{}`): file {:?}, model {:?}",
+                    m.name, m.stored, m.got, m.expected
+                )?;
             }
             if fr.mismatched.len() > SHOW {
                 writeln!(f, "  ... and {} more mismatches", fr.mismatched.len() - SHOW)?;

@@ -54,7 +54,10 @@ mod tests {
         assert_eq!(dit["patch_embedding.weight"], vec![3072, 48, 1, 2, 2]);
         let ours = &e.by_kind[&FileKind::StreamAvatarAudio];
         assert!(ours.contains_key("blocks.29.talk_audio_attn.to_q.weight"));
-        assert!(ours.contains_key("blocks.0.norm_listen.weight") || ours.keys().any(|k| k.starts_with("blocks.0.norm_listen")));
+        assert!(
+            ours.contains_key("blocks.0.norm_listen.weight")
+                || ours.keys().any(|k| k.starts_with("blocks.0.norm_listen"))
+        );
         assert_eq!(ours["prompt_embeds"], vec![512, 4096]);
         assert!(e.by_kind[&FileKind::Vae].contains_key("decoder.conv_in.weight"));
         assert!(e.by_kind[&FileKind::Wav2Vec2].contains_key("encoder.layers.11.attention.q_proj.weight"));

@@ -44,14 +44,10 @@ pub enum WeightsError {
     UnsupportedDtype { path: String, name: String, dtype: String },
     #[error("missing tensor `{name}` (looked in: {looked_in})")]
     MissingTensor { name: String, looked_in: String },
-    #[error("weights file {path}: tensor `{name}` (stored as `{stored}`) has shape {got:?}, the model expects {expected:?}")]
-    ShapeMismatch {
-        path: String,
-        name: String,
-        stored: String,
-        got: Vec<usize>,
-        expected: Vec<usize>,
-    },
+    #[error(
+        "weights file {path}: tensor `{name}` (stored as `{stored}`) has shape {got:?}, the model expects {expected:?}"
+    )]
+    ShapeMismatch { path: String, name: String, stored: String, got: Vec<usize>, expected: Vec<usize> },
     #[error("weights file {path}: cannot tell what model it holds (first tensors: {sample})")]
     UnknownFile { path: String, sample: String },
     #[error("{context}: {source}")]
@@ -101,10 +97,7 @@ pub struct ModelWeights {
 impl ModelWeights {
     /// Map every file and detect its kind and naming scheme.
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Self, WeightsError> {
-        let files = paths
-            .iter()
-            .map(|p| CheckpointFile::open(p).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let files = paths.iter().map(|p| CheckpointFile::open(p).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self { files })
     }
 
@@ -120,12 +113,7 @@ impl ModelWeights {
     /// A `VarBuilder` serving `component`'s canonical names, loading with
     /// `dtype` onto `device`.
     pub fn var_builder(&self, component: Component, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        let files: Vec<_> = self
-            .files
-            .iter()
-            .filter(|f| component.kinds().contains(&f.kind))
-            .cloned()
-            .collect();
+        let files: Vec<_> = self.files.iter().filter(|f| component.kinds().contains(&f.kind)).cloned().collect();
         let backend = CheckpointBackend::new(files, component.describe());
         VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
     }
@@ -155,10 +143,7 @@ impl ModelWeights {
 /// `text_len` as Wan does. A backend without the tensor stored (random
 /// weights) is asked for the full `[text_len, text_dim]` shape.
 pub fn load_prompt_embeds(vb: &VarBuilder, text_len: usize, text_dim: usize) -> Result<Tensor, WeightsError> {
-    let candle = |source| WeightsError::Candle {
-        context: "prompt_embeds".into(),
-        source,
-    };
+    let candle = |source| WeightsError::Candle { context: "prompt_embeds".into(), source };
     let t = if vb.contains_tensor("prompt_embeds") {
         let t = vb.get_unchecked_dtype("prompt_embeds", vb.dtype()).map_err(candle)?;
         let dims = t.dims().to_vec();

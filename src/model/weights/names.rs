@@ -71,7 +71,12 @@ pub fn is_streamavatar_audio_name(canonical: &str) -> bool {
 /// Guess kind and scheme of a file from its stored tensor names.
 pub fn classify<'a>(names: impl IntoIterator<Item = &'a str> + Clone) -> Option<(FileKind, NameScheme)> {
     let any = |f: &dyn Fn(&str) -> bool| names.clone().into_iter().any(f);
-    if any(&|n| n == "prompt_embeds" || n.starts_with("audio_proj.") || n.contains(".talk_audio_attn.") || n.contains(".listen_audio_attn.")) {
+    if any(&|n| {
+        n == "prompt_embeds"
+            || n.starts_with("audio_proj.")
+            || n.contains(".talk_audio_attn.")
+            || n.contains(".listen_audio_attn.")
+    }) {
         // Our file; an old export may carry them next to the DiT, which is
         // fine: the transformer tensors are then served from it as well.
         if !any(&|n| n.starts_with("patch_embedding.")) {
@@ -84,10 +89,16 @@ pub fn classify<'a>(names: impl IntoIterator<Item = &'a str> + Clone) -> Option<
     if any(&|n| n.starts_with("feature_extractor.") || n.starts_with("feature_projection.")) {
         return Some((FileKind::Wav2Vec2, NameScheme::Canonical));
     }
-    if any(&|n| n.starts_with("encoder.downsamples.") || n.starts_with("decoder.upsamples.") || n.starts_with("decoder.middle.")) {
+    if any(&|n| {
+        n.starts_with("encoder.downsamples.") || n.starts_with("decoder.upsamples.") || n.starts_with("decoder.middle.")
+    }) {
         return Some((FileKind::Vae, NameScheme::Wan));
     }
-    if any(&|n| n.starts_with("encoder.down_blocks.") || n.starts_with("decoder.up_blocks.") || n.starts_with("post_quant_conv.")) {
+    if any(&|n| {
+        n.starts_with("encoder.down_blocks.")
+            || n.starts_with("decoder.up_blocks.")
+            || n.starts_with("post_quant_conv.")
+    }) {
         return Some((FileKind::Vae, NameScheme::Canonical));
     }
     if any(&|n| n.starts_with("model.diffusion_model.")) {
@@ -299,10 +310,7 @@ mod tests {
             ("encoder.middle.2.residual.6.weight", "encoder.mid_block.resnets.1.conv2.weight"),
             ("decoder.middle.1.to_qkv.weight", "decoder.mid_block.attentions.0.to_qkv.weight"),
             ("decoder.middle.1.norm.gamma", "decoder.mid_block.attentions.0.norm.gamma"),
-            (
-                "encoder.downsamples.1.downsamples.0.residual.3.gamma",
-                "encoder.down_blocks.1.resnets.0.norm2.gamma",
-            ),
+            ("encoder.downsamples.1.downsamples.0.residual.3.gamma", "encoder.down_blocks.1.resnets.0.norm2.gamma"),
             (
                 "encoder.downsamples.1.downsamples.0.shortcut.weight",
                 "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
@@ -311,22 +319,10 @@ mod tests {
                 "encoder.downsamples.0.downsamples.2.resample.1.weight",
                 "encoder.down_blocks.0.downsampler.resample.1.weight",
             ),
-            (
-                "encoder.downsamples.1.downsamples.2.time_conv.bias",
-                "encoder.down_blocks.1.downsampler.time_conv.bias",
-            ),
-            (
-                "decoder.upsamples.0.upsamples.2.residual.2.weight",
-                "decoder.up_blocks.0.resnets.2.conv1.weight",
-            ),
-            (
-                "decoder.upsamples.2.upsamples.3.time_conv.weight",
-                "decoder.up_blocks.2.upsampler.time_conv.weight",
-            ),
-            (
-                "decoder.upsamples.1.upsamples.3.resample.1.bias",
-                "decoder.up_blocks.1.upsampler.resample.1.bias",
-            ),
+            ("encoder.downsamples.1.downsamples.2.time_conv.bias", "encoder.down_blocks.1.downsampler.time_conv.bias"),
+            ("decoder.upsamples.0.upsamples.2.residual.2.weight", "decoder.up_blocks.0.resnets.2.conv1.weight"),
+            ("decoder.upsamples.2.upsamples.3.time_conv.weight", "decoder.up_blocks.2.upsampler.time_conv.weight"),
+            ("decoder.upsamples.1.upsamples.3.resample.1.bias", "decoder.up_blocks.1.upsampler.resample.1.bias"),
         ];
         for (wan, diff) in cases {
             assert_eq!(wan_vae_to_diffusers(wan), diff, "{wan}");
@@ -344,13 +340,19 @@ mod tests {
             c(&["patch_embedding.weight", "blocks.0.attn1.to_q.weight"]),
             Some((FileKind::Transformer, NameScheme::Canonical))
         );
-        assert_eq!(c(&["encoder.downsamples.0.downsamples.0.residual.0.gamma"]), Some((FileKind::Vae, NameScheme::Wan)));
+        assert_eq!(
+            c(&["encoder.downsamples.0.downsamples.0.residual.0.gamma"]),
+            Some((FileKind::Vae, NameScheme::Wan))
+        );
         assert_eq!(c(&["encoder.down_blocks.0.resnets.0.norm1.gamma"]), Some((FileKind::Vae, NameScheme::Canonical)));
         assert_eq!(
             c(&["wav2vec2.feature_extractor.conv_layers.0.conv.weight", "lm_head.weight"]),
             Some((FileKind::Wav2Vec2, NameScheme::Prefixed("wav2vec2.")))
         );
-        assert_eq!(c(&["feature_extractor.conv_layers.0.conv.weight"]), Some((FileKind::Wav2Vec2, NameScheme::Canonical)));
+        assert_eq!(
+            c(&["feature_extractor.conv_layers.0.conv.weight"]),
+            Some((FileKind::Wav2Vec2, NameScheme::Canonical))
+        );
         assert_eq!(
             c(&["prompt_embeds", "blocks.0.norm_talk.weight"]),
             Some((FileKind::StreamAvatarAudio, NameScheme::Canonical))

@@ -49,7 +49,14 @@ impl RecordingBackend {
 }
 
 impl SimpleBackend for RecordingBackend {
-    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         if let Ok(mut log) = self.log.lock() {
             log.required.insert(name.to_string(), s.dims().to_vec());
         }

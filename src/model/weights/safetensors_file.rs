@@ -50,43 +50,21 @@ impl MappedSafetensors {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        let file = std::fs::File::open(&path).map_err(|source| WeightsError::Open {
-            path: shown.clone(),
-            source,
-        })?;
+        let file = std::fs::File::open(&path).map_err(|source| WeightsError::Open { path: shown.clone(), source })?;
         // SAFETY: the mapping is read-only; the usual mmap caveat applies (the
         // file must not be truncated by another process while we run).
-        let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|source| {
-            WeightsError::Open {
-                path: shown.clone(),
-                source,
-            }
-        })?;
-        let (header_len, metadata) =
-            SafeTensors::read_metadata(&mmap).map_err(|e| WeightsError::BadHeader {
-                path: shown.clone(),
-                reason: describe_header_error(&e),
-            })?;
+        let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }
+            .map_err(|source| WeightsError::Open { path: shown.clone(), source })?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&mmap)
+            .map_err(|e| WeightsError::BadHeader { path: shown.clone(), reason: describe_header_error(&e) })?;
         let tensors = metadata
             .tensors()
             .into_iter()
             .map(|(name, info)| {
-                (
-                    name,
-                    StoredTensor {
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
-                        data_offsets: info.data_offsets,
-                    },
-                )
+                (name, StoredTensor { dtype: info.dtype, shape: info.shape.clone(), data_offsets: info.data_offsets })
             })
             .collect();
-        Ok(Self {
-            path,
-            mmap,
-            data_start: 8 + header_len,
-            tensors,
-        })
+        Ok(Self { path, mmap, data_start: 8 + header_len, tensors })
     }
 
     pub fn path(&self) -> &Path {
@@ -119,10 +97,8 @@ impl MappedSafetensors {
         })?;
         let (start, end) = info.data_offsets;
         // Offsets were validated against the file length by read_metadata.
-        let bytes = self
-            .mmap
-            .get(self.data_start + start..self.data_start + end)
-            .ok_or_else(|| WeightsError::BadHeader {
+        let bytes =
+            self.mmap.get(self.data_start + start..self.data_start + end).ok_or_else(|| WeightsError::BadHeader {
                 path: self.display_path(),
                 reason: format!("tensor `{stored_name}` points outside the file"),
             })?;
@@ -145,9 +121,7 @@ fn describe_header_error(e: &safetensors::SafeTensorError) -> String {
         E::InvalidHeader(_) => "header is not UTF-8".into(),
         E::InvalidHeaderStart => "header does not start with `{`".into(),
         E::InvalidHeaderDeserialization(err) => format!("header is not valid JSON: {err}"),
-        E::MetadataIncompleteBuffer => {
-            "tensor data does not match the file length (truncated download?)".into()
-        }
+        E::MetadataIncompleteBuffer => "tensor data does not match the file length (truncated download?)".into(),
         E::InvalidOffset(name) => format!("tensor `{name}` has invalid data offsets"),
         E::TensorInvalidInfo => "a tensor's shape/dtype does not match its byte range".into(),
         E::ValidationOverflow => "a tensor shape overflows".into(),

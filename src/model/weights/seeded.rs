@@ -37,10 +37,7 @@ fn fnv1a(s: &str) -> u64 {
 
 impl SeededInitBackend {
     pub fn new(seed: u64) -> Self {
-        Self {
-            seed,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Self { seed, cache: Mutex::new(HashMap::new()) }
     }
 
     /// A `VarBuilder` with deterministic random weights.
@@ -57,7 +54,8 @@ impl SeededInitBackend {
         }
         // `weight_g` / `weight_v` / `original0/1`: weight norm, where an
         // all-zero `v` would give 0/0.
-        let is_weight = leaf.ends_with("weight") || leaf.starts_with("weight_") || leaf == "gamma" || leaf.starts_with("original");
+        let is_weight =
+            leaf.ends_with("weight") || leaf.starts_with("weight_") || leaf == "gamma" || leaf.starts_with("original");
         if default_zero && is_weight {
             if shape.rank() >= 2 {
                 return candle_nn::init::DEFAULT_KAIMING_NORMAL;
@@ -95,10 +93,8 @@ impl SeededInitBackend {
 
 impl SimpleBackend for SeededInitBackend {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("seeded weights cache poisoned".into()))?;
+        let mut cache =
+            self.cache.lock().map_err(|_| candle_core::Error::Msg("seeded weights cache poisoned".into()))?;
         if let Some(t) = cache.get(name) {
             if t.shape() != &s {
                 candle_core::bail!("seeded weights: `{name}` asked with shape {s:?} and {:?}", t.shape());
