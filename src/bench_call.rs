@@ -161,15 +161,16 @@ fn parse_cpu_seconds(stat: &str) -> Option<f64> {
 }
 
 /// Width of the envelope bins for the talk latency.
-const BIN_MS: usize = 5;
+pub const BIN_MS: usize = 5;
 
-fn envelope(pcm: &[f32], rate: usize) -> Vec<f32> {
+/// Energy envelope of `pcm` at `rate` Hz in `BIN_MS` bins.
+pub fn envelope(pcm: &[f32], rate: usize) -> Vec<f32> {
     pcm.chunks(rate * BIN_MS / 1000).map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt()).collect()
 }
 
 /// Lag (bins) of `reference` inside `signal` maximizing the normalized
 /// correlation, and that correlation.
-fn best_lag(signal: &[f32], reference: &[f32]) -> (usize, f32) {
+pub fn best_lag(signal: &[f32], reference: &[f32]) -> (usize, f32) {
     let norm = |v: &[f32]| -> Vec<f32> {
         let m = v.iter().sum::<f32>() / v.len().max(1) as f32;
         v.iter().map(|x| x - m).collect()
@@ -222,7 +223,10 @@ struct Client {
     mic_task: tokio::task::JoinHandle<()>,
 }
 
-async fn client_peer() -> Result<(Arc<RTCPeerConnection>, Arc<TrackLocalStaticSample>), webrtc::Error> {
+/// A webrtc-rs peer on loopback with an Opus send track (the caller's
+/// microphone) and a receive-only video transceiver: the client side of a
+/// WHIP call, shared by the bench and `tests/e2e_loopback.rs`.
+pub async fn client_peer() -> Result<(Arc<RTCPeerConnection>, Arc<TrackLocalStaticSample>), webrtc::Error> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;

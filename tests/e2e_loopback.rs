@@ -17,29 +17,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use openh264::formats::YUVSource;
+use streamavatar::bench_call::{best_lag, client_peer, envelope, BIN_MS};
 use streamavatar::config::ModelConfig;
 use streamavatar::generator::{AvatarSource, GeneratorError, VideoChunk};
 use streamavatar::media::frame::RgbFrame;
 use streamavatar::rtc::PeerOptions;
 use streamavatar::session::{Session, SessionError, SessionOptions, SessionSpec, TalkCommand, TalkEvent};
-use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::api::APIBuilder;
-use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
-use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp::codecs::h264::H264Packet;
 use webrtc::rtp::packetizer::Depacketizer;
-use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
-use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
-use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
-use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
-use webrtc::track::track_local::TrackLocal;
+use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 
 // 50 fps keeps the video envelope's quantization (one frame) at 20 ms.
 const FPS: u32 = 50;
@@ -171,40 +162,6 @@ fn talk_signal() -> Vec<f32> {
     out
 }
 
-/// Width of the envelope bins used for the A/V measurement.
-const BIN_MS: u64 = 5;
-
-/// Energy envelope in `BIN_MS` bins.
-fn envelope(pcm: &[f32], rate: usize) -> Vec<f32> {
-    pcm.chunks(rate * BIN_MS as usize / 1000)
-        .map(|c| (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt())
-        .collect()
-}
-
-/// Lag (in bins) of `reference` inside `signal` maximizing the normalized
-/// correlation, and that correlation.
-fn best_lag(signal: &[f32], reference: &[f32]) -> (usize, f32) {
-    let norm = |v: &[f32]| -> Vec<f32> {
-        let m = v.iter().sum::<f32>() / v.len().max(1) as f32;
-        v.iter().map(|x| x - m).collect()
-    };
-    let r = norm(reference);
-    let rn = r.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let mut best = (0, f32::MIN);
-    for lag in 0..signal.len().saturating_sub(r.len()) {
-        let s = norm(&signal[lag..lag + r.len()]);
-        let sn = s.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if sn == 0.0 || rn == 0.0 {
-            continue;
-        }
-        let c = s.iter().zip(&r).map(|(a, b)| a * b).sum::<f32>() / (sn * rn);
-        if c > best.1 {
-            best = (lag, c);
-        }
-    }
-    best
-}
-
 #[derive(Default, Clone)]
 struct Received {
     /// (arrival since t0, width, height, mean luma of the left half)
@@ -215,37 +172,6 @@ struct Received {
     /// (arrival since t0, decoded 48 kHz samples)
     audio: Vec<(Duration, Vec<f32>)>,
     decode_errors: usize,
-}
-
-async fn client_peer() -> Result<(Arc<RTCPeerConnection>, Arc<TrackLocalStaticSample>)> {
-    let mut media = MediaEngine::default();
-    media.register_default_codecs()?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
-    let mut settings = SettingEngine::default();
-    settings.set_include_loopback_candidate(true);
-    let api = APIBuilder::new()
-        .with_media_engine(media)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(settings)
-        .build();
-    let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
-    let mic = Arc::new(TrackLocalStaticSample::new(
-        RTCRtpCodecCapability {
-            mime_type: MIME_TYPE_OPUS.into(),
-            clock_rate: 48_000,
-            channels: 2,
-            ..Default::default()
-        },
-        "mic".into(),
-        "client".into(),
-    ));
-    pc.add_track(Arc::clone(&mic) as Arc<dyn TrackLocal + Send + Sync>).await?;
-    pc.add_transceiver_from_kind(
-        RTPCodecType::Video,
-        Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, send_encodings: vec![] }),
-    )
-    .await?;
-    Ok((pc, mic))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +324,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     assert_eq!(r.decode_errors, 0);
 
     // --- talk audio back on the audio track, and A/V alignment ---
-    let bin = |d: Duration| (d.as_millis() as u64 / BIN_MS) as usize;
+    let bin = |d: Duration| (d.as_millis() as u64 / BIN_MS as u64) as usize;
     let horizon = bin(t0.elapsed()) + 1;
     let mut audio_env = vec![0f32; horizon];
     for (at, pcm) in &r.audio {
@@ -421,7 +347,7 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     let (lag_a, corr_a) = best_lag(&audio_env, &reference);
     let (lag_v, corr_v) = best_lag(&video_env, &reference);
     let av_offset_ms = (lag_v as i64 - lag_a as i64) * BIN_MS as i64;
-    let talk_latency_ms = (lag_a as u64 * BIN_MS) as i64 - talk_sent_at.as_millis() as i64;
+    let talk_latency_ms = (lag_a as u64 * BIN_MS as u64) as i64 - talk_sent_at.as_millis() as i64;
     println!(
         "first frame {} ms after offer ({} ms after connect); {} frames, {fps:.2} fps; \
          audio corr {corr_a:.3} lag {} ms; video corr {corr_v:.3} lag {} ms; A/V offset {av_offset_ms} ms \
@@ -429,8 +355,8 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
         first_frame.as_millis(),
         (first_frame - connected_at).as_millis(),
         frames.len(),
-        lag_a as u64 * BIN_MS,
-        lag_v as u64 * BIN_MS,
+        lag_a as u64 * BIN_MS as u64,
+        lag_v as u64 * BIN_MS as u64,
     );
     assert!(corr_a > 0.7, "talk audio not found on the audio track (corr {corr_a:.3})");
     assert!(corr_v > 0.7, "talk energy not found in the video brightness (corr {corr_v:.3})");
