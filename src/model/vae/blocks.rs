@@ -8,9 +8,8 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::causal_conv::{
-    conv2d_shifted_gemm, kernel_taps, next_cache, use_shifted_gemm, CacheSlot, CausalConv3d, SlotAllocator,
-};
+use super::causal_conv::{next_cache, CacheSlot, CausalConv3d, SlotAllocator};
+use super::cpu_conv;
 
 /// diffusers `WanRMS_norm`: `F.normalize(x, dim=channel) * sqrt(C) * gamma`
 /// (no bias in the Wan VAE). Normalisation runs in f32 for half types.
@@ -139,9 +138,9 @@ pub struct Resample {
     /// `[C_out, C_in, 3, 3]`, bias `[1, C_out, 1, 1]`.
     conv_w: Tensor,
     conv_b: Tensor,
-    /// Per-(dy, dx) `[C_out, C_in]` matrices of `conv_w` for the CPU
-    /// shifted-GEMM path of the stride-1 (upsampling) convolution.
-    conv_taps: Option<Vec<Tensor>>,
+    /// `conv_w` as `[C_out, C_in, 1, 3, 3]` for the CPU kernel of the
+    /// stride-1 (upsampling) convolution (CPU f32 only).
+    cpu_kernel_w: Option<Tensor>,
     time_conv: Option<(CausalConv3d, usize)>,
 }
 
@@ -169,12 +168,11 @@ impl Resample {
             _ => None,
         };
         let upsampling = matches!(mode, ResampleMode::Upsample2d | ResampleMode::Upsample3d);
-        let conv_taps = if upsampling && use_shifted_gemm(vb.device(), vb.dtype(), dim) {
-            Some(kernel_taps(&conv_w)?)
-        } else {
-            None
-        };
-        Ok(Self { mode, conv_w, conv_b, conv_taps, time_conv })
+        // The 3x3 conv after upsampling through the CPU kernel: frames as a
+        // time axis and a 1x3x3 kernel.
+        let cpu_kernel_w =
+            if upsampling && cpu_conv::supported(vb.device(), vb.dtype()) { Some(conv_w.unsqueeze(2)?) } else { None };
+        Ok(Self { mode, conv_w, conv_b, cpu_kernel_w, time_conv })
     }
 
     pub fn forward(&self, x: &Tensor, cache: &mut [CacheSlot]) -> Result<Tensor> {
@@ -202,8 +200,8 @@ impl Resample {
         let y = match self.mode {
             ResampleMode::Upsample2d | ResampleMode::Upsample3d => {
                 let up = frames.upsample_nearest2d(2 * h, 2 * w)?;
-                match &self.conv_taps {
-                    Some(taps) => conv2d_shifted_gemm(&up, taps, 3, 3, 1)?,
+                match &self.cpu_kernel_w {
+                    Some(w) => cpu_conv::conv(&up.unsqueeze(0)?, w, 1)?.squeeze(0)?,
                     None => up.conv2d(&self.conv_w, 1, 1, 1, 1)?,
                 }
             }

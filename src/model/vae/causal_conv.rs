@@ -5,10 +5,9 @@
 //! (see `mod.rs`), so every per-frame operation is a plain 4-D op on
 //! `[B*T, C, H, W]`. A `kt x kh x kw` causal convolution has two
 //! implementations (same numbers, tested against each other):
-//! - CPU, f32, >= 32 channels, stride 1 in time: `kt * kh * kw` GEMMs over
-//!   zero-copy shifted views of the padded input (see
-//!   [`conv2d_shifted_gemm`]); measured 1.5-3x faster than candle 0.11's CPU
-//!   `conv2d` for the VAE's shapes.
+//! - CPU, f32, stride 1 in time: the accumulating shifted-GEMM kernel of
+//!   `cpu_conv.rs` (forward and backward; 1.3-3x faster than candle 0.11's
+//!   CPU `conv2d`, most on few channels).
 //! - otherwise: ONE 2-D convolution (cuDNN / candle kernels): the `kt`
 //!   time-shifted frame sequences are stacked along the channel axis
 //!   (`[B, T, kt*C, H, W]`) and convolved with the weight permuted to
@@ -20,6 +19,8 @@
 //! diffusers' `feat_cache` does; zero padding covers what the cache lacks.
 
 use candle_core::{Result, Tensor};
+
+use super::cpu_conv;
 use candle_nn::VarBuilder;
 
 /// Frames of history kept per cached convolution (diffusers `CACHE_T`).
@@ -71,88 +72,15 @@ pub fn next_cache(x: &Tensor, previous: Option<&Tensor>) -> Result<Tensor> {
     tail.copy()
 }
 
-/// Stride-1 convolution over frames as shifted GEMMs ("implicit GEMM").
-///
-/// `x` `[N_in, C, H, W]` (frames), `taps`: `kt * kh * kw` matrices
-/// `[C_out, C]` ordered (kt, dy, dx); output frame `n` uses input frames
-/// `n .. n + kt`. The input is copied once into channel-major padded form
-/// `[C, N_in * Hp * Wp]`; output position `o` of the flattened
-/// `[N_out, Hp, Wp]` grid then gets `taps[kt, dy, dx] @ input[:, o + kt*Hp*Wp
-/// + dy*Wp + dx]`, so every tap is ONE rank-2 GEMM over a zero-copy view
-/// spanning all frames. Junk positions (padding columns / rows) are cropped
-/// at the end. Returns `[N_out, C_out, Ho, Wo]` (a view; no bias).
-pub fn shifted_gemm_frames(x: &Tensor, taps: &[Tensor], kt: usize, kh: usize, kw: usize, pad: usize) -> Result<Tensor> {
-    let (n_in, c, h, w) = x.dims4()?;
-    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-    if n_in < kt || hp < kh || wp < kw || taps.len() != kt * kh * kw {
-        candle_core::bail!("shifted GEMM conv: input [{n_in}, {c}, {h}, {w}] (pad {pad}) too small for a {kt}x{kh}x{kw} kernel, or {} taps", taps.len());
-    }
-    let (n_out, ho, wo) = (n_in - kt + 1, hp - kh + 1, wp - kw + 1);
-    let xc = x.permute((1, 0, 2, 3))?;
-    let xp = if pad > 0 { xc.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)? } else { xc.contiguous()? };
-    let plane = hp * wp;
-    let xf = xp.reshape((c, n_in * plane))?;
-    let len = (n_out - 1) * plane + (ho - 1) * wp + wo;
-    let mut acc: Option<Tensor> = None;
-    for t in 0..kt {
-        for dy in 0..kh {
-            for dx in 0..kw {
-                let view = xf.narrow(1, t * plane + dy * wp + dx, len)?;
-                let z = taps[(t * kh + dy) * kw + dx].matmul(&view)?;
-                acc = Some(match acc {
-                    None => z,
-                    Some(a) => (a + z)?,
-                });
-            }
-        }
-    }
-    let acc = match acc {
-        Some(a) => a,
-        None => candle_core::bail!("shifted GEMM conv: empty kernel"),
-    };
-    let c_out = acc.dim(0)?;
-    acc.pad_with_zeros(1, 0, n_out * plane - len)?
-        .reshape((c_out, n_out, hp, wp))?
-        .narrow(2, 0, ho)?
-        .narrow(3, 0, wo)?
-        .permute((1, 0, 2, 3))
-}
-
-/// Stride-1 2-D convolution of `x` `[N, K, H, W]` with `taps` (`kh * kw`
-/// matrices `[C_out, K]`, row-major over (dy, dx)) and zero padding `pad`,
-/// via [`shifted_gemm_frames`]. Returns a contiguous `[N, C_out, Ho, Wo]`.
-pub fn conv2d_shifted_gemm(x: &Tensor, taps: &[Tensor], kh: usize, kw: usize, pad: usize) -> Result<Tensor> {
-    shifted_gemm_frames(x, taps, 1, kh, kw, pad)?.contiguous()
-}
-
-/// Whether the CPU shifted-GEMM path pays off: measured faster than candle's
-/// `conv2d` for f32 with >= 32 input channels; below that (the tiny test
-/// model) and for f16 the per-GEMM overhead of 27 small products loses.
-pub fn use_shifted_gemm(device: &candle_core::Device, dtype: candle_core::DType, in_channels: usize) -> bool {
-    device.is_cpu() && dtype == candle_core::DType::F32 && in_channels >= 32
-}
-
-/// The per-(dy, dx) weight matrices `[C_out, C_in]` of a `[C_out, C_in, kh, kw]` kernel.
-pub fn kernel_taps(weight: &Tensor) -> Result<Vec<Tensor>> {
-    let (_, _, kh, kw) = weight.dims4()?;
-    let mut taps = Vec::with_capacity(kh * kw);
-    for dy in 0..kh {
-        for dx in 0..kw {
-            taps.push(weight.narrow(2, dy, 1)?.narrow(3, dx, 1)?.squeeze(3)?.squeeze(2)?.contiguous()?);
-        }
-    }
-    Ok(taps)
-}
-
 /// How a [`CausalConv3d`] computes its 3-D convolution.
 #[derive(Debug, Clone)]
 enum ConvImpl {
     /// Time taps stacked into channels, one `conv2d` with weight
     /// `[C_out, kt * C_in, kh, kw]`.
     Stacked { weight: Tensor },
-    /// One `[C_out, C_in]` matrix per (kt, dy, dx) tap, applied to shifted
-    /// views (CPU, time stride 1).
-    ShiftedGemm { taps: Vec<Tensor> },
+    /// The CPU kernel of `cpu_conv.rs` (f32, time stride 1) with the
+    /// weight as loaded, `[C_out, C_in, kt, kh, kw]`.
+    CpuKernel { weight: Tensor },
 }
 
 /// diffusers `WanCausalConv3d` (an `nn.Conv3d` with causal time padding).
@@ -163,8 +91,6 @@ pub struct CausalConv3d {
     /// `[1, C_out, 1, 1]`.
     bias: Tensor,
     kt: usize,
-    kh: usize,
-    kw: usize,
     stride_t: usize,
     pad_s: usize,
     /// Frames of causal front padding (`2 * padding_t`).
@@ -184,8 +110,8 @@ impl CausalConv3d {
         padding: (usize, usize),
         vb: VarBuilder,
     ) -> Result<Self> {
-        let shifted = use_shifted_gemm(vb.device(), vb.dtype(), in_channels) && stride_t == 1;
-        Self::build(in_channels, out_channels, kernel, stride_t, padding, shifted, vb)
+        let cpu_kernel = cpu_conv::supported(vb.device(), vb.dtype()) && stride_t == 1;
+        Self::build(in_channels, out_channels, kernel, stride_t, padding, cpu_kernel, vb)
     }
 
     fn build(
@@ -194,23 +120,19 @@ impl CausalConv3d {
         kernel: (usize, usize, usize),
         stride_t: usize,
         padding: (usize, usize),
-        shifted_gemm: bool,
+        cpu_kernel: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
         let (kt, kh, kw) = kernel;
         let w = vb.get((out_channels, in_channels, kt, kh, kw), "weight")?;
         let bias = vb.get(out_channels, "bias")?.reshape((1, out_channels, 1, 1))?;
-        let imp = if shifted_gemm && stride_t == 1 {
-            let mut taps = Vec::with_capacity(kt * kh * kw);
-            for t in 0..kt {
-                taps.extend(kernel_taps(&w.narrow(2, t, 1)?.squeeze(2)?)?);
-            }
-            ConvImpl::ShiftedGemm { taps }
+        let imp = if cpu_kernel && stride_t == 1 {
+            ConvImpl::CpuKernel { weight: w }
         } else {
             let weight = w.permute((0, 2, 1, 3, 4))?.contiguous()?.reshape((out_channels, kt * in_channels, kh, kw))?;
             ConvImpl::Stacked { weight }
         };
-        Ok(Self { imp, bias, kt, kh, kw, stride_t, pad_s: padding.1, time_pad: 2 * padding.0, out_channels })
+        Ok(Self { imp, bias, kt, stride_t, pad_s: padding.1, time_pad: 2 * padding.0, out_channels })
     }
 
     /// 3x3x3, padding 1 (the common resnet / in / out convolution).
@@ -248,13 +170,10 @@ impl CausalConv3d {
         }
         let t_out = (t_in - self.kt) / self.stride_t + 1;
         match &self.imp {
-            ConvImpl::ShiftedGemm { taps } => {
-                let mut outs = Vec::with_capacity(b);
-                for bi in 0..b {
-                    outs.push(self.shifted_frames(&x.get(bi)?, taps, t_out)?);
-                }
-                let y = if b == 1 { outs.remove(0).unsqueeze(0)? } else { Tensor::stack(&outs, 0)? };
-                Ok(y)
+            ConvImpl::CpuKernel { weight } => {
+                let y = cpu_conv::conv(&x, weight, self.pad_s)?;
+                debug_assert_eq!(y.dim(1)?, t_out);
+                y.broadcast_add(&self.bias.unsqueeze(0)?)
             }
             ConvImpl::Stacked { weight } => {
                 let stacked = if self.kt == 1 && self.stride_t == 1 {
@@ -285,14 +204,6 @@ impl CausalConv3d {
         }
     }
 
-    /// ShiftedGemm path for one batch element: `x` `[T_in, C, H, W]` (time
-    /// padding already applied) -> `[T_out, C_out, H', W']`.
-    fn shifted_frames(&self, x: &Tensor, taps: &[Tensor], t_out: usize) -> Result<Tensor> {
-        let y = shifted_gemm_frames(x, taps, self.kt, self.kh, self.kw, self.pad_s)?;
-        debug_assert_eq!(y.dim(0)?, t_out);
-        y.broadcast_add(&self.bias)
-    }
-
     /// Streaming forward through one cache slot (diffusers' feat_cache
     /// protocol): uses the slot's frames as history, then stores the new tail.
     pub fn forward_cached(&self, x: &Tensor, slot: &mut CacheSlot) -> Result<Tensor> {
@@ -316,7 +227,7 @@ mod tests {
         cin: usize,
         cout: usize,
         kernel: (usize, usize, usize),
-        shifted: bool,
+        cpu_kernel: bool,
     ) -> (CausalConv3d, Tensor, Tensor) {
         let dev = Device::Cpu;
         let (kt, kh, kw) = kernel;
@@ -327,7 +238,7 @@ mod tests {
         ts.insert("bias".to_string(), bias.clone());
         let vb = VarBuilder::from_tensors(ts, DType::F32, &dev);
         let pad = (kt / 2, kh / 2);
-        (CausalConv3d::build(cin, cout, kernel, 1, pad, shifted, vb).unwrap(), w, bias)
+        (CausalConv3d::build(cin, cout, kernel, 1, pad, cpu_kernel, vb).unwrap(), w, bias)
     }
 
     fn random_conv(cin: usize, cout: usize) -> (CausalConv3d, Tensor, Tensor) {
@@ -424,7 +335,7 @@ mod tests {
         }
     }
 
-    /// The CPU shifted-GEMM path and the stacked conv2d path agree, for the
+    /// The CPU kernel path and the stacked conv2d path agree, for the
     /// 3x3x3, (3,1,1) and 1x1x1 shapes, with and without a cache.
     #[test]
     fn implementations_agree() {
@@ -436,7 +347,7 @@ mod tests {
             ts.insert("bias".to_string(), bias);
             let vb = VarBuilder::from_tensors(ts, DType::F32, &dev);
             let b = CausalConv3d::build(3, 5, kernel, 1, (kernel.0 / 2, kernel.1 / 2), false, vb).unwrap();
-            assert!(matches!(a.imp, ConvImpl::ShiftedGemm { .. }) && matches!(b.imp, ConvImpl::Stacked { .. }));
+            assert!(matches!(a.imp, ConvImpl::CpuKernel { .. }) && matches!(b.imp, ConvImpl::Stacked { .. }));
             let x = Tensor::randn(0f32, 1.0, (2, 4, 3, 5, 7), &dev).unwrap();
             let cache = Tensor::randn(0f32, 1.0, (2, 2, 3, 5, 7), &dev).unwrap();
             for c in [None, Some(&cache)] {
@@ -445,51 +356,6 @@ mod tests {
                 assert_eq!(ya.dims(), &[2, 4, 5, 5, 7]);
                 assert!(max_diff(&ya, &yb) < 1e-4, "{kernel:?}");
             }
-        }
-    }
-
-    /// The 2-D shifted-GEMM convolution equals candle's conv2d (3x3 pad 1,
-    /// 3x3 pad 0 and 1x1), on non-square input.
-    #[test]
-    fn shifted_gemm_conv2d_matches_conv2d() {
-        let dev = Device::Cpu;
-        for (k, pad) in [(3usize, 1usize), (3, 0), (1, 0)] {
-            let w = Tensor::randn(0f32, 1.0, (4, 3, k, k), &dev).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (2, 3, 5, 8), &dev).unwrap();
-            let want = x.conv2d(&w, pad, 1, 1, 1).unwrap();
-            let got = conv2d_shifted_gemm(&x, &kernel_taps(&w).unwrap(), k, k, pad).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            assert!(max_diff(&got, &want) < 1e-4, "k{k} pad{pad}");
-        }
-    }
-
-    /// Stacked conv2d vs. shifted GEMMs on VAE-like shapes (not an assertion;
-    /// `cargo test --lib causal_conv -- --ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn stacked_taps_timing() {
-        let dev = Device::Cpu;
-        for (c, hw, t) in [(8usize, 32usize, 12usize), (16, 64, 12), (32, 64, 12), (64, 64, 12), (128, 32, 12)] {
-            let (a, w, bias) = random_conv_impl(c, c, (3, 3, 3), true);
-            let mut ts = std::collections::HashMap::new();
-            ts.insert("weight".to_string(), w);
-            ts.insert("bias".to_string(), bias);
-            let vb = VarBuilder::from_tensors(ts, DType::F32, &dev);
-            let b = CausalConv3d::build(c, c, (3, 3, 3), 1, (1, 1), false, vb).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (1, t, c, hw, hw), &dev).unwrap();
-            let mut best = [f64::MAX; 2];
-            for _ in 0..3 {
-                for (i, conv) in [&b, &a].iter().enumerate() {
-                    let t0 = std::time::Instant::now();
-                    conv.forward(&x, None).unwrap();
-                    best[i] = best[i].min(t0.elapsed().as_secs_f64());
-                }
-            }
-            let gflop = 2.0 * (c * c * 27 * hw * hw * t) as f64 / 1e9;
-            eprintln!(
-                "C={c} {hw}x{hw} T={t} ({gflop:.1} GFLOP): stacked conv2d {:.0} ms ({:.1} GFLOP/s), shifted GEMMs {:.0} ms ({:.1} GFLOP/s)",
-                best[0] * 1e3, gflop / best[0], best[1] * 1e3, gflop / best[1]
-            );
         }
     }
 }

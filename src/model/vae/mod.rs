@@ -17,6 +17,7 @@
 
 mod blocks;
 mod causal_conv;
+mod cpu_conv;
 mod decoder;
 mod encoder;
 mod streaming;
