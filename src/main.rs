@@ -74,6 +74,9 @@ pub struct TrainArgs {
     /// Train on one fixed clip (overfitting / smoke check).
     #[arg(long)]
     fixed_data: bool,
+    /// vae: train on random square crops of this side (a multiple of 16).
+    #[arg(long)]
+    crop: Option<usize>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -262,6 +265,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let report = match a.stage.as_str() {
         "vae" => {
             let mut st = vae_stage::VaeStage::new(cfg, data, a.batch, Default::default(), a.seed);
+            if let Some(side) = a.crop {
+                st = st.with_crop(side)?;
+            }
             runner::run(&mut st, &opts)?
         }
         "teacher" => {
