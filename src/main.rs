@@ -31,7 +31,7 @@ enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Stage: vae | teacher | ode_init | bench (per-chunk inference cost of --config).
+    /// Stage: vae | teacher | ode_init | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out).
     stage: String,
     /// Checkpoint folder of this stage.
     #[arg(long, default_value = "runs/train")]
@@ -65,7 +65,7 @@ pub struct TrainArgs {
     /// teacher: wav2vec2 safetensors (default: seeded random, frozen).
     #[arg(long)]
     wav2vec2: Option<String>,
-    /// ode_init: the teacher's params.safetensors (default: seeded random).
+    /// ode_init: the teacher's params.safetensors (default: seeded random); export: the final student's.
     #[arg(long)]
     teacher: Option<String>,
     /// ode_init: teacher Euler steps per student interval.
@@ -245,6 +245,21 @@ fn main() -> anyhow::Result<()> {
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     use streamavatar::train::{bench, data::ClipSource, optim::AdamWConfig, runner, teacher_stage, vae_stage};
     let cfg = streamavatar::config::ModelConfig::load(&a.config)?;
+    if a.stage == "export" {
+        use streamavatar::train::export::{export, frozen_wav2vec2_seed, ExportSources};
+        let (Some(vae), Some(dit)) = (&a.vae, &a.teacher) else {
+            anyhow::bail!("train export needs --vae <stage-1 params> and --teacher <final student params> (--out = the weights folder)");
+        };
+        let src = ExportSources {
+            vae: vae.into(),
+            dit: dit.into(),
+            wav2vec2: a.wav2vec2.as_ref().map(Into::into),
+            wav2vec2_seed: frozen_wav2vec2_seed(a.seed),
+        };
+        let report = export(&cfg, &src, std::path::Path::new(&a.out))?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     if a.stage == "bench" {
         let t = bench::measure_chunk(&cfg, 2, a.steps.clamp(1, 50) as usize)?;
         println!("{}", serde_json::to_string_pretty(&t)?);

@@ -19,7 +19,7 @@ use super::TrainError;
 pub struct ClipTensors {
     /// `[1, 3, N, H, W]` in [-1, 1], `N = 1 + 4k`.
     pub video: Tensor,
-    /// `N * 16000 / 24` samples each (rounded down).
+    /// `(N + 1) * 16000 / 24` samples each (rounded down; one frame of silent tail).
     pub talk: Vec<f32>,
     pub listen: Vec<f32>,
     /// Per video frame: 1 while the avatar talks / listens.
@@ -70,7 +70,10 @@ impl ClipSource {
             }
         }
         let video = Tensor::from_vec(pix, (1, 3, n, h, w), device)?;
-        let samples = n * 16_000 / 24;
+        // One video frame of extra (silent) audio: the wav2vec2 hop (20 ms)
+        // does not divide a 24 fps frame, so the features of exactly `n`
+        // frames of audio end short of the last frame.
+        let samples = (n + 1) * 16_000 / 24;
         let cut = |a: &[f32]| {
             let mut v = a[..a.len().min(samples)].to_vec();
             v.resize(samples, 0.0);
@@ -95,7 +98,7 @@ mod tests {
         assert_eq!(c.video.dims(), &[1, 3, 9, 32, 32]);
         let (lo, hi) = (c.video.min_all()?.to_scalar::<f32>()?, c.video.max_all()?.to_scalar::<f32>()?);
         assert!(lo >= -1.0 && hi <= 1.0 && hi > lo);
-        assert_eq!(c.talk.len(), 9 * 16_000 / 24);
+        assert_eq!(c.talk.len(), 10 * 16_000 / 24);
         assert_eq!(c.talk_mask.len(), 9);
         assert!(c.talk_mask.iter().zip(&c.listen_mask).all(|(t, l)| t + l <= 1.0));
         assert_eq!(src.spec(3), src.spec(3));

@@ -17,6 +17,8 @@
 //! * [`ode_init_stage`] — stage 3: ODE initialisation of the causal student
 //!   from teacher trajectories.
 //! * [`runner`] — the resumable step loop shared by every stage.
+//! * [`export`] — trained checkpoints -> the inference weight files
+//!   (`weights/mini/`).
 //!
 //! The plan for the later stages (DMD/SiD with student forcing,
 //! adversarial refinement) is in docs/TRAINING.md.
@@ -24,6 +26,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod export;
 pub mod ode_init_stage;
 pub mod optim;
 pub mod params;

@@ -67,7 +67,7 @@ impl FrozenModules {
             wav2vec2: Wav2Vec2Model::new(
                 &cfg.audio.wav2vec2,
                 InputNormalization::ZeroMeanUnitVariance,
-                frozen_vb(wav2vec2, seed ^ 2, &dev)?,
+                frozen_vb(wav2vec2, super::export::frozen_wav2vec2_seed(seed), &dev)?,
             )?,
         })
     }

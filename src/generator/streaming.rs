@@ -69,11 +69,37 @@ impl GeneratorWeights {
         if config.name == "tiny" {
             return Ok(Self::Random { seed: RANDOM_WEIGHTS_SEED });
         }
+        if let Some(files) = bundled_weight_files(&config.name) {
+            return Ok(Self::Files(files));
+        }
         Err(GeneratorError::Model(format!(
-            "config `{}` needs weight files (--weights ...; see weights/README.md)",
-            config.name
+            "config `{}` needs weight files (--weights ...; see weights/README.md){}",
+            config.name,
+            if config.name == "mini" { "; the bundled ones belong in weights/mini/ (docs/TRAINING.md)" } else { "" }
         )))
     }
+}
+
+/// The `*.safetensors` files of a config's bundled weights folder
+/// `weights/<name>/`, looked up under `$STREAMAVATAR_WEIGHTS_DIR`, the
+/// working directory, then the source checkout this binary was built from.
+/// `None` when no such folder holds safetensors files.
+pub fn bundled_weight_files(name: &str) -> Option<Vec<PathBuf>> {
+    let mut roots = Vec::new();
+    if let Some(dir) = std::env::var_os("STREAMAVATAR_WEIGHTS_DIR") {
+        roots.push(PathBuf::from(dir));
+    }
+    roots.push(PathBuf::from("weights"));
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights"));
+    roots.into_iter().find_map(|root| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(name))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        (!files.is_empty()).then_some(files)
+    })
 }
 
 /// Run options.
