@@ -21,7 +21,6 @@ use crate::generator::{
     AudioBranch, AvatarSource, ChunkTimings, DevicePlan, GeneratorError, GeneratorOptions, GeneratorWeights,
     StreamingGenerator,
 };
-use crate::media::frame::RgbFrame;
 use crate::model::dit::{AudioTokens, WanDit};
 use crate::model::kv_cache::KvCache;
 use crate::model::sampler::NoiseSource;
@@ -76,16 +75,6 @@ pub fn synthetic_talk(start: usize, n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn gradient_reference(width: usize, height: usize) -> RgbFrame {
-    let mut data = Vec::with_capacity(width * height * 3);
-    for y in 0..height {
-        for x in 0..width {
-            data.extend_from_slice(&[(x * 255 / width.max(1)) as u8, (y * 255 / height.max(1)) as u8, 140]);
-        }
-    }
-    RgbFrame { width, height, data }
-}
-
 /// Run the benchmark.
 pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport, GeneratorError> {
     let cfg = ModelConfig::load(&spec.config).map_err(|e| GeneratorError::Model(e.to_string()))?;
@@ -98,7 +87,8 @@ pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport
 
 fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport, GeneratorError> {
     let weights = GeneratorWeights::from_cli(&cfg, &spec.weights)?;
-    let reference = gradient_reference(cfg.stream.width, cfg.stream.height);
+    // The avatar `serve` shows by default (a synth identity).
+    let reference = crate::generator::factory::default_reference(cfg.stream.width, cfg.stream.height);
     let name = cfg.name.clone();
     let mut g =
         StreamingGenerator::new(cfg, weights, &reference, &GeneratorOptions { device: spec.device.clone(), seed: 0 })?;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::config::ModelConfig;
 use crate::generator::{AvatarSource, GeneratorError, GeneratorOptions, GeneratorWeights, StreamingGenerator};
 use crate::media::frame::RgbFrame;
+use crate::media::resample::StreamResampler;
+use crate::media::wav::parse_wav;
 
 /// Errors of the render command.
 #[derive(Debug, thiserror::Error)]
@@ -56,53 +58,19 @@ pub fn load_image(path: &Path) -> Result<RgbFrame, RenderError> {
     Ok(RgbFrame { width: rgb.width() as usize, height: rgb.height() as usize, data: rgb.into_raw() })
 }
 
-/// Read a WAV (PCM 8/16/24/32-bit or float), mix to mono and resample to
-/// 16 kHz (linear interpolation; fine for the speech band of an offline render).
+/// Largest WAV file an offline render reads (about 3 h of 48 kHz stereo PCM16).
+const MAX_WAV_BYTES: usize = 2 << 30;
+
+/// Read a WAV (PCM 8/16/24/32-bit or float; `media::wav`), mix to mono and
+/// resample to 16 kHz (`media::resample`, the resampler of live calls).
 pub fn load_wav_16k(path: &Path) -> Result<Vec<f32>, RenderError> {
     let err = |reason: String| RenderError::Wav { path: path.display().to_string(), reason };
-    let mut reader = hound::WavReader::open(path).map_err(|e| err(e.to_string()))?;
-    let spec = reader.spec();
-    if spec.channels == 0 || spec.sample_rate == 0 {
-        return Err(err("zero channels or sample rate".into()));
-    }
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => {
-            reader.samples::<f32>().collect::<Result<_, _>>().map_err(|e| err(e.to_string()))?
-        }
-        hound::SampleFormat::Int => {
-            if spec.bits_per_sample == 0 || spec.bits_per_sample > 32 {
-                return Err(err(format!("{} bits per sample", spec.bits_per_sample)));
-            }
-            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-            reader
-                .samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(|e| err(e.to_string()))?
-        }
-    };
-    let ch = spec.channels as usize;
-    let mono: Vec<f32> = interleaved.chunks_exact(ch).map(|f| f.iter().sum::<f32>() / ch as f32).collect();
-    Ok(resample_linear(&mono, spec.sample_rate, 16_000))
-}
-
-/// Linear-interpolation resampling.
-pub fn resample_linear(x: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to || x.is_empty() {
-        return x.to_vec();
-    }
-    let n = (x.len() as u64 * to as u64 / from as u64) as usize;
-    let step = from as f64 / to as f64;
-    (0..n)
-        .map(|i| {
-            let p = i as f64 * step;
-            let j = p.floor() as usize;
-            let frac = (p - j as f64) as f32;
-            let a = x[j.min(x.len() - 1)];
-            let b = x[(j + 1).min(x.len() - 1)];
-            a + (b - a) * frac
-        })
-        .collect()
+    let body = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let audio = parse_wav(&body, MAX_WAV_BYTES).map_err(|e| err(e.to_string()))?;
+    let mut resampler = StreamResampler::to_16k(audio.sample_rate).map_err(|e| err(e.to_string()))?;
+    let mut out = resampler.process(&audio.samples).map_err(|e| err(e.to_string()))?;
+    resampler.flush_into(&mut out).map_err(|e| err(e.to_string()))?;
+    Ok(out)
 }
 
 /// Render `spec.seconds` of video into `spec.out/frame_NNNNNN.png`.
@@ -178,9 +146,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resample_and_wav_reading() {
-        let up = resample_linear(&[0.0, 1.0], 8_000, 16_000);
-        assert_eq!(up, vec![0.0, 0.5, 1.0, 1.0]);
+    fn wav_reading_mixes_and_resamples() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.wav");
         let spec = hound::WavSpec {
@@ -190,14 +156,15 @@ mod tests {
             sample_format: hound::SampleFormat::Int,
         };
         let mut w = hound::WavWriter::create(&p, spec).unwrap();
-        for _ in 0..100 {
+        for _ in 0..3200 {
             w.write_sample(16384i16).unwrap();
             w.write_sample(0i16).unwrap();
         }
         w.finalize().unwrap();
         let pcm = load_wav_16k(&p).unwrap();
-        assert_eq!(pcm.len(), 50);
-        assert!((pcm[10] - 0.25).abs() < 1e-4);
+        // 0.1 s at 32 kHz -> 0.1 s at 16 kHz; the stereo mix of 0.5 and 0 is 0.25.
+        assert_eq!(pcm.len(), 1600);
+        assert!((pcm[800] - 0.25).abs() < 1e-2, "{}", pcm[800]);
         assert!(matches!(load_wav_16k(&dir.path().join("none.wav")), Err(RenderError::Wav { .. })));
     }
 }

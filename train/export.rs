@@ -99,18 +99,17 @@ fn load_all(path: &Path) -> Result<HashMap<String, Tensor>, TrainError> {
         .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })
 }
 
-fn take(
-    source: &HashMap<String, Tensor>,
-    from: &Path,
-    name: &str,
-    shape: &[usize],
-) -> Result<Tensor, TrainError> {
+fn take(source: &HashMap<String, Tensor>, from: &Path, name: &str, shape: &[usize]) -> Result<Tensor, TrainError> {
     let t = source.get(name).ok_or_else(|| TrainError::Checkpoint {
         path: from.to_path_buf(),
         msg: format!("tensor `{name}` is missing"),
     })?;
     // Training keeps `prompt_embeds` as `[1, L, D]`; the file holds `[L, D]`.
-    let t = if t.dims() != shape && t.elem_count() == shape.iter().product::<usize>() { t.reshape(shape)? } else { t.clone() };
+    let t = if t.dims() != shape && t.elem_count() == shape.iter().product::<usize>() {
+        t.reshape(shape)?
+    } else {
+        t.clone()
+    };
     if t.dims() != shape {
         return Err(TrainError::Checkpoint {
             path: from.to_path_buf(),
@@ -127,7 +126,10 @@ pub fn export(cfg: &ModelConfig, src: &ExportSources, out: &Path) -> Result<Expo
     let dit = load_all(&src.dit)?;
     let (w2v, w2v_from) = match &src.wav2vec2 {
         Some(p) => (load_all(p)?, p.clone()),
-        None => (seeded_wav2vec2(cfg, src.wav2vec2_seed)?, PathBuf::from(format!("<seeded wav2vec2 {}>", src.wav2vec2_seed))),
+        None => (
+            seeded_wav2vec2(cfg, src.wav2vec2_seed)?,
+            PathBuf::from(format!("<seeded wav2vec2 {}>", src.wav2vec2_seed)),
+        ),
     };
     std::fs::create_dir_all(out).map_err(|e| TrainError::Checkpoint { path: out.to_path_buf(), msg: e.to_string() })?;
 

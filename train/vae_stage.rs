@@ -47,7 +47,16 @@ pub struct VaeStage {
 impl VaeStage {
     pub fn new(cfg: ModelConfig, data: ClipSource, batch: usize, weights: VaeLossWeights, seed: u64) -> Self {
         let device = Device::Cpu;
-        Self { params: ParamStore::new(seed, &device), cfg, data, batch: batch.max(1), weights, device, seed, crop: None }
+        Self {
+            params: ParamStore::new(seed, &device),
+            cfg,
+            data,
+            batch: batch.max(1),
+            weights,
+            device,
+            seed,
+            crop: None,
+        }
     }
 
     /// Train on random `side x side` crops (see the module doc).

@@ -3,7 +3,9 @@
 //! Accepts the common formats hound reads: integer PCM of 8/16/24/32 bits
 //! and 32-bit float, any channel count up to [`MAX_CHANNELS`] (averaged to
 //! mono), sample rates 8000..=48000 Hz. Garbage, truncated or oversized
-//! input is a [`WavError`], never a panic.
+//! input is a [`WavError`], never a panic. Files written to a pipe
+//! (espeak-ng `--stdout`, `sox -`) carry placeholder sizes; they are read
+//! up to the bytes actually present.
 
 use std::io::Cursor;
 
@@ -48,6 +50,8 @@ pub fn parse_wav(body: &[u8], max_bytes: usize) -> Result<MonoAudio, WavError> {
     if body.len() > max_bytes {
         return Err(WavError::TooLarge { size: body.len(), limit: max_bytes });
     }
+    let fixed = fix_streamed_sizes(body);
+    let body: &[u8] = fixed.as_deref().unwrap_or(body);
     let mut reader = hound::WavReader::new(Cursor::new(body)).map_err(|e| WavError::Malformed(e.to_string()))?;
     let spec = reader.spec();
     if !(MIN_RATE..=MAX_RATE).contains(&spec.sample_rate) {
@@ -84,6 +88,42 @@ pub fn parse_wav(body: &[u8], max_bytes: usize) -> Result<MonoAudio, WavError> {
         return Err(WavError::Empty);
     }
     Ok(MonoAudio { sample_rate: spec.sample_rate, samples })
+}
+
+/// Smallest `data` size treated as a streaming writer's "size unknown".
+const STREAMED_SIZE_PLACEHOLDER: usize = 0x7fff_0000;
+
+/// Writers that stream to a pipe (espeak-ng --stdout, sox -) cannot seek
+/// back to fill in sizes and leave placeholders (0x7fffffff...). When the
+/// `data` chunk claims more bytes than the file has, return a copy whose
+/// RIFF and data sizes match the bytes actually present.
+fn fix_streamed_sizes(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return None;
+    }
+    let mut pos = 12usize;
+    while pos + 8 <= bytes.len() {
+        let id = &bytes[pos..pos + 4];
+        let size = u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]]) as usize;
+        let body = pos + 8;
+        if id == b"data" {
+            let available = bytes.len() - body;
+            // Only the placeholders of streaming writers (0x7fffffff-ish or
+            // 0xffffffff) are repaired; a genuinely truncated file stays an error.
+            if size <= available || size < STREAMED_SIZE_PLACEHOLDER {
+                return None;
+            }
+            let actual = (available & !1) as u32;
+            let mut out = bytes[..body + actual as usize].to_vec();
+            out[pos + 4..pos + 8].copy_from_slice(&actual.to_le_bytes());
+            let riff = (out.len() - 8) as u32;
+            out[4..8].copy_from_slice(&riff.to_le_bytes());
+            return Some(out);
+        }
+        // chunks are padded to even sizes
+        pos = body.checked_add(size)?.checked_add(size & 1)?;
+    }
+    None
 }
 
 /// Write mono f32 samples as a PCM16 WAV body (fixtures, `render`, tests).
@@ -211,5 +251,17 @@ mod tests {
         let mut junk = b"RIFF\x24\x00\x00\x00WAVEfmt ".to_vec();
         junk.extend((0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8));
         assert!(parse_wav(&junk, LIMIT).is_err());
+    }
+
+    #[test]
+    fn streamed_placeholder_sizes_are_fixed() {
+        let mut b = write_wav_pcm16(&[0.25, -0.25, 0.5], 22_050).unwrap();
+        // what espeak-ng --stdout writes: sizes unknown
+        b[4..8].copy_from_slice(&0x7fff_f024u32.to_le_bytes());
+        let data = b.windows(4).position(|w| w == b"data").unwrap();
+        b[data + 4..data + 8].copy_from_slice(&0x7fff_f000u32.to_le_bytes());
+        let a = parse_wav(&b, 1 << 20).unwrap();
+        assert_eq!(a.samples.len(), 3);
+        assert!((a.samples[2] - 0.5).abs() < 1e-3);
     }
 }
