@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::expiry::ExpiryPolicy;
+use super::rate_limit::RateLimit;
 use crate::config::ModelConfig;
 
 /// Everything the server needs besides the agent factory.
@@ -47,6 +49,13 @@ pub struct ServerConfig {
     pub room_peer_queue: usize,
     /// How often /metrics samples every session's `SessionStats`.
     pub stats_interval: Duration,
+    /// On SIGTERM/SIGINT: how long running calls may go on before they are
+    /// hung up (new sessions are refused from the signal on).
+    pub drain_grace: Duration,
+    /// When to end sessions that never connect or go idle (`expiry.rs`).
+    pub expiry: ExpiryPolicy,
+    /// Session-scoped HTTP requests per token (`rate_limit.rs`).
+    pub token_rate: RateLimit,
 }
 
 impl ServerConfig {
@@ -73,6 +82,9 @@ impl ServerConfig {
             max_room_message_bytes: 64 * 1024,
             room_peer_queue: 64,
             stats_interval: Duration::from_secs(1),
+            drain_grace: Duration::from_secs(30),
+            expiry: ExpiryPolicy::default(),
+            token_rate: RateLimit::default(),
         }
     }
 }
