@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub max_talk_message_bytes: usize,
     /// Peers per room (the avatar counts).
     pub max_room_peers: usize,
+    /// Room sockets across all rooms (bounds the room state of the process).
+    pub max_room_peers_total: usize,
     /// Largest room signaling message, bytes.
     pub max_room_message_bytes: usize,
     /// Messages queued to one room peer before it is dropped as too slow.
@@ -79,6 +81,7 @@ impl ServerConfig {
             tts_timeout: Duration::from_secs(20),
             max_talk_message_bytes: 128 * 1024,
             max_room_peers: 8,
+            max_room_peers_total: 256,
             max_room_message_bytes: 64 * 1024,
             room_peer_queue: 64,
             stats_interval: Duration::from_secs(1),

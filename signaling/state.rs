@@ -36,7 +36,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: ServerConfig, factory: Arc<dyn AgentFactory>) -> Self {
-        let rooms = RoomHub::new(config.max_room_peers);
+        let rooms = RoomHub::with_total_limit(config.max_room_peers, config.max_room_peers_total);
         let token_buckets = Arc::new(TokenBuckets::new(config.token_rate));
         Self {
             sessions: Registry::new(config.max_sessions),

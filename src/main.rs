@@ -225,6 +225,16 @@ pub struct BenchCallArgs {
     /// Address of the in-process server (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// Server capacity (max sessions); below --sessions the extra calls must get 503.
+    #[arg(long)]
+    capacity: Option<usize>,
+    /// Repeat the talk burst every this many seconds (talk/listen alternation, soaks).
+    #[arg(long)]
+    talk_every: Option<f64>,
+    /// Fault injection: the client drops this percent of received video RTP packets
+    /// (freezes until a keyframe, asks for it with PLI).
+    #[arg(long, default_value_t = 0.0)]
+    video_loss: f64,
 }
 
 #[derive(Subcommand)]
@@ -501,6 +511,9 @@ async fn run_bench_call(a: BenchCallArgs) -> anyhow::Result<()> {
         seconds: a.seconds,
         sessions: a.sessions,
         listen: a.listen.clone(),
+        capacity: a.capacity,
+        talk_every_s: a.talk_every,
+        video_loss_percent: a.video_loss,
     };
     let report = streamavatar::bench_call::bench_call(&spec).await?;
     println!(
