@@ -22,7 +22,7 @@ pub struct ExpiryPolicy {
 
 impl Default for ExpiryPolicy {
     fn default() -> Self {
-        Self { connect_timeout: Duration::from_secs(60), idle_timeout: Duration::from_secs(300) }
+        Self { connect_timeout: Duration::from_secs(180), idle_timeout: Duration::from_secs(300) }
     }
 }
 

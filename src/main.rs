@@ -127,8 +127,9 @@ pub struct ServeArgs {
     /// refused at once) before they are hung up and the process exits 0.
     #[arg(long, default_value_t = 30)]
     drain_grace_s: u64,
-    /// End sessions whose peer has not connected this many seconds after creation.
-    #[arg(long, default_value_t = 60)]
+    /// End sessions whose peer has not connected this many seconds after creation
+    /// (long enough for a person to open the call page a backend sent them).
+    #[arg(long, default_value_t = 180)]
     connect_timeout_s: u64,
     /// End sessions without a connected peer and without requests for this many seconds.
     #[arg(long, default_value_t = 300)]
