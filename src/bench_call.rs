@@ -300,7 +300,8 @@ struct Received {
     loss: LossView,
     /// (arrival since the bench clock origin, width, height)
     frames: Vec<(Duration, usize, usize)>,
-    /// (arrival, decoded 48 kHz mono samples)
+    /// (arrival, energy envelope of the decoded 48 kHz audio in `BIN_MS` bins:
+    /// kept instead of the samples so that long runs do not grow the client)
     audio: Vec<(Duration, Vec<f32>)>,
     decode_errors: usize,
 }
@@ -432,7 +433,7 @@ fn attach_receivers(pc: &Arc<RTCPeerConnection>, received: Arc<Mutex<Received>>,
                         let at = origin.elapsed();
                         if let Ok(n) = dec.decode_float(&pkt.payload, &mut buf, false) {
                             if let Ok(mut r) = rx.lock() {
-                                r.audio.push((at, buf[..n].to_vec()));
+                                r.audio.push((at, envelope(&buf[..n], 48_000)));
                             }
                         }
                     }
@@ -716,8 +717,8 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
                 spec.talk_every_s.map_or(win_end, |t| (sent[i] + Duration::from_secs_f64(t)).min(win_end));
             let horizon = bin(first_burst_end) + 1;
             let mut env = vec![0f32; horizon.saturating_sub(from)];
-            for (at, pcm) in &r.audio {
-                for (j, v) in envelope(pcm, 48_000).iter().enumerate() {
+            for (at, env_bins) in &r.audio {
+                for (j, v) in env_bins.iter().enumerate() {
                     let b = bin(*at) + j;
                     if b >= from && b < horizon {
                         env[b - from] = *v;
