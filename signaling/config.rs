@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::expiry::ExpiryPolicy;
+use super::rate_limit::RateLimit;
 use crate::config::ModelConfig;
 
 /// Everything the server needs besides the agent factory.
@@ -41,12 +43,21 @@ pub struct ServerConfig {
     pub max_talk_message_bytes: usize,
     /// Peers per room (the avatar counts).
     pub max_room_peers: usize,
+    /// Room sockets across all rooms (bounds the room state of the process).
+    pub max_room_peers_total: usize,
     /// Largest room signaling message, bytes.
     pub max_room_message_bytes: usize,
     /// Messages queued to one room peer before it is dropped as too slow.
     pub room_peer_queue: usize,
     /// How often /metrics samples every session's `SessionStats`.
     pub stats_interval: Duration,
+    /// On SIGTERM/SIGINT: how long running calls may go on before they are
+    /// hung up (new sessions are refused from the signal on).
+    pub drain_grace: Duration,
+    /// When to end sessions that never connect or go idle (`expiry.rs`).
+    pub expiry: ExpiryPolicy,
+    /// Session-scoped HTTP requests per token (`rate_limit.rs`).
+    pub token_rate: RateLimit,
 }
 
 impl ServerConfig {
@@ -70,9 +81,13 @@ impl ServerConfig {
             tts_timeout: Duration::from_secs(20),
             max_talk_message_bytes: 128 * 1024,
             max_room_peers: 8,
+            max_room_peers_total: 256,
             max_room_message_bytes: 64 * 1024,
             room_peer_queue: 64,
             stats_interval: Duration::from_secs(1),
+            drain_grace: Duration::from_secs(30),
+            expiry: ExpiryPolicy::default(),
+            token_rate: RateLimit::default(),
         }
     }
 }

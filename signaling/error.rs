@@ -42,6 +42,12 @@ pub enum ApiError {
     TalkBusy,
     #[error("server is full ({max} sessions); retry in {retry_after_s} s")]
     Full { max: usize, retry_after_s: u64 },
+    #[error(
+        "server is draining (shutting down): no new sessions; retry in {retry_after_s} s, another instance will answer"
+    )]
+    Draining { retry_after_s: u64 },
+    #[error("too many requests for this session token; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
     #[error(transparent)]
     Tts(#[from] TtsError),
     #[error(transparent)]
@@ -64,7 +70,8 @@ impl ApiError {
             Image(ImageError::NotAnImage) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Image(_) => StatusCode::BAD_REQUEST,
             Conflict(_) | TalkBusy => StatusCode::CONFLICT,
-            Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Full { .. } | Draining { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Tts(TtsError::NotInstalled(_)) => StatusCode::NOT_IMPLEMENTED,
             Tts(TtsError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Tts(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,6 +100,8 @@ impl ApiError {
             Conflict(_) | Session(SessionError::AlreadyConnected) => "already_connected",
             TalkBusy => "talk_busy",
             Full { .. } => "server_full",
+            Draining { .. } => "draining",
+            RateLimited { .. } => "rate_limited",
             Tts(TtsError::NotInstalled(_)) => "tts_not_installed",
             Tts(_) => "tts_failed",
             Session(SessionError::Closed) => "session_closed",
@@ -122,7 +131,9 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
-            ApiError::Full { retry_after_s, .. } => {
+            ApiError::Full { retry_after_s, .. }
+            | ApiError::Draining { retry_after_s }
+            | ApiError::RateLimited { retry_after_s } => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
             }
             _ => {}

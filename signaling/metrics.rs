@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry as PromRegistry;
 
+use super::expiry::ExpiryReason;
 use super::registry::Registry;
 use crate::session::SessionStats;
 
@@ -55,6 +56,9 @@ pub struct Metrics {
     sessions_active: Gauge,
     sessions_created: Counter,
     rejected_full: Counter,
+    rejected_draining: Counter,
+    rejected_rate_limited: Counter,
+    sessions_expired: Family<Vec<(String, String)>, Counter>,
     session_fps: Family<Labels, F64Gauge>,
     session_latency_ms: Family<Labels, F64Gauge>,
     session_talk_queue_ms: Family<Labels, Gauge>,
@@ -83,6 +87,9 @@ impl Metrics {
             sessions_active: Gauge::default(),
             sessions_created: Counter::default(),
             rejected_full: Counter::default(),
+            rejected_draining: Counter::default(),
+            rejected_rate_limited: Counter::default(),
+            sessions_expired: Family::default(),
             session_fps: Family::default(),
             session_latency_ms: Family::default(),
             session_talk_queue_ms: Family::default(),
@@ -100,6 +107,21 @@ impl Metrics {
             "sessions_rejected_full",
             "Session requests refused because the server was at capacity",
             m.rejected_full.clone(),
+        );
+        registry.register(
+            "sessions_rejected_draining",
+            "Session requests refused because the server was draining (SIGTERM)",
+            m.rejected_draining.clone(),
+        );
+        registry.register(
+            "requests_rate_limited",
+            "Session-scoped requests refused with 429 by the per-token rate limit",
+            m.rejected_rate_limited.clone(),
+        );
+        registry.register(
+            "sessions_expired",
+            "Sessions ended by the server because they never connected or went idle",
+            m.sessions_expired.clone(),
         );
         registry.register("session_fps", "Video frames per second sent, per session", m.session_fps.clone());
         registry.register(
@@ -138,6 +160,18 @@ impl Metrics {
 
     pub fn rejected_full(&self) {
         self.rejected_full.inc();
+    }
+
+    pub fn rejected_draining(&self) {
+        self.rejected_draining.inc();
+    }
+
+    pub fn rejected_rate_limited(&self) {
+        self.rejected_rate_limited.inc();
+    }
+
+    pub fn session_expired(&self, reason: ExpiryReason) {
+        self.sessions_expired.get_or_create(&vec![("reason".to_string(), reason.as_str().to_string())]).inc();
     }
 
     pub fn observe(&self, stage: Stage, elapsed: Duration) {

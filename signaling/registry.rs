@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::agent::CallAgent;
 use super::auth::SessionToken;
+use super::expiry::Activity;
 
 /// Where a session came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct SessionEntry {
     pub agent: Arc<dyn CallAgent>,
     pub origin: SessionOrigin,
     pub created: Instant,
+    /// Last use and connection history (see `expiry.rs`).
+    pub activity: Activity,
     whip: Mutex<WhipState>,
     talk_busy: AtomicBool,
     closed_tx: watch::Sender<bool>,
@@ -69,12 +72,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SessionEntry {
     pub fn new(id: String, token: SessionToken, agent: Arc<dyn CallAgent>, origin: SessionOrigin) -> Self {
+        let created = Instant::now();
         Self {
             id,
             token,
             agent,
             origin,
-            created: Instant::now(),
+            created,
+            activity: Activity::new(created),
             whip: Mutex::new(WhipState::Idle),
             talk_busy: AtomicBool::new(false),
             closed_tx: watch::channel(false).0,
@@ -246,6 +251,11 @@ impl Registry {
 
     pub fn active(&self) -> usize {
         lock(&self.0.table).sessions.len()
+    }
+
+    /// Agents still starting (capacity reserved, not yet in the table).
+    pub fn starting(&self) -> usize {
+        lock(&self.0.table).reserved
     }
 
     pub fn total_created(&self) -> u64 {

@@ -92,6 +92,8 @@ pub enum RoomError {
     BadRoomName,
     #[error("room is full ({0} peers)")]
     RoomFull(usize),
+    #[error("server is at its limit of {0} room peers (all rooms)")]
+    ServerFull(usize),
     #[error("no peer `{0}` in this room")]
     UnknownPeer(String),
     #[error("you are not in this room")]
@@ -126,6 +128,8 @@ struct Room {
 pub struct RoomHub {
     rooms: Mutex<HashMap<String, Room>>,
     max_peers: usize,
+    /// Room sockets across all rooms: bounds the server's room state.
+    max_total_peers: usize,
     next_peer: AtomicU64,
 }
 
@@ -142,7 +146,12 @@ fn json(msg: &ServerMessage) -> String {
 
 impl RoomHub {
     pub fn new(max_peers: usize) -> Self {
-        Self { rooms: Mutex::new(HashMap::new()), max_peers, next_peer: AtomicU64::new(1) }
+        Self::with_total_limit(max_peers, usize::MAX)
+    }
+
+    /// At most `max_peers` per room and `max_total_peers` in all rooms.
+    pub fn with_total_limit(max_peers: usize, max_total_peers: usize) -> Self {
+        Self { rooms: Mutex::new(HashMap::new()), max_peers, max_total_peers, next_peer: AtomicU64::new(1) }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Room>> {
@@ -160,6 +169,9 @@ impl RoomHub {
             return Err(RoomError::BadRoomName);
         }
         let mut rooms = self.lock();
+        if rooms.values().map(|r| r.peers.len()).sum::<usize>() >= self.max_total_peers {
+            return Err(RoomError::ServerFull(self.max_total_peers));
+        }
         let r = rooms.entry(room.to_string()).or_default();
         if r.peers.len() >= self.max_peers {
             return Err(RoomError::RoomFull(self.max_peers));
@@ -427,5 +439,17 @@ mod tests {
             let _ = hub.route("r", &b, ClientMessage::Candidate { to: a.clone(), candidate: serde_json::json!(1) });
         }
         assert_eq!(hub.peer_count("r"), 1);
+    }
+
+    #[test]
+    fn total_room_peers_are_bounded_across_rooms() {
+        let hub = RoomHub::with_total_limit(4, 3);
+        let _a = hub.join("a", 4).unwrap();
+        let _b = hub.join("b", 4).unwrap();
+        let (c, _rc) = hub.join("c", 4).unwrap();
+        assert_eq!(hub.join("d", 4).err(), Some(RoomError::ServerFull(3)));
+        assert_eq!(hub.peer_count("d"), 0, "a refused join leaves no room behind");
+        hub.leave("c", &c);
+        assert!(hub.join("d", 4).is_ok());
     }
 }

@@ -1,8 +1,9 @@
 //! The axum application: routes, per-route body limits, request timeouts,
-//! CORS, request tracing (paths only: query strings can carry tokens), the
-//! static page, and the background task that samples session stats.
+//! CORS, `/healthz` and `/readyz`, request tracing (paths only: query
+//! strings can carry tokens), the static page, the background task that
+//! samples (and expires) sessions, and the drain on shutdown.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -19,7 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::state::AppState;
-use super::{room_ws, sessions, speech, talk_ws, whip};
+use super::{drain, room_ws, sessions, speech, talk_ws, whip};
 
 /// Build the whole application.
 pub fn router(state: AppState) -> Router {
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
             post(speech::speak).layer(RequestBodyLimitLayer::new(cfg.max_speak_chars * 4 + 1024)),
         )
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, cfg.request_timeout));
     // WebSockets live as long as the call: no request timeout.
@@ -104,12 +106,26 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
+/// Liveness: 200 while the process serves, draining or not.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let draining = state.drain.is_draining();
     Json(serde_json::json!({
-        "status": "ok",
+        "status": if draining { "draining" } else { "ok" },
+        "draining": draining,
         "sessions_active": state.sessions.active(),
         "capacity": state.sessions.capacity(),
     }))
+}
+
+/// Readiness: 503 once draining (the pod leaves the Service endpoints);
+/// a full server stays ready (its live calls need their follow-up requests).
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.drain.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reason": "draining"})))
+            .into_response()
+    } else {
+        Json(serde_json::json!({"ready": true})).into_response()
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -117,7 +133,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }
 
-/// Serve on `listener` until `shutdown` resolves; then close every agent.
+/// After a drain, how long open connections (room WebSockets, slow
+/// clients) may take to close before `serve` returns anyway.
+const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// Serve on `listener` until `shutdown` resolves; then drain (`drain.rs`):
+/// refuse new sessions, let live calls run up to `config.drain_grace`, hang
+/// up the rest, stop.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -133,7 +155,27 @@ pub async fn serve(
             sampler_state.reap_and_sample().await;
         }
     });
-    let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_state = state.clone();
+    let stop_accepting = async move {
+        shutdown.await;
+        drain::drain_sessions(&drain_state, drain_state.config.drain_grace).await;
+        let _ = drained_tx.send(());
+    };
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(stop_accepting).into_future();
+    let connections_closed = async {
+        match drained_rx.await {
+            Ok(()) => tokio::time::sleep(CONNECTION_CLOSE_GRACE).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = server => r,
+        _ = connections_closed => {
+            tracing::info!("connections still open {CONNECTION_CLOSE_GRACE:?} after the drain; closing them");
+            Ok(())
+        }
+    };
     sampler.abort();
     for entry in state.sessions.list() {
         state.end_session(&entry.id, "server shutting down").await;

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use super::agent::{AgentFactory, AgentStartError, CallAgent};
 use crate::generator::AvatarSource;
-use crate::session::{Session, SessionError, SessionSpec, SessionStats, TalkCommand, TalkEvent};
+use crate::session::{Session, SessionError, SessionOptions, SessionSpec, SessionStats, TalkCommand, TalkEvent};
 
 impl CallAgent for Session {
     fn accept_offer<'a>(&'a self, offer_sdp: &'a str) -> BoxFuture<'a, Result<String, SessionError>> {
@@ -42,19 +42,28 @@ pub type SourceBuilder = dyn Fn(&SessionSpec) -> Result<Box<dyn AvatarSource>, S
 /// Starts one `Session` per call.
 pub struct SessionAgentFactory {
     build_source: Arc<SourceBuilder>,
+    options: SessionOptions,
 }
 
 impl SessionAgentFactory {
     pub fn new(
         build_source: impl Fn(&SessionSpec) -> Result<Box<dyn AvatarSource>, String> + Send + Sync + 'static,
     ) -> Self {
-        Self { build_source: Arc::new(build_source) }
+        Self::with_options(build_source, SessionOptions::default())
+    }
+
+    /// Every session starts with `options` (ICE servers, timeouts).
+    pub fn with_options(
+        build_source: impl Fn(&SessionSpec) -> Result<Box<dyn AvatarSource>, String> + Send + Sync + 'static,
+        options: SessionOptions,
+    ) -> Self {
+        Self { build_source: Arc::new(build_source), options }
     }
 }
 
 impl AgentFactory for SessionAgentFactory {
     fn start(&self, spec: SessionSpec) -> Result<Arc<dyn CallAgent>, AgentStartError> {
         let source = (self.build_source)(&spec).map_err(|e| AgentStartError::Session(SessionError::Generator(e)))?;
-        Ok(Arc::new(Session::start(spec, source)?))
+        Ok(Arc::new(Session::start_with(spec, source, self.options.clone())?))
     }
 }

@@ -1,6 +1,7 @@
 //! Shared server state and the session lifecycle every entry point uses:
-//! start an agent within capacity, authorize a request against a session,
-//! end a session.
+//! start an agent within capacity (not while draining), authorize a request
+//! against a session (token, rate limit), end a session, reap dead and
+//! expired sessions.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,8 +11,10 @@ use axum::http::HeaderMap;
 use super::agent::{AgentFactory, AgentStartError};
 use super::auth::{self, AuthCheck, SessionToken};
 use super::config::ServerConfig;
+use super::drain::Drain;
 use super::error::ApiError;
 use super::metrics::{Metrics, Stage};
+use super::rate_limit::TokenBuckets;
 use super::registry::{Registry, SessionEntry, SessionOrigin};
 use super::rooms::RoomHub;
 use crate::media::frame::RgbFrame;
@@ -25,17 +28,24 @@ pub struct AppState {
     pub factory: Arc<dyn AgentFactory>,
     pub metrics: Arc<Metrics>,
     pub rooms: Arc<RoomHub>,
+    /// Set on SIGTERM/SIGINT (see `drain.rs`).
+    pub drain: Arc<Drain>,
+    /// Per-token request limits (see `rate_limit.rs`).
+    pub token_buckets: Arc<TokenBuckets>,
 }
 
 impl AppState {
     pub fn new(config: ServerConfig, factory: Arc<dyn AgentFactory>) -> Self {
-        let rooms = RoomHub::new(config.max_room_peers);
+        let rooms = RoomHub::with_total_limit(config.max_room_peers, config.max_room_peers_total);
+        let token_buckets = Arc::new(TokenBuckets::new(config.token_rate));
         Self {
             sessions: Registry::new(config.max_sessions),
             config: Arc::new(config),
             factory,
             metrics: Arc::new(Metrics::new()),
             rooms: Arc::new(rooms),
+            drain: Arc::new(Drain::default()),
+            token_buckets,
         }
     }
 
@@ -46,6 +56,10 @@ impl AppState {
         seed: Option<u64>,
         origin: SessionOrigin,
     ) -> Result<Arc<SessionEntry>, ApiError> {
+        if self.drain.is_draining() {
+            self.metrics.rejected_draining();
+            return Err(ApiError::Draining { retry_after_s: self.config.retry_after_s });
+        }
         let reservation = self.sessions.reserve().map_err(|full| {
             self.metrics.rejected_full();
             ApiError::Full { max: full.max, retry_after_s: self.config.retry_after_s }
@@ -71,7 +85,8 @@ impl AppState {
         Ok(entry)
     }
 
-    /// Look a session up and check the request's bearer token.
+    /// Look a session up, check the request's bearer token and the token's
+    /// request rate; an accepted request counts as activity (`expiry.rs`).
     pub fn authorize(
         &self,
         id: &str,
@@ -80,7 +95,14 @@ impl AppState {
     ) -> Result<Arc<SessionEntry>, ApiError> {
         let entry = self.sessions.get(id).ok_or_else(|| ApiError::UnknownSession(truncate_id(id)))?;
         match auth::check(&entry.token, auth::presented_token(headers, query_token)) {
-            AuthCheck::Ok => Ok(entry),
+            AuthCheck::Ok => {
+                if let Err(wait) = self.token_buckets.check(&entry.id) {
+                    self.metrics.rejected_rate_limited();
+                    return Err(ApiError::RateLimited { retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64 });
+                }
+                entry.activity.touch();
+                Ok(entry)
+            }
             AuthCheck::Missing => Err(ApiError::MissingToken),
             AuthCheck::Wrong => Err(ApiError::WrongToken),
         }
@@ -93,16 +115,25 @@ impl AppState {
                 self.rooms.remove_avatar_session(id);
             }
             entry.agent.close().await;
+            self.token_buckets.forget(id);
             self.metrics.forget_session(id);
             tracing::info!(session = %id, why, "session ended");
         }
     }
 
-    /// Drop sessions whose agent died on its own; refresh metrics.
+    /// Drop sessions whose agent died on its own and sessions that expired
+    /// (never connected, idle: `expiry.rs`); refresh metrics.
     pub async fn reap_and_sample(&self) {
+        let now = Instant::now();
         for entry in self.sessions.list() {
             if entry.agent.is_closed() {
                 self.end_session(&entry.id, "agent closed").await;
+                continue;
+            }
+            let liveness = entry.activity.liveness(entry.agent.stats().connected, now);
+            if let Some(reason) = self.config.expiry.check(&liveness) {
+                self.metrics.session_expired(reason);
+                self.end_session(&entry.id, reason.as_str()).await;
             }
         }
         self.metrics.sample(&self.sessions);

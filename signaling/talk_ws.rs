@@ -93,6 +93,7 @@ async fn run_talk(
                         Err(reason) => break Some(reason),
                     },
                 };
+                entry.activity.touch();
                 if let Err(e) = entry.agent.talk(command) {
                     break Some(session_close_reason(&e));
                 }

@@ -27,6 +27,7 @@ use webrtc::media::Sample;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp::codecs::h264::H264Packet;
 use webrtc::rtp::packetizer::Depacketizer;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
@@ -55,6 +56,8 @@ pub enum BenchCallError {
     Call { session: usize, msg: String },
     #[error("invalid bench parameters: {0}")]
     Params(String),
+    #[error("POST /v1/sessions refused with 503 (Retry-After {retry_after:?})")]
+    Refused { retry_after: Option<String> },
 }
 
 /// What to run.
@@ -67,6 +70,31 @@ pub struct CallBenchSpec {
     pub sessions: usize,
     /// Address the in-process server binds (port 0: any free port).
     pub listen: String,
+    /// Server capacity (`max_sessions`); `None` = room for every session.
+    /// Below `sessions`, the calls beyond it must be refused (503).
+    pub capacity: Option<usize>,
+    /// Repeat the talk pattern every this many seconds through the window
+    /// (talk/listen alternation for soaks); `None` = once.
+    pub talk_every_s: Option<f64>,
+    /// Fault injection in the client: drop this percentage of the received
+    /// video RTP packets (after NACK, so the loss is final). The client then
+    /// freezes until a keyframe, asks for one with a PLI, and the report
+    /// says how fast video recovered. 0 = no loss.
+    pub video_loss_percent: f64,
+}
+
+/// What admission control did with the bench's session requests.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    pub requested: usize,
+    pub admitted: usize,
+    /// `POST /v1/sessions` answered 503, with its `Retry-After` values.
+    pub refused_503: usize,
+    pub retry_after: Vec<String>,
+    /// Other failures (status and body).
+    pub other_errors: Vec<String>,
+    /// One more `POST /v1/sessions` in the middle of the window: status, Retry-After.
+    pub probe_mid_window: Option<(u16, Option<String>)>,
 }
 
 /// Numbers of one session.
@@ -79,6 +107,9 @@ pub struct SessionResult {
     pub received_fps: f64,
     pub frame_size: (usize, usize),
     pub decode_errors: usize,
+    /// Fault injection (`video_loss_percent`): packets dropped, frames
+    /// skipped while frozen, PLIs sent, loss -> next decoded keyframe (ms).
+    pub loss: LossView,
     /// Talk sent on the WebSocket -> heard on the received audio track
     /// (envelope cross-correlation; None when not found).
     pub talk_to_ear_ms: Option<i64>,
@@ -96,6 +127,11 @@ pub struct CallBenchReport {
     /// Process CPU seconds per wall second (1.0 = one core) over the window.
     pub cpu_cores_total: f64,
     pub sessions: Vec<SessionResult>,
+    pub admission: Admission,
+    /// Process resident memory at the start and the end of the window, KiB.
+    pub rss_kib: (Option<u64>, Option<u64>),
+    /// Talk patterns sent per session over the window.
+    pub talk_bursts: usize,
 }
 
 impl CallBenchReport {
@@ -115,6 +151,27 @@ impl CallBenchReport {
             self.sessions.len(),
             self.cpu_cores_total,
             self.cpu_cores_per_session()
+        );
+        let a = &self.admission;
+        s += &format!(
+            "admission: {} requested, {} admitted, {} refused with 503 (Retry-After {:?}), other errors {:?}; \
+             extra POST mid-window: {}\n",
+            a.requested,
+            a.admitted,
+            a.refused_503,
+            a.retry_after,
+            a.other_errors,
+            a.probe_mid_window.as_ref().map_or("not tried".into(), |(st, ra)| format!(
+                "{st} (Retry-After {})",
+                ra.as_deref().unwrap_or("none")
+            )),
+        );
+        let kib = |v: Option<u64>| v.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        s += &format!(
+            "process RSS: window start {}, end {} | talk bursts per session: {}\n",
+            kib(self.rss_kib.0),
+            kib(self.rss_kib.1),
+            self.talk_bursts
         );
         for (i, r) in self.sessions.iter().enumerate() {
             let stats = &r.server_view["stats"];
@@ -138,9 +195,33 @@ impl CallBenchReport {
                 stats["frames_late"],
                 stats["chunks_skipped"],
             );
+            if r.loss.packets_dropped > 0 {
+                let mut rec = r.loss.recoveries_ms.clone();
+                rec.sort_by(f64::total_cmp);
+                let pick =
+                    |q: f64| rec.get(((rec.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+                s += &format!(
+                    "  injected video loss: {} packets dropped, {} frames skipped while frozen, {} PLIs sent, \
+                     server saw {} keyframe requests; {} recoveries, loss->keyframe decoded p50 {:.0} ms, max {:.0} ms\n",
+                    r.loss.packets_dropped,
+                    r.loss.frames_frozen,
+                    r.loss.plis_sent,
+                    stats["keyframe_requests"],
+                    rec.len(),
+                    pick(0.5),
+                    rec.last().copied().unwrap_or(f64::NAN)
+                );
+            }
         }
         s
     }
+}
+
+/// Resident set size of this process (VmRSS in /proc/self/status), KiB.
+fn process_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Process CPU time (user + system) from /proc/self/stat.
@@ -205,11 +286,22 @@ fn talk_signal_24k() -> Vec<f32> {
     out
 }
 
+/// What the client saw of injected video loss.
+#[derive(Debug, Clone, Default)]
+pub struct LossView {
+    pub packets_dropped: usize,
+    pub frames_frozen: usize,
+    pub plis_sent: usize,
+    pub recoveries_ms: Vec<f64>,
+}
+
 #[derive(Default)]
 struct Received {
+    loss: LossView,
     /// (arrival since the bench clock origin, width, height)
     frames: Vec<(Duration, usize, usize)>,
-    /// (arrival, decoded 48 kHz mono samples)
+    /// (arrival, energy envelope of the decoded 48 kHz audio in `BIN_MS` bins:
+    /// kept instead of the samples so that long runs do not grow the client)
     audio: Vec<(Duration, Vec<f32>)>,
     decode_errors: usize,
 }
@@ -257,23 +349,69 @@ pub async fn client_peer() -> Result<(Arc<RTCPeerConnection>, Arc<TrackLocalStat
     Ok((pc, mic))
 }
 
-fn attach_receivers(pc: &RTCPeerConnection, received: Arc<Mutex<Received>>, origin: Instant) {
+/// True when an Annex-B access unit holds an IDR slice (NAL type 5).
+fn has_idr(au: &[u8]) -> bool {
+    au.windows(4).any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1f == 5)
+}
+
+fn attach_receivers(pc: &Arc<RTCPeerConnection>, received: Arc<Mutex<Received>>, origin: Instant, loss_percent: f64) {
+    let weak_pc = Arc::downgrade(pc);
     pc.on_track(Box::new(move |track, _, _| {
         let rx = received.clone();
+        let weak_pc = weak_pc.clone();
         Box::pin(async move {
             if track.kind() == RTPCodecType::Video {
                 tokio::spawn(async move {
                     let mut depack = H264Packet::default();
                     let mut au = Vec::<u8>::new();
                     let Ok(mut decoder) = openh264::decoder::Decoder::new() else { return };
+                    // Fault injection: a dropped packet breaks its frame and every
+                    // frame after it until a keyframe (as in a real receiver).
+                    let mut broken_au = false;
+                    let mut frozen_since: Option<Duration> = None;
+                    let mut last_pli: Option<Instant> = None;
                     while let Ok((pkt, _)) = track.read_rtp().await {
-                        if let Ok(nal) = depack.depacketize(&pkt.payload) {
+                        if loss_percent > 0.0 && rand::random::<f64>() * 100.0 < loss_percent {
+                            broken_au = true;
+                            if let Ok(mut r) = rx.lock() {
+                                r.loss.packets_dropped += 1;
+                            }
+                        } else if let Ok(nal) = depack.depacketize(&pkt.payload) {
                             au.extend_from_slice(&nal);
                         }
                         if !pkt.header.marker {
                             continue;
                         }
                         let data = std::mem::take(&mut au);
+                        let this_broken = std::mem::take(&mut broken_au);
+                        if this_broken {
+                            frozen_since.get_or_insert(origin.elapsed());
+                            // A lost fragment leaves the depacketizer mid-NAL.
+                            depack = H264Packet::default();
+                        }
+                        if let Some(since) = frozen_since {
+                            if has_idr(&data) && !this_broken {
+                                frozen_since = None;
+                                if let Ok(mut r) = rx.lock() {
+                                    r.loss.recoveries_ms.push((origin.elapsed() - since).as_secs_f64() * 1000.0);
+                                }
+                            } else {
+                                let due = last_pli.is_none_or(|t| t.elapsed() > Duration::from_millis(300));
+                                if let (true, Some(pc)) = (due, weak_pc.upgrade()) {
+                                    last_pli = Some(Instant::now());
+                                    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: track.ssrc() };
+                                    if pc.write_rtcp(&[Box::new(pli)]).await.is_ok() {
+                                        if let Ok(mut r) = rx.lock() {
+                                            r.loss.plis_sent += 1;
+                                        }
+                                    }
+                                }
+                                if let Ok(mut r) = rx.lock() {
+                                    r.loss.frames_frozen += 1;
+                                }
+                                continue;
+                            }
+                        }
                         let decoded = decoder.decode(&data);
                         let at = origin.elapsed();
                         let Ok(mut r) = rx.lock() else { return };
@@ -295,7 +433,7 @@ fn attach_receivers(pc: &RTCPeerConnection, received: Arc<Mutex<Received>>, orig
                         let at = origin.elapsed();
                         if let Ok(n) = dec.decode_float(&pkt.payload, &mut buf, false) {
                             if let Ok(mut r) = rx.lock() {
-                                r.audio.push((at, buf[..n].to_vec()));
+                                r.audio.push((at, envelope(&buf[..n], 48_000)));
                             }
                         }
                     }
@@ -334,6 +472,7 @@ async fn open_call(
     http: &reqwest::Client,
     base: &str,
     origin: Instant,
+    loss_percent: f64,
 ) -> Result<Client, BenchCallError> {
     let resp = http
         .post(format!("{base}/v1/sessions"))
@@ -342,6 +481,10 @@ async fn open_call(
         .send()
         .await
         .map_err(http_err("POST /v1/sessions"))?;
+    if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+        return Err(BenchCallError::Refused { retry_after });
+    }
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
@@ -351,7 +494,7 @@ async fn open_call(
 
     let (pc, mic) = client_peer().await?;
     let received = Arc::new(Mutex::new(Received::default()));
-    attach_receivers(&pc, received.clone(), origin);
+    attach_receivers(&pc, received.clone(), origin, loss_percent);
 
     let offer = pc.create_offer(None).await?;
     let mut gathered = pc.gathering_complete_promise().await;
@@ -393,20 +536,32 @@ async fn open_call(
     Ok(Client { pc, created, received, offer_to_first_frame: first.saturating_sub(offered_at), mic_task })
 }
 
-/// Send the talk signal over the talk WebSocket; returns when it was sent
-/// (relative to `origin`).
-async fn send_talk(addr: &str, c: &CreatedSession, pcm: &[f32], origin: Instant) -> Result<Duration, BenchCallError> {
-    use tokio_tungstenite::tungstenite::Message;
+type TalkSink = futures::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Message,
+>;
+
+/// Open the session's talk WebSocket (24 kHz PCM16); its events are drained
+/// in the background. The socket stays open: closing it may clear the talk
+/// queue, and a session has one talk socket at a time.
+async fn open_talk(addr: &str, c: &CreatedSession) -> Result<TalkSink, BenchCallError> {
     let url = format!("ws://{addr}{}?token={}&rate=24000", c.talk_url, c.token);
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| BenchCallError::Talk(e.to_string()))?;
+    let (ws, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| BenchCallError::Talk(e.to_string()))?;
+    let (sink, mut events) = ws.split();
+    tokio::spawn(async move { while let Some(Ok(_)) = events.next().await {} });
+    Ok(sink)
+}
+
+/// Send the talk signal as one utterance; returns when it was sent
+/// (relative to `origin`).
+async fn send_talk(sink: &mut TalkSink, pcm: &[f32], origin: Instant) -> Result<Duration, BenchCallError> {
+    use tokio_tungstenite::tungstenite::Message;
     let sent_at = origin.elapsed();
     for piece in pcm.chunks(2400) {
         let bytes: Vec<u8> = piece.iter().flat_map(|x| ((x * 32767.0) as i16).to_le_bytes()).collect();
-        ws.send(Message::binary(bytes)).await.map_err(|e| BenchCallError::Talk(e.to_string()))?;
+        sink.send(Message::binary(bytes)).await.map_err(|e| BenchCallError::Talk(e.to_string()))?;
     }
-    ws.send(Message::text("{\"type\":\"end\"}")).await.map_err(|e| BenchCallError::Talk(e.to_string()))?;
-    // Keep the socket open (closing it may clear the talk queue) and drain events.
-    tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    sink.send(Message::text("{\"type\":\"end\"}")).await.map_err(|e| BenchCallError::Talk(e.to_string()))?;
     Ok(sent_at)
 }
 
@@ -423,8 +578,16 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
             spec.sessions, spec.seconds
         )));
     }
+    if !(0.0..=50.0).contains(&spec.video_loss_percent) {
+        return Err(BenchCallError::Params("need 0 <= --video-loss <= 50 (percent)".into()));
+    }
+    if spec.capacity == Some(0) || spec.talk_every_s.is_some_and(|t| t.is_nan() || t < 3.0) {
+        return Err(BenchCallError::Params("need --capacity >= 1 and --talk-every >= 3 s".into()));
+    }
     let mut cfg = ServerConfig::new(spec.model.clone());
-    cfg.max_sessions = spec.sessions.max(cfg.max_sessions);
+    cfg.max_sessions = spec.capacity.unwrap_or(spec.sessions.max(cfg.max_sessions));
+    // The bench polls nothing while it runs: no idle expiry of its sessions.
+    cfg.expiry.idle_timeout = Duration::from_secs(24 * 3600);
     let factory: Arc<dyn AgentFactory> = Arc::new(SessionAgentFactory::new(crate::generator::factory::build_source));
     let listener = tokio::net::TcpListener::bind(&spec.listen)
         .await
@@ -439,14 +602,30 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
     let http = reqwest::Client::new();
     let origin = Instant::now();
 
-    let opened = futures::future::join_all((0..spec.sessions).map(|i| open_call(i, &http, &base, origin))).await;
+    let opened = futures::future::join_all(
+        (0..spec.sessions).map(|i| open_call(i, &http, &base, origin, spec.video_loss_percent)),
+    )
+    .await;
     let mut clients = Vec::new();
     let mut first_err = None;
+    let mut admission = Admission { requested: spec.sessions, ..Default::default() };
+    let over_capacity = spec.capacity.is_some_and(|c| c < spec.sessions);
     for o in opened {
         match o {
             Ok(c) => clients.push(c),
-            Err(e) => first_err = first_err.or(Some(e)),
+            Err(BenchCallError::Refused { retry_after }) if over_capacity => {
+                admission.refused_503 += 1;
+                admission.retry_after.extend(retry_after);
+            }
+            Err(e) => {
+                admission.other_errors.push(e.to_string());
+                first_err = first_err.or(Some(e));
+            }
         }
+    }
+    admission.admitted = clients.len();
+    if clients.is_empty() && first_err.is_none() {
+        first_err = Some(BenchCallError::Params("no session was admitted".into()));
     }
     let result = async {
         if let Some(e) = first_err {
@@ -455,16 +634,58 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
         // Sustained window: every call is up.
         let win_start = origin.elapsed();
         let cpu0 = process_cpu_seconds();
+        let rss0 = process_rss_kib();
         let talk = talk_signal_24k();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let mut sent = Vec::new();
+        let mut sinks = Vec::new();
         for c in &clients {
-            sent.push(send_talk(&addr, &c.created, &talk, origin).await?);
+            sinks.push(open_talk(&addr, &c.created).await?);
         }
-        let rest = Duration::from_secs_f64(spec.seconds).saturating_sub(origin.elapsed() - win_start);
-        tokio::time::sleep(rest).await;
+        let mut sent = Vec::new();
+        for sink in &mut sinks {
+            sent.push(send_talk(sink, &talk, origin).await?);
+        }
+        let mut talk_bursts = 1;
+        let window = Duration::from_secs_f64(spec.seconds);
+        let mid = window / 2;
+        let mut probed = false;
+        loop {
+            let elapsed = origin.elapsed() - win_start;
+            if elapsed >= window {
+                break;
+            }
+            if !probed && elapsed >= mid {
+                probed = true;
+                if over_capacity {
+                    let r = http
+                        .post(format!("{base}/v1/sessions"))
+                        .header("content-type", "application/json")
+                        .body("{}")
+                        .send()
+                        .await
+                        .map_err(http_err("POST /v1/sessions (mid-window probe)"))?;
+                    let ra = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    admission.probe_mid_window = Some((r.status().as_u16(), ra));
+                }
+            }
+            let next_talk = spec
+                .talk_every_s
+                .map(|t| Duration::from_secs(1) + Duration::from_secs_f64(t) * talk_bursts as u32)
+                .filter(|at| *at + Duration::from_secs(3) < window);
+            let wake =
+                [Some(window), (!probed).then_some(mid), next_talk].into_iter().flatten().min().unwrap_or(window);
+            tokio::time::sleep(wake.saturating_sub(origin.elapsed() - win_start)).await;
+            if next_talk.is_some_and(|at| origin.elapsed() - win_start >= at) {
+                // Talk, then listen (the mic tone goes on all the time) until the next burst.
+                for sink in &mut sinks {
+                    send_talk(sink, &talk, origin).await?;
+                }
+                talk_bursts += 1;
+            }
+        }
         let win_end = origin.elapsed();
         let cpu1 = process_cpu_seconds();
+        let rss1 = process_rss_kib();
         let window_s = (win_end - win_start).as_secs_f64();
         let cpu_cores_total = match (cpu0, cpu1) {
             (Some(a), Some(b)) => (b - a) / window_s,
@@ -491,10 +712,13 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
             // Received audio as an envelope on the bench clock, from the talk send on.
             let bin = |d: Duration| d.as_millis() as usize / BIN_MS;
             let from = bin(sent[i]);
-            let horizon = bin(win_end) + 1;
+            // With repeated bursts, search the first one only.
+            let first_burst_end =
+                spec.talk_every_s.map_or(win_end, |t| (sent[i] + Duration::from_secs_f64(t)).min(win_end));
+            let horizon = bin(first_burst_end) + 1;
             let mut env = vec![0f32; horizon.saturating_sub(from)];
-            for (at, pcm) in &r.audio {
-                for (j, v) in envelope(pcm, 48_000).iter().enumerate() {
+            for (at, env_bins) in &r.audio {
+                for (j, v) in env_bins.iter().enumerate() {
                     let b = bin(*at) + j;
                     if b >= from && b < horizon {
                         env[b - from] = *v;
@@ -508,12 +732,21 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
                 received_fps,
                 frame_size,
                 decode_errors: r.decode_errors,
+                loss: r.loss.clone(),
                 talk_to_ear_ms,
                 talk_corr: corr.max(0.0),
                 server_view,
             });
         }
-        Ok(CallBenchReport { addr: addr.clone(), window_s, cpu_cores_total, sessions })
+        Ok(CallBenchReport {
+            addr: addr.clone(),
+            window_s,
+            cpu_cores_total,
+            sessions,
+            admission: admission.clone(),
+            rss_kib: (rss0, rss1),
+            talk_bursts,
+        })
     }
     .await;
 

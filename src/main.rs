@@ -126,6 +126,30 @@ pub struct ServeArgs {
     /// Allowed CORS origin (repeatable; `*` = any). None = same-origin only.
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
+    /// On SIGTERM/SIGINT: seconds running calls may go on (new sessions are
+    /// refused at once) before they are hung up and the process exits 0.
+    #[arg(long, default_value_t = 30)]
+    drain_grace_s: u64,
+    /// End sessions whose peer has not connected this many seconds after creation
+    /// (long enough for a person to open the call page a backend sent them).
+    #[arg(long, default_value_t = 180)]
+    connect_timeout_s: u64,
+    /// End sessions without a connected peer and without requests for this many seconds.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_s: u64,
+    /// Session-scoped HTTP requests per second per session token (0 = no limit); burst is twice this.
+    #[arg(long, default_value_t = 20.0)]
+    token_rate: f64,
+    /// STUN/TURN URL for the agents' peer connections (repeatable, or comma-separated),
+    /// e.g. stun:stun.example.com:3478, turn:turn.example.com:3478?transport=udp.
+    #[arg(long = "ice-server")]
+    ice_servers: Vec<String>,
+    /// TURN username (for the turn:/turns: URLs).
+    #[arg(long, env = "STREAMAVATAR_ICE_USERNAME")]
+    ice_username: Option<String>,
+    /// TURN credential; prefer the environment variable (command lines are visible to `ps`).
+    #[arg(long, env = "STREAMAVATAR_ICE_CREDENTIAL", hide_env_values = true)]
+    ice_credential: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -205,6 +229,16 @@ pub struct BenchCallArgs {
     /// Address of the in-process server (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// Server capacity (max sessions); below --sessions the extra calls must get 503.
+    #[arg(long)]
+    capacity: Option<usize>,
+    /// Repeat the talk burst every this many seconds (talk/listen alternation, soaks).
+    #[arg(long)]
+    talk_every: Option<f64>,
+    /// Fault injection: the client drops this percent of received video RTP packets
+    /// (freezes until a keyframe, asks for it with PLI).
+    #[arg(long, default_value_t = 0.0)]
+    video_loss: f64,
 }
 
 #[derive(Subcommand)]
@@ -439,6 +473,22 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.device = a.device.clone();
     cfg.max_sessions = a.max_sessions;
     cfg.cors_origins = a.cors_origins.clone();
+    cfg.drain_grace = std::time::Duration::from_secs(a.drain_grace_s);
+    cfg.expiry = signaling::expiry::ExpiryPolicy {
+        connect_timeout: std::time::Duration::from_secs(a.connect_timeout_s),
+        idle_timeout: std::time::Duration::from_secs(a.idle_timeout_s),
+    };
+    if !(a.token_rate.is_finite() && a.token_rate >= 0.0) {
+        anyhow::bail!("--token-rate must be a number >= 0 (got {})", a.token_rate);
+    }
+    cfg.token_rate = signaling::rate_limit::RateLimit { per_second: a.token_rate, burst: 2.0 * a.token_rate };
+    let ice_servers = streamavatar::rtc::ice_servers_from_flags(
+        &a.ice_servers,
+        a.ice_username.as_deref(),
+        a.ice_credential.as_deref(),
+    )?;
+    let mut session_options = streamavatar::session::SessionOptions::default();
+    session_options.peer.ice_servers = ice_servers;
     let web_dir = std::path::PathBuf::from(&a.web_dir);
     if web_dir.join("index.html").is_file() {
         cfg.web_dir = Some(web_dir);
@@ -447,8 +497,10 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     // The product agent (crate::session::Session + the streaming generator)
     // is plugged in through signaling::session_agent::SessionAgentFactory.
-    let factory: Arc<dyn AgentFactory> =
-        Arc::new(SessionAgentFactory::new(streamavatar::generator::factory::build_source));
+    let factory: Arc<dyn AgentFactory> = Arc::new(SessionAgentFactory::with_options(
+        streamavatar::generator::factory::build_source,
+        session_options.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
@@ -457,12 +509,18 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
         model = %cfg.model.name,
         device = %cfg.device,
         max_sessions = cfg.max_sessions,
+        drain_grace_s = a.drain_grace_s,
+        ice_servers = ?session_options.peer.ice_servers,
         "serving"
     );
     let state = AppState::new(cfg, factory);
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stop signal: draining");
     };
     signaling::serve(listener, state, shutdown).await?;
     Ok(())
@@ -475,6 +533,9 @@ async fn run_bench_call(a: BenchCallArgs) -> anyhow::Result<()> {
         seconds: a.seconds,
         sessions: a.sessions,
         listen: a.listen.clone(),
+        capacity: a.capacity,
+        talk_every_s: a.talk_every,
+        video_loss_percent: a.video_loss,
     };
     let report = streamavatar::bench_call::bench_call(&spec).await?;
     println!(

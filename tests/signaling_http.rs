@@ -150,6 +150,9 @@ struct Server {
     factory: Arc<ScriptedFactory>,
     http: reqwest::Client,
     _web: tempfile::TempDir,
+    /// Sends the stop signal (as SIGTERM does for `streamavatar serve`).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
@@ -168,8 +171,16 @@ async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
     let state = AppState::new(cfg, factory.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(streamavatar::signaling::serve(listener, state, std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::spawn(streamavatar::signaling::serve(listener, state, shutdown));
     Server {
+        stop: Some(stop),
+        served: Some(served),
         base: format!("http://{addr}"),
         ws_base: format!("ws://{addr}"),
         factory,
@@ -957,4 +968,136 @@ async fn room_avatar_refusals_are_error_messages() {
     let e = next_json(&mut b).await;
     assert_eq!(e["type"], "error");
     assert!(e["message"].as_str().unwrap().contains("server is full"), "{e}");
+}
+
+// ---------------------------------------------------------------- drain, expiry, rate limits
+
+#[tokio::test]
+async fn drain_refuses_new_sessions_then_hangs_up_running_calls() {
+    let mut srv = start_with(|c| {
+        c.drain_grace = Duration::from_millis(1500);
+        c.retry_after_s = 5;
+    })
+    .await;
+    let s = srv.create().await;
+    assert_eq!(srv.whip(&s, "application/sdp", Some(&s.token), OFFER).await.status(), 201);
+    let ready = srv.http.get(srv.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    srv.stop.take().unwrap().send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = srv.http.post(srv.url("/v1/sessions")).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(error_code(r).await, "draining");
+    assert_eq!(srv.http.get(srv.url("/readyz")).send().await.unwrap().status(), 503);
+    let health: serde_json::Value = srv.http.get(srv.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "draining");
+    // The running call still works during the grace period.
+    let r = srv.http.get(srv.url(&format!("/v1/sessions/{}", s.id))).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!srv.agent(0).is_closed());
+
+    let served = srv.served.take().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), served).await.expect("serve returns after the drain");
+    result.unwrap().unwrap();
+    assert!(srv.agent(0).is_closed(), "the call is hung up at the end of the grace period");
+}
+
+#[tokio::test]
+async fn drain_ends_early_when_calls_end() {
+    let mut srv = start_with(|c| c.drain_grace = Duration::from_secs(60)).await;
+    let s = srv.create().await;
+    srv.stop.take().unwrap().send(()).unwrap();
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = srv.http.delete(srv.url(&format!("/v1/sessions/{}", s.id))).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let served = srv.served.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), served).await.expect("no 60 s wait").unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn sessions_that_never_connect_expire() {
+    let srv = start_with(|c| {
+        c.expiry.connect_timeout = Duration::from_millis(600);
+        c.expiry.idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let abandoned = srv.create().await;
+    let connected = srv.create().await;
+    assert_eq!(srv.whip(&connected, "application/sdp", Some(&connected.token), OFFER).await.status(), 201);
+    // Polling is not a connection: the abandoned session still expires.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ =
+            srv.http.get(srv.url(&format!("/v1/sessions/{}", abandoned.id))).bearer_auth(&abandoned.token).send().await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = srv
+        .http
+        .get(srv.url(&format!("/v1/sessions/{}", abandoned.id)))
+        .bearer_auth(&abandoned.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(srv.agent(0).is_closed());
+    let r = srv
+        .http
+        .get(srv.url(&format!("/v1/sessions/{}", connected.id)))
+        .bearer_auth(&connected.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a connected session does not expire");
+    let metrics = srv.http.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("streamavatar_sessions_expired_total{reason=\"never_connected\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_and_activity_keeps_them() {
+    let srv = start_with(|c| {
+        c.expiry.connect_timeout = Duration::from_secs(60);
+        c.expiry.idle_timeout = Duration::from_millis(700);
+    })
+    .await;
+    let idle = srv.create().await;
+    let busy = srv.create().await;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r =
+            srv.http.get(srv.url(&format!("/v1/sessions/{}", busy.id))).bearer_auth(&busy.token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "requests keep a session alive");
+    }
+    let r = srv.http.get(srv.url(&format!("/v1/sessions/{}", idle.id))).bearer_auth(&idle.token).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let metrics = srv.http.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("streamavatar_sessions_expired_total{reason=\"idle\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn per_token_rate_limit_answers_429_with_retry_after() {
+    let srv =
+        start_with(|c| c.token_rate = streamavatar::signaling::rate_limit::RateLimit { per_second: 1.0, burst: 3.0 })
+            .await;
+    let a = srv.create().await;
+    let b = srv.create().await;
+    let get = |s: &Created| srv.http.get(srv.url(&format!("/v1/sessions/{}", s.id))).bearer_auth(&s.token).send();
+    for _ in 0..3 {
+        assert_eq!(get(&a).await.unwrap().status(), 200);
+    }
+    let r = get(&a).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(error_code(r).await, "rate_limited");
+    assert_eq!(get(&b).await.unwrap().status(), 200, "another session's token has its own budget");
+    // A wrong token is refused before it can spend the session's budget.
+    let r = srv.http.get(srv.url(&format!("/v1/sessions/{}", b.id))).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get(&a).await.unwrap().status(), 200, "the bucket refills");
+    let metrics = srv.http.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("streamavatar_requests_rate_limited_total 1"), "{metrics}");
 }

@@ -18,13 +18,13 @@ use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
-use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::goodbye::Goodbye;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
@@ -35,6 +35,7 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_remote::TrackRemote;
 
+use super::ice::IceServer;
 use super::sdp::{self, SdpError};
 
 /// H.264 constrained baseline 3.1, packetization mode 1 (what browsers decode).
@@ -85,8 +86,8 @@ pub enum PeerRole {
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
     pub role: PeerRole,
-    /// `stun:`/`turn:` URLs; empty for host candidates only.
-    pub ice_servers: Vec<String>,
+    /// STUN/TURN servers; empty for host candidates only.
+    pub ice_servers: Vec<IceServer>,
     /// Offer loopback candidates too (tests on one machine).
     pub include_loopback: bool,
     /// How long to wait for ICE gathering before giving up.
@@ -120,6 +121,8 @@ pub struct PeerHandles {
 
 struct Inner {
     pc: Arc<RTCPeerConnection>,
+    /// Our RTP senders (agent role), for the RTCP BYE on hang-up.
+    senders: Vec<Arc<RTCRtpSender>>,
     video: Option<Arc<TrackLocalStaticSample>>,
     audio: Option<Arc<TrackLocalStaticSample>>,
     keyframe_requested: Arc<AtomicBool>,
@@ -148,17 +151,14 @@ impl Peer {
             .with_setting_engine(settings)
             .build();
         let config = RTCConfiguration {
-            ice_servers: if opts.ice_servers.is_empty() {
-                vec![]
-            } else {
-                vec![RTCIceServer { urls: opts.ice_servers.clone(), ..Default::default() }]
-            },
+            ice_servers: opts.ice_servers.iter().map(IceServer::to_rtc).collect(),
             ..Default::default()
         };
         let pc = Arc::new(api.new_peer_connection(config).await?);
 
         let keyframe_requested = Arc::new(AtomicBool::new(false));
         let keyframe_requests = Arc::new(AtomicU64::new(0));
+        let mut senders = Vec::new();
         let (video, audio) = match opts.role {
             PeerRole::Agent => {
                 let video = Arc::new(TrackLocalStaticSample::new(
@@ -185,6 +185,8 @@ impl Peer {
                 ));
                 let video_sender = pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal + Send + Sync>).await?;
                 let audio_sender = pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal + Send + Sync>).await?;
+                senders.push(video_sender.clone());
+                senders.push(audio_sender.clone());
                 spawn_rtcp_reader(video_sender, Some((keyframe_requested.clone(), keyframe_requests.clone())));
                 spawn_rtcp_reader(audio_sender, None);
                 (Some(video), Some(audio))
@@ -240,6 +242,7 @@ impl Peer {
         let peer = Peer {
             inner: Arc::new(Inner {
                 pc,
+                senders,
                 video,
                 audio,
                 keyframe_requested,
@@ -312,6 +315,27 @@ impl Peer {
     /// PLI/FIR packets received so far.
     pub fn keyframe_requests(&self) -> u64 {
         self.inner.keyframe_requests.load(Ordering::Relaxed)
+    }
+
+    /// Hang up cleanly: an RTCP BYE (RFC 3550 6.6) for our outgoing streams
+    /// with `reason`, so the remote ends the call at once instead of waiting
+    /// for a timeout, then [`Peer::close`] (DTLS close_notify).
+    pub async fn hang_up(&self, reason: &str) {
+        let mut sources = Vec::new();
+        for sender in &self.inner.senders {
+            sources.extend(sender.get_parameters().await.encodings.iter().map(|e| e.ssrc).filter(|s| *s != 0));
+        }
+        let connected = self.inner.pc.connection_state() == RTCPeerConnectionState::Connected;
+        if connected && !sources.is_empty() {
+            let mut reason = reason.as_bytes().to_vec();
+            reason.truncate(255);
+            let bye = Goodbye { sources, reason: Bytes::from(reason) };
+            match self.inner.pc.write_rtcp(&[Box::new(bye)]).await {
+                Ok(_) => tracing::debug!("RTCP BYE sent"),
+                Err(e) => tracing::debug!("RTCP BYE not sent: {e}"),
+            }
+        }
+        self.close().await;
     }
 
     /// Tear the connection down (idempotent).

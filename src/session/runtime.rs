@@ -276,7 +276,7 @@ impl Session {
         let _ = self.inner.shutdown.send(true);
         lock(&self.inner.core).connected = false;
         if let Some(peer) = self.inner.peer.lock().await.clone() {
-            peer.close().await;
+            peer.hang_up("call ended").await;
         }
         let tasks: Vec<_> = std::mem::take(&mut *lock(&self.inner.tasks));
         for t in tasks {
