@@ -81,7 +81,7 @@ fn fmt_windows(m: &ModelMetrics) -> String {
 
 fn metric_cells(m: &ModelMetrics) -> String {
     let listening = match &m.listening {
-        Some(l) => format!("{:.2} ({:.4} / {:.4})", l.ratio, l.listen_energy, l.silent_energy),
+        Some(l) => format!("{:.2} ({:.2e} / {:.2e})", l.ratio, l.listen_energy, l.silent_energy),
         None => "no listening frames".into(),
     };
     format!(
@@ -148,12 +148,62 @@ impl EvalReport {
     }
 
     fn row_line(&self, row: &RowReport, describe: bool) -> String {
-        let name = if describe { format!("{} ({})", row.label, row.description) } else { row.label.clone() };
+        let name = if describe { row.description.clone() } else { row.label.clone() };
         match (&row.metrics, &row.verdict) {
             (Some(m), Some(v)) => {
                 format!("| {name} | {} | {} |\n", metric_cells(m), if v.pass { "pass" } else { "FAIL" })
             }
             _ => format!("| {name} | not available | | | | | | |\n"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::identity_drift::DriftResult;
+    use crate::eval::listening::ListeningResult;
+
+    fn metrics(corr: f64) -> ModelMetrics {
+        ModelMetrics {
+            lip_sync_corr: corr,
+            lip_sync_corr_lag0: corr,
+            listening: Some(ListeningResult { listen_energy: 2e-3, silent_energy: 1e-3, ratio: 2.0, frames: 10 }),
+            identity: DriftResult { window_s: 60.0, psnr_per_window: vec![25.0, 24.0], mean_psnr: 24.5, drift_db: 1.0 },
+            per_identity: vec![],
+            frames_generated: 100,
+            wall_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn markdown_has_the_model_the_verdicts_and_unavailable_rows() {
+        let t = Thresholds::default();
+        let report = EvalReport {
+            command: "streamavatar eval --random-weights".into(),
+            config: "tiny".into(),
+            device: "cpu".into(),
+            build: "dev".into(),
+            spec: EvalSpec::default(),
+            thresholds: t,
+            model: RowReport::measured("model", "Evaluated model", "tiny, weights x".into(), metrics(0.9), &t),
+            ablation: vec![
+                RowReport::measured("baseline", "Baseline (Self Forcing)", "sink off".into(), metrics(0.1), &t),
+                RowReport::not_available("full", "Full (ours)", "no weights".into()),
+            ],
+            wall_s: 2.0,
+        };
+        let md = report.to_markdown();
+        assert!(
+            md.contains(
+                "| tiny, weights x | 0.900 | 0.900 | 2.00 (2.00e-3 / 1.00e-3) | 24.50 | 25.0 / 24.0 | +1.00 | pass |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| Baseline (Self Forcing) | 0.100 |") && md.contains("| FAIL |"), "{md}");
+        assert!(md.contains("| Full (ours) | not available |"), "{md}");
+        assert!(!md.contains("- fails:") && md.contains("`streamavatar eval --random-weights`"), "{md}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["ablation"][1]["status"], "not_available");
     }
 }
