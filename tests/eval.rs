@@ -8,8 +8,10 @@ use std::path::PathBuf;
 
 use streamavatar::config::ModelConfig;
 use streamavatar::eval::lip_sync::pearson;
+use streamavatar::eval::report::RowStatus;
 use streamavatar::eval::{
-    evaluate, prepare_scripts, EvalSpec, EvalWeights, GeneratorModel, GroundTruthModel, ModelMetrics, Thresholds,
+    evaluate, prepare_scripts, run_eval, AblationWeights, EvalRequest, EvalSpec, EvalTarget, EvalWeights,
+    GeneratorModel, GroundTruthModel, ModelMetrics, Thresholds,
 };
 use streamavatar::generator::streaming::RANDOM_WEIGHTS_SEED;
 use streamavatar::generator::GeneratorOptions;
@@ -102,6 +104,43 @@ fn random_weights_fail() {
     // Noise neither moves its mouth with the speech nor looks like the person.
     assert!(m.lip_sync_corr < t.min_lip_sync_corr, "{m:?}");
     assert!(m.identity.mean_psnr < t.min_identity_psnr_db, "{m:?}");
+}
+
+#[test]
+fn eval_command_runs_the_ablation_rows_in_the_papers_order() {
+    let config = ModelConfig::tiny();
+    let request = EvalRequest {
+        command: "streamavatar eval --config tiny --random-weights".into(),
+        config: config.clone(),
+        target: EvalTarget::Generator(EvalWeights::Random { seed: RANDOM_WEIGHTS_SEED }),
+        device: "cpu".into(),
+        spec: EvalSpec {
+            size: 64,
+            identities: 1,
+            seconds: 3.0,
+            baseline_seconds: 2.0,
+            window_s: 1.5,
+            seed: 5,
+            ..EvalSpec::default()
+        },
+        ablation: Some(AblationWeights::default()),
+        thresholds: Thresholds::default(),
+    };
+    let report = run_eval(&request).unwrap();
+    let keys: Vec<&str> = report.ablation.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["baseline", "reference_sink", "rapr", "gan_no_consistency", "full"]);
+    let status: Vec<RowStatus> = report.ablation.iter().map(|r| r.status).collect();
+    assert_eq!(status[..3], [RowStatus::Measured; 3]);
+    assert_eq!(status[3..], [RowStatus::NotAvailable; 2]);
+    // + RAPR with the student's weights is the evaluated model itself (tiny has sink and RAPR on).
+    assert_eq!(report.ablation[2].metrics, report.model.metrics);
+    assert!(report.ablation[0].description.contains("reference sink off, RAPR off"), "{:?}", report.ablation[0]);
+    assert!(report.ablation[1].description.contains("reference sink on, RAPR off"), "{:?}", report.ablation[1]);
+    let md = report.to_markdown();
+    assert!(md.contains("| + GAN w/o consistency discriminator | not available |"), "{md}");
+    // The ground truth has no ablation.
+    let gt = EvalRequest { target: EvalTarget::GroundTruth, ..request };
+    assert!(run_eval(&gt).is_err());
 }
 
 /// The trained mini weights pass. Skipped (with a message) until
