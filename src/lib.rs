@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bench_call;
 pub mod config;
+pub mod eval;
 pub mod generator;
 pub mod media;
 pub mod model;

@@ -27,6 +27,55 @@ enum Command {
     Synth(SynthArgs),
     /// Train the mini model stage by stage (vae | teacher | ode_init), or `bench` a config.
     Train(TrainArgs),
+    /// Evaluate a model on held-out synth identities: lip sync, listening
+    /// motion, identity drift, and the paper's ablation table.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Model preset or config JSON (square video).
+    #[arg(long, default_value = "mini")]
+    config: String,
+    /// Weight files, or folders of *.safetensors (e.g. weights/mini).
+    #[arg(long)]
+    weights: Vec<String>,
+    /// Evaluate deterministic random weights of the config (an untrained model).
+    #[arg(long, conflicts_with_all = ["weights", "ground_truth"])]
+    random_weights: bool,
+    /// Evaluate the synth renderer itself (the reference numbers of the metrics).
+    #[arg(long, conflicts_with_all = ["weights", "ablation_weights"])]
+    ground_truth: bool,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Held-out identities (ids 2^32, 2^32 + 1, ...).
+    #[arg(long, default_value_t = 2)]
+    identities: usize,
+    /// Length of each evaluated stream in seconds (identity drift is over it).
+    #[arg(long, default_value_t = 300.0)]
+    seconds: f64,
+    /// Length of the silent-listen baseline stream (at most --seconds).
+    #[arg(long, default_value_t = 60.0)]
+    baseline_seconds: f64,
+    /// Identity-drift window in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    window: f64,
+    /// Conversation seed (identity k uses seed + k) and generator noise seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Weights of ablation rows: student=PATH (rows 1-3; default --weights),
+    /// gan_no_consistency=PATH, full=PATH; PATH is a file, a folder or a:b.
+    #[arg(long)]
+    ablation_weights: Vec<String>,
+    /// Skip the ablation table.
+    #[arg(long)]
+    no_ablation: bool,
+    /// JSON report path.
+    #[arg(long, default_value = "eval_report.json")]
+    out: String,
+    /// Also write the markdown tables to this file (they are printed either way).
+    #[arg(long)]
+    markdown: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -272,7 +321,54 @@ fn main() -> anyhow::Result<()> {
         Command::Weights(WeightsCommand::Check(a)) => run_weights_check(a),
         Command::Synth(a) => run_synth(a),
         Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
     }
+}
+
+/// `streamavatar eval`: see src/eval/ and docs/BENCHMARKS.md ("Evaluation").
+fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
+    use streamavatar::eval::{AblationWeights, EvalRequest, EvalSpec, EvalTarget, EvalWeights, Thresholds};
+    let config = streamavatar::config::ModelConfig::load(&a.config)?;
+    let target = if a.ground_truth {
+        EvalTarget::GroundTruth
+    } else if a.random_weights {
+        EvalTarget::Generator(EvalWeights::Random { seed: streamavatar::generator::streaming::RANDOM_WEIGHTS_SEED })
+    } else if !a.weights.is_empty() {
+        let paths: Vec<std::path::PathBuf> = a.weights.iter().map(Into::into).collect();
+        EvalTarget::Generator(EvalWeights::from_paths(&paths)?)
+    } else {
+        anyhow::bail!("eval: give --weights FILE|FOLDER, --random-weights or --ground-truth");
+    };
+    let ablation =
+        if a.ground_truth || a.no_ablation { None } else { Some(AblationWeights::parse(&a.ablation_weights)?) };
+    let spec = EvalSpec {
+        size: config.stream.width,
+        identities: a.identities,
+        seconds: a.seconds,
+        baseline_seconds: a.baseline_seconds.min(a.seconds),
+        window_s: a.window,
+        seed: a.seed,
+        ..EvalSpec::default()
+    };
+    let request = EvalRequest {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        config,
+        target,
+        device: a.device.clone(),
+        spec,
+        ablation,
+        thresholds: Thresholds::default(),
+    };
+    let report = streamavatar::eval::run_eval(&request)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&a.out, json).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", a.out))?;
+    let markdown = report.to_markdown();
+    if let Some(path) = &a.markdown {
+        std::fs::write(path, &markdown).map_err(|e| anyhow::anyhow!("cannot write {path}: {e}"))?;
+    }
+    println!("{markdown}");
+    println!("JSON report: {}", a.out);
+    Ok(())
 }
 
 /// `streamavatar train <stage>`: see train/ and docs/TRAINING.md.
