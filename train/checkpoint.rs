@@ -40,9 +40,10 @@ fn tmp(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Whether `dir` holds a complete checkpoint.
+/// Whether `dir` holds a checkpoint to resume (parameters + state; the
+/// optimizer moments are optional, see [`restore`]).
 pub fn exists(dir: &Path) -> bool {
-    ["params.safetensors", "optim.safetensors", "state.json"].iter().all(|f| dir.join(f).is_file())
+    ["params.safetensors", "state.json"].iter().all(|f| dir.join(f).is_file())
 }
 
 /// Write a checkpoint of `params`, `opt` and `state` into `dir`.
@@ -74,6 +75,12 @@ pub fn restore(dir: &Path, params: &ParamStore, opt: &mut AdamW, state: &TrainSt
     let p = dir.join("params.safetensors");
     params.load(&p).map_err(|e| ck_err(&p, e))?;
     let o = dir.join("optim.safetensors");
+    if !o.exists() {
+        // Committed checkpoints (train/checkpoints/) keep only the parameters
+        // to stay small: the run continues with fresh AdamW moments.
+        tracing::warn!(path = %o.display(), "no optimizer state: resuming with fresh AdamW moments");
+        return Ok(());
+    }
     let moments = candle_core::safetensors::load(&o, &candle_core::Device::Cpu).map_err(|e| ck_err(&o, e))?;
     opt.load_state(&moments, state.step).map_err(|e| ck_err(&o, e))?;
     Ok(())
