@@ -19,7 +19,9 @@ use super::TrainError;
 pub struct ClipTensors {
     /// `[1, 3, N, H, W]` in [-1, 1], `N = 1 + 4k`.
     pub video: Tensor,
-    /// `N * 16000 / 24` samples each (rounded down).
+    /// `ceil(N * 16000 / 24)` samples each (rounded up: rounding down left
+    /// the last video frame without audio whenever `N * 16000 / 24` is not
+    /// whole, e.g. N = 13, 25).
     pub talk: Vec<f32>,
     pub listen: Vec<f32>,
     /// Per video frame: 1 while the avatar talks / listens.
@@ -70,7 +72,7 @@ impl ClipSource {
             }
         }
         let video = Tensor::from_vec(pix, (1, 3, n, h, w), device)?;
-        let samples = n * 16_000 / 24;
+        let samples = (n * 16_000).div_ceil(24);
         let cut = |a: &[f32]| {
             let mut v = a[..a.len().min(samples)].to_vec();
             v.resize(samples, 0.0);
@@ -96,6 +98,8 @@ mod tests {
         let (lo, hi) = (c.video.min_all()?.to_scalar::<f32>()?, c.video.max_all()?.to_scalar::<f32>()?);
         assert!(lo >= -1.0 && hi <= 1.0 && hi > lo);
         assert_eq!(c.talk.len(), 9 * 16_000 / 24);
+        // 13 frames: 8666.7 samples, rounded up so the audio covers frame 12.
+        assert_eq!(ClipSource { latent_frames: 3, ..src.clone() }.clip(1, &Device::Cpu)?.talk.len(), 8_667);
         assert_eq!(c.talk_mask.len(), 9);
         assert!(c.talk_mask.iter().zip(&c.listen_mask).all(|(t, l)| t + l <= 1.0));
         assert_eq!(src.spec(3), src.spec(3));

@@ -134,6 +134,16 @@ impl KvCache {
         self.segments.is_empty()
     }
 
+    /// Cut every cached K/V out of the autograd graph (training with
+    /// student forcing: no gradient flows from a chunk into the chunks whose
+    /// K/V it attends to).
+    pub fn detach(&mut self) {
+        for kv in self.segments.iter_mut().flat_map(|s| s.layers.iter_mut()) {
+            kv.k = kv.k.detach();
+            kv.v = kv.v.detach();
+        }
+    }
+
     /// Absolute ids of the cached frames, in order.
     pub fn frame_ids(&self) -> Vec<usize> {
         self.segments.iter().flat_map(|s| s.first_frame..s.first_frame + s.num_frames).collect()
