@@ -194,6 +194,23 @@ fn gan_stage_discriminator_learns_and_resumes() -> anyhow::Result<()> {
     let r = run(&mut st, &opts(dir2.path(), 1, 1e-4))?;
     assert!(r.losses[0].1.is_finite() && r.critic_losses[0].1.is_finite());
     assert!(!st.discriminator_store().named_vars().iter().any(|(n, _)| n.contains("global")));
+
+    // A trainable backbone starts as the teacher (`backbone.*`) and learns.
+    let trained = GanOptions { disc: DiscriminatorConfig { train_backbone: true, ..o.disc }, ..o };
+    let mut st = GanStage::new(teacher(two_chunk_source())?, None, trained, 7)?;
+    let dir3 = tempfile::tempdir()?;
+    run(&mut st, &opts(dir3.path(), 1, 1e-4))?;
+    let init = teacher(two_chunk_source())?;
+    init.frozen_modules()?;
+    let backbone = ParamStore::new(0, &candle_core::Device::Cpu);
+    init.store().copy_into(&backbone, "backbone.")?;
+    let disc = st.discriminator_store();
+    let trained_backbone = ParamStore::new(0, &candle_core::Device::Cpu);
+    for (name, var) in disc.vars_with_prefix("backbone.") {
+        trained_backbone.insert(&name, var.as_tensor())?;
+    }
+    assert_eq!(trained_backbone.named_vars().len(), backbone.named_vars().len());
+    assert!(max_diff(&trained_backbone, &backbone)? > 0.0, "the backbone did not train");
     Ok(())
 }
 

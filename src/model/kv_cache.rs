@@ -386,6 +386,20 @@ mod tests {
     }
 
     #[test]
+    fn detach_cuts_the_graph_and_keeps_values() -> anyhow::Result<()> {
+        let mut cache = KvCache::new(1, policy(true));
+        let w = candle_core::Var::new(&[[2f32; 8]; TPF], &Device::Cpu)?;
+        let k = w.as_tensor().unsqueeze(0)?;
+        cache.append(0, 1, vec![LayerKv { k: k.clone(), v: (k * 3.0)? }])?;
+        assert!(cache.layer(0)?.map(|kv| kv.k.track_op()).unwrap_or(false));
+        cache.detach();
+        let kv = cache.layer(0)?.expect("cached");
+        assert!(!kv.k.track_op() && !kv.v.track_op());
+        assert_eq!(kv.v.flatten_all()?.to_vec1::<f32>()?, vec![6.0; 8 * TPF]);
+        Ok(())
+    }
+
+    #[test]
     fn temporal_positions_follow_rapr() {
         let mut cache = KvCache::new(2, policy(true));
         fill(&mut cache, 5); // next chunk starts at 16 > D = 10

@@ -490,6 +490,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn block_features_tap_the_blocks_of_forward() -> anyhow::Result<()> {
+        let cfg = crate::config::ModelConfig::tiny().dit;
+        let vb = crate::model::weights::SeededInitBackend::var_builder(3, DType::F32, &Device::Cpu);
+        let dit = WanDit::new(&cfg, vb)?;
+        let text = dit.text_context(&Tensor::randn(0f32, 1.0, (1, 4, cfg.text_dim), &Device::Cpu)?)?;
+        let x = Tensor::randn(0f32, 1.0, (2, cfg.in_channels, 3, 4, 4), &Device::Cpu)?;
+        let t = Tensor::new(&[[0f32, 500., 500.], [0., 200., 200.]], &Device::Cpu)?;
+        let mask = AttentionMask::Bidirectional;
+        let both = dit.block_features(&x, &t, &text, None, mask, &[1, 0])?;
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0].dims(), &[2, 3 * 4, cfg.hidden_size()]);
+        let last = dit.block_features(&x, &t, &text, None, mask, &[1])?;
+        let d = (&both[0] - &last[0])?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert_eq!(d, 0.0);
+        assert!((&both[0] - &both[1])?.abs()?.mean_all()?.to_scalar::<f32>()? > 0.0);
+        assert!(dit.block_features(&x, &t, &text, None, mask, &[cfg.num_layers]).is_err());
+        assert!(dit.block_features(&x, &t, &text, None, mask, &[]).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn block_causal_mask_blocks() {
         // ref + 2 chunks of 2 frames, 1 token per frame.
         let m = block_causal_mask(5, 1, 2, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
