@@ -51,7 +51,7 @@ use crate::model::sampler::{predict_x0, renoise, NoiseSource};
 use super::optim::AdamWConfig;
 use super::params::ParamStore;
 use super::rollout::{step_rng, student_rollout, uniform_sigma, ConditionedDit, ExitStep};
-use super::runner::{CriticSpec, Stage};
+use super::runner::{CriticSpec, Stage, StepLoss};
 use super::teacher_stage::{dit_modules, TeacherSample, TeacherStage};
 use super::TrainError;
 
@@ -198,7 +198,7 @@ impl Stage for DmdStage {
         })
     }
 
-    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let sample = self.teacher.sample(*cursor)?;
         *cursor += 1;
         let cfg = self.teacher.config().clone();
@@ -220,12 +220,7 @@ impl Stage for DmdStage {
         Ok((loss, vec![("dmd", value), ("grad_mean_abs", t.grad_mean_abs), ("sigma", t.sigma as f32), ("exit", exit)]))
     }
 
-    fn critic_loss(
-        &mut self,
-        step: u64,
-        update: usize,
-        cursor: &mut u64,
-    ) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+    fn critic_loss(&mut self, step: u64, update: usize, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let sample = self.teacher.sample(*cursor)?;
         *cursor += 1;
         let cfg = self.teacher.config().clone();

@@ -31,6 +31,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use rand::Rng;
 
 use crate::model::sampler::{renoise, NoiseSource};
 
@@ -40,10 +41,9 @@ use super::discriminator::{
 use super::optim::AdamWConfig;
 use super::params::ParamStore;
 use super::rollout::{step_rng, student_rollout, ConditionedDit, ExitStep};
-use super::runner::{CriticSpec, Stage};
+use super::runner::{CriticSpec, Stage, StepLoss};
 use super::teacher_stage::{dit_modules, TeacherSample, TeacherStage};
 use super::TrainError;
-use rand::Rng;
 
 /// Settings of stage 5.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -207,7 +207,7 @@ impl Stage for GanStage {
         })
     }
 
-    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let sample = self.teacher.sample(*cursor)?;
         *cursor += 1;
         let salt = step * 64 + 63;
@@ -223,12 +223,7 @@ impl Stage for GanStage {
         Ok((loss, vec![("g_adv", value), ("fake_minus_real", mean_gap(&d_fake, &d_real)), ("sigma", sigma as f32)]))
     }
 
-    fn critic_loss(
-        &mut self,
-        step: u64,
-        update: usize,
-        cursor: &mut u64,
-    ) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+    fn critic_loss(&mut self, step: u64, update: usize, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let sample = self.teacher.sample(*cursor)?;
         *cursor += 1;
         let salt = step * 64 + (update as u64 % 63);

@@ -19,6 +19,9 @@ use super::optim::{AdamW, AdamWConfig};
 use super::params::ParamStore;
 use super::TrainError;
 
+/// A step's loss and its named parts (for logging).
+pub type StepLoss = (Tensor, Vec<(&'static str, f32)>);
+
 /// The second network of a two-network stage.
 #[derive(Clone)]
 pub struct CriticSpec {
@@ -39,19 +42,14 @@ pub trait Stage {
     fn params(&self) -> &ParamStore;
     /// Loss of one step on data drawn from `*cursor` (advanced as used),
     /// plus named parts for logging.
-    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError>;
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError>;
     /// The critic of a two-network stage (None: single network).
     fn critic(&self) -> Option<CriticSpec> {
         None
     }
     /// Loss of critic update `update` (0-based) before generator step
     /// `step`; only called when [`critic`](Self::critic) is Some.
-    fn critic_loss(
-        &mut self,
-        _step: u64,
-        _update: usize,
-        _cursor: &mut u64,
-    ) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+    fn critic_loss(&mut self, _step: u64, _update: usize, _cursor: &mut u64) -> Result<StepLoss, TrainError> {
         Err(TrainError::Invalid(format!("stage `{}` has no critic", self.name())))
     }
 }

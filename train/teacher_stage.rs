@@ -32,7 +32,7 @@ use crate::model::weights::SeededInitBackend;
 
 use super::data::{ClipSource, ClipTensors};
 use super::params::ParamStore;
-use super::runner::Stage;
+use super::runner::{Stage, StepLoss};
 use super::TrainError;
 
 /// Frozen modules of stage 2.
@@ -201,7 +201,7 @@ impl Stage for TeacherStage {
         &self.params
     }
 
-    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let sample = self.sample(*cursor)?;
         *cursor += 1;
         let (dit, proj, prompt) = self.modules()?;
