@@ -122,7 +122,8 @@ pub fn restore_critic(dir: &Path, params: &ParamStore, opt: &mut AdamW, state: &
         return Err(ck_err(
             &p,
             format!(
-                "the saved critic does not match this run's options ({only_saved} tensors only in the file,                  {only_now} only in this run; e.g. --no-consistency or --disc-heads changed)"
+                "the saved critic does not match this run's options ({only_saved} tensors only in the file, \
+                 {only_now} only in this run; e.g. --no-consistency or --disc-heads changed)"
             ),
         ));
     }
