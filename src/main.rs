@@ -25,7 +25,7 @@ enum Command {
     Weights(WeightsCommand),
     /// Write a synthetic talking/listening avatar dataset (training data).
     Synth(SynthArgs),
-    /// Train the mini model stage by stage (vae | teacher | ode_init), or `bench` a config.
+    /// Train the mini model stage by stage (vae | teacher | ode_init | dmd | gan), or `bench` a config.
     Train(TrainArgs),
     /// Evaluate a model on held-out synth identities: lip sync, listening
     /// motion, identity drift, and the paper's ablation table.
@@ -80,7 +80,7 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Stage: vae | teacher | ode_init | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out).
+    /// Stage: vae | teacher | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out).
     stage: String,
     /// Checkpoint folder of this stage.
     #[arg(long, default_value = "runs/train")]
@@ -114,9 +114,38 @@ pub struct TrainArgs {
     /// teacher: wav2vec2 safetensors (default: seeded random, frozen).
     #[arg(long)]
     wav2vec2: Option<String>,
-    /// ode_init: the teacher's params.safetensors (default: seeded random); export: the final student's.
+    /// ode_init, dmd, gan: the teacher's params.safetensors (default: seeded random); export: the final student's.
     #[arg(long)]
     teacher: Option<String>,
+    /// dmd: the ode_init params.safetensors; gan: the dmd params.safetensors
+    /// (default: a copy of the teacher).
+    #[arg(long)]
+    student: Option<String>,
+    /// dmd, gan: critic (fake score / discriminator) updates per generator step
+    /// (default: dmd 5, gan 1).
+    #[arg(long)]
+    critic_updates: Option<usize>,
+    /// dmd, gan: learning rate of the critic (default: --lr).
+    #[arg(long)]
+    critic_lr: Option<f64>,
+    /// dmd: always backpropagate through the last denoising step (default: a
+    /// random exit step per generator step, Self-Forcing).
+    #[arg(long)]
+    no_random_exit: bool,
+    /// gan: Q-Former heads of the discriminator (N_Q).
+    #[arg(long, default_value_t = 3)]
+    disc_heads: usize,
+    /// gan: train the discriminator's backbone too (default: frozen teacher).
+    #[arg(long)]
+    disc_train_backbone: bool,
+    /// gan: drop the discriminator's global reference-consistency branch (ablation).
+    #[arg(long)]
+    no_consistency: bool,
+    /// gan: weights of the finite-difference R1 / R2 penalties.
+    #[arg(long, default_value_t = 100.0)]
+    r1: f64,
+    #[arg(long, default_value_t = 100.0)]
+    r2: f64,
     /// ode_init: teacher Euler steps per student interval.
     #[arg(long, default_value_t = 8)]
     substeps: usize,
@@ -433,7 +462,47 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             let mut st = streamavatar::train::ode_init_stage::OdeInitStage::new(teacher, a.substeps, a.seed)?;
             runner::run(&mut st, &opts)?
         }
-        other => anyhow::bail!("unknown training stage `{other}` (known: vae, teacher, ode_init, bench)"),
+        "dmd" | "gan" => {
+            use streamavatar::train::{dmd_stage, gan_stage};
+            let vae = a.vae.as_ref().map(std::path::PathBuf::from);
+            let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
+            let frozen = teacher_stage::FrozenModules::load(&cfg, vae.as_ref(), w2v.as_ref(), a.seed)?;
+            let teacher = teacher_stage::TeacherStage::new(cfg, frozen, data, a.seed);
+            if let Some(p) = &a.teacher {
+                teacher.store().load(std::path::Path::new(p))?;
+            }
+            let student = a.student.as_ref().map(std::path::Path::new);
+            let critic_optim = AdamWConfig { lr: a.critic_lr.unwrap_or(a.lr), ..Default::default() };
+            if a.stage == "dmd" {
+                let defaults = dmd_stage::DmdOptions::default();
+                let o = dmd_stage::DmdOptions {
+                    critic_updates: a.critic_updates.unwrap_or(defaults.critic_updates),
+                    critic_optim,
+                    random_exit: !a.no_random_exit,
+                    ..defaults
+                };
+                let mut st = dmd_stage::DmdStage::new(teacher, student, o, a.seed)?;
+                runner::run(&mut st, &opts)?
+            } else {
+                let defaults = gan_stage::GanOptions::default();
+                let o = gan_stage::GanOptions {
+                    disc: streamavatar::train::discriminator::DiscriminatorConfig {
+                        heads: a.disc_heads,
+                        consistency: !a.no_consistency,
+                        train_backbone: a.disc_train_backbone,
+                        ..defaults.disc
+                    },
+                    critic_updates: a.critic_updates.unwrap_or(defaults.critic_updates),
+                    critic_optim: AdamWConfig { beta1: 0.0, beta2: 0.99, ..critic_optim },
+                    r1: a.r1,
+                    r2: a.r2,
+                    ..defaults
+                };
+                let mut st = gan_stage::GanStage::new(teacher, student, o, a.seed)?;
+                runner::run(&mut st, &opts)?
+            }
+        }
+        other => anyhow::bail!("unknown training stage `{other}` (known: vae, teacher, ode_init, dmd, gan, bench)"),
     };
     tracing::info!(
         first = report.first_step,

@@ -99,6 +99,8 @@ mod tests {
         let (lo, hi) = (c.video.min_all()?.to_scalar::<f32>()?, c.video.max_all()?.to_scalar::<f32>()?);
         assert!(lo >= -1.0 && hi <= 1.0 && hi > lo);
         assert_eq!(c.talk.len(), 10 * 16_000 / 24);
+        // 13 frames: one frame of silent tail, so the features cover frame 12.
+        assert_eq!(ClipSource { latent_frames: 3, ..src.clone() }.clip(1, &Device::Cpu)?.talk.len(), 9_333);
         assert_eq!(c.talk_mask.len(), 9);
         assert!(c.talk_mask.iter().zip(&c.listen_mask).all(|(t, l)| t + l <= 1.0));
         assert_eq!(src.spec(3), src.spec(3));

@@ -16,20 +16,31 @@
 //!   with talk / listen audio attention.
 //! * [`ode_init_stage`] — stage 3: ODE initialisation of the causal student
 //!   from teacher trajectories.
-//! * [`runner`] — the resumable step loop shared by every stage.
+//! * [`rollout`] — student forcing: the causal student generates clips
+//!   chunk by chunk through the inference path (KV cache, reference sink,
+//!   RAPR, cache written at the last step).
+//! * [`dmd_stage`] — stage 4: DMD distillation of the student (frozen
+//!   teacher = real score, trained fake score).
+//! * [`discriminator`] — the consistency-aware discriminator (teacher
+//!   backbone, Q-Former heads, local and global branches).
+//! * [`gan_stage`] — stage 5: adversarial refinement (relativistic loss,
+//!   approximate R1 / R2).
+//! * [`runner`] — the resumable step loop shared by every stage (with a
+//!   second network and optimizer for two-network stages).
 //! * [`export`] — trained checkpoints -> the inference weight files
 //!   (`weights/mini/`).
-//!
-//! The plan for the later stages (DMD/SiD with student forcing,
-//! adversarial refinement) is in docs/TRAINING.md.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod discriminator;
+pub mod dmd_stage;
 pub mod export;
+pub mod gan_stage;
 pub mod ode_init_stage;
 pub mod optim;
 pub mod params;
+pub mod rollout;
 pub mod runner;
 pub mod teacher_stage;
 pub mod vae_stage;

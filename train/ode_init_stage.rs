@@ -13,7 +13,7 @@ use crate::model::dit::{AttentionMask, AudioTokens};
 use crate::model::sampler::{FlowMatchSchedule, NoiseSource};
 
 use super::params::ParamStore;
-use super::runner::Stage;
+use super::runner::{Stage, StepLoss};
 use super::teacher_stage::{reference_clean_timesteps, TeacherStage};
 use super::TrainError;
 
@@ -55,7 +55,7 @@ impl Stage for OdeInitStage {
         &self.student
     }
 
-    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let dev = Device::Cpu;
         let sample = self.teacher.sample(*cursor)?;
         *cursor += 1;

@@ -134,6 +134,23 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Insert copies of every variable of `self` into `other`, each name
+    /// prefixed with `prefix` (`""` keeps the names).
+    pub fn copy_into(&self, other: &ParamStore, prefix: &str) -> candle_core::Result<()> {
+        for (name, var) in self.named_vars() {
+            other.insert(&format!("{prefix}{name}"), var.as_tensor())?;
+        }
+        Ok(())
+    }
+
+    /// An independent copy (new variables, same values) seeding variables
+    /// created later from `seed`.
+    pub fn duplicate(&self, seed: u64) -> candle_core::Result<ParamStore> {
+        let copy = ParamStore::new(seed, &self.device);
+        self.copy_into(&copy, "")?;
+        Ok(copy)
+    }
+
     /// Variables whose names start with `prefix` (e.g. `"decoder."`).
     pub fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, Var)> {
         self.named_vars().into_iter().filter(|(n, _)| n.starts_with(prefix)).collect()

@@ -2,6 +2,12 @@
 //! modules (which creates its variables), make AdamW over them, restore
 //! `<out>/` when resuming, then `loss -> backward -> step`, checkpointing
 //! every `save_every` steps and at the end.
+//!
+//! Two-network stages (DMD's fake score, the GAN's discriminator) declare a
+//! [`CriticSpec`]: the runner keeps a second AdamW for it and, before every
+//! generator step, runs `updates_per_step` critic updates
+//! (`critic_loss -> backward -> critic step`). Both networks and both
+//! optimizers are checkpointed together and resume together.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,6 +19,19 @@ use super::optim::{AdamW, AdamWConfig};
 use super::params::ParamStore;
 use super::TrainError;
 
+/// A step's loss and its named parts (for logging).
+pub type StepLoss = (Tensor, Vec<(&'static str, f32)>);
+
+/// The second network of a two-network stage.
+#[derive(Clone)]
+pub struct CriticSpec {
+    /// Its trainable variables (a handle sharing the stage's store).
+    pub params: ParamStore,
+    pub optim: AdamWConfig,
+    /// Critic updates before each generator step (0 = frozen critic).
+    pub updates_per_step: usize,
+}
+
 /// One stage of the pipeline.
 pub trait Stage {
     /// Stage name (`vae`, `teacher`, ...), recorded in the checkpoint.
@@ -23,7 +42,16 @@ pub trait Stage {
     fn params(&self) -> &ParamStore;
     /// Loss of one step on data drawn from `*cursor` (advanced as used),
     /// plus named parts for logging.
-    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError>;
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError>;
+    /// The critic of a two-network stage (None: single network).
+    fn critic(&self) -> Option<CriticSpec> {
+        None
+    }
+    /// Loss of critic update `update` (0-based) before generator step
+    /// `step`; only called when [`critic`](Self::critic) is Some.
+    fn critic_loss(&mut self, _step: u64, _update: usize, _cursor: &mut u64) -> Result<StepLoss, TrainError> {
+        Err(TrainError::Invalid(format!("stage `{}` has no critic", self.name())))
+    }
 }
 
 /// Options of a run.
@@ -47,6 +75,8 @@ pub struct RunReport {
     pub first_step: u64,
     pub last_step: u64,
     pub losses: Vec<(u64, f32)>,
+    /// (generator step, critic loss) of every critic update of this run.
+    pub critic_losses: Vec<(u64, f32)>,
     pub seconds_per_step: f64,
 }
 
@@ -54,6 +84,11 @@ pub struct RunReport {
 pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainError> {
     stage.init()?;
     let mut opt = AdamW::new(stage.params().named_vars(), opts.optim)?;
+    let critic = stage.critic();
+    let mut critic_opt = match &critic {
+        Some(c) => Some(AdamW::new(c.params.named_vars(), c.optim)?),
+        None => None,
+    };
     let mut state = TrainState {
         stage: stage.name().to_string(),
         config: opts.config_name.clone(),
@@ -62,6 +97,7 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
         data_cursor: 0,
         optim: opts.optim,
         losses: Vec::new(),
+        critic_updates: 0,
     };
     if opts.resume && checkpoint::exists(&opts.out) {
         let saved = checkpoint::load_state(&opts.out)?;
@@ -74,13 +110,38 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
             )));
         }
         checkpoint::restore(&opts.out, stage.params(), &mut opt, &saved)?;
+        if let (Some(c), Some(copt)) = (&critic, critic_opt.as_mut()) {
+            checkpoint::restore_critic(&opts.out, &c.params, copt, &saved)?;
+        }
         state = TrainState { optim: opts.optim, ..saved };
         tracing::info!(step = state.step, out = %opts.out.display(), "resumed");
     }
     let first_step = state.step;
     let t0 = Instant::now();
+    let mut critic_losses = Vec::new();
     while state.step < opts.steps {
         let mut cursor = state.data_cursor;
+        if let (Some(c), Some(copt)) = (&critic, critic_opt.as_mut()) {
+            for update in 0..c.updates_per_step {
+                let (loss, parts) = stage.critic_loss(state.step, update, &mut cursor)?;
+                let value = loss.to_scalar::<f32>()?;
+                if !value.is_finite() {
+                    return Err(TrainError::NonFinite { step: state.step, value });
+                }
+                let grad_norm = copt.step(&loss.backward()?)?;
+                state.critic_updates = copt.steps();
+                critic_losses.push((state.step + 1, value));
+                tracing::info!(
+                    stage = stage.name(),
+                    step = state.step + 1,
+                    update,
+                    critic_loss = value,
+                    grad_norm,
+                    ?parts,
+                    "critic"
+                );
+            }
+        }
         let (loss, parts) = stage.loss(state.step, &mut cursor)?;
         let value = loss.to_scalar::<f32>()?;
         if !value.is_finite() {
@@ -97,15 +158,26 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
         state.losses.drain(..keep);
         tracing::info!(stage = stage.name(), step = state.step, loss = value, grad_norm, ?parts, "step");
         if opts.save_every > 0 && state.step % opts.save_every == 0 {
-            checkpoint::save(&opts.out, stage.params(), &opt, &state)?;
+            save(&opts.out, stage.params(), &opt, critic.as_ref().zip(critic_opt.as_ref()), &state)?;
         }
     }
-    checkpoint::save(&opts.out, stage.params(), &opt, &state)?;
+    save(&opts.out, stage.params(), &opt, critic.as_ref().zip(critic_opt.as_ref()), &state)?;
     let done = state.step - first_step;
     Ok(RunReport {
         first_step,
         last_step: state.step,
         losses: state.losses.iter().copied().filter(|(s, _)| *s > first_step).collect(),
+        critic_losses,
         seconds_per_step: if done > 0 { t0.elapsed().as_secs_f64() / done as f64 } else { 0.0 },
     })
+}
+
+fn save(
+    dir: &std::path::Path,
+    params: &ParamStore,
+    opt: &AdamW,
+    critic: Option<(&CriticSpec, &AdamW)>,
+    state: &TrainState,
+) -> Result<(), TrainError> {
+    checkpoint::save(dir, params, opt, critic.map(|(c, o)| (&c.params, o)), state)
 }

@@ -32,7 +32,7 @@ use crate::model::weights::SeededInitBackend;
 
 use super::data::{ClipSource, ClipTensors};
 use super::params::ParamStore;
-use super::runner::Stage;
+use super::runner::{Stage, StepLoss};
 use super::TrainError;
 
 /// Frozen modules of stage 2.
@@ -123,19 +123,7 @@ impl TeacherStage {
         &self,
         vb: candle_nn::VarBuilder<'static>,
     ) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
-        let dit = WanDit::new(&self.cfg.dit, vb.clone())?;
-        let proj = AudioProjection::new(
-            &self.cfg.audio,
-            self.cfg.dit.hidden_size(),
-            self.cfg.dit.audio_tokens_per_frame,
-            vb.pp("audio_proj"),
-        )?;
-        let prompt = vb.get_with_hints(
-            (1, self.cfg.dit.text_len, self.cfg.dit.text_dim),
-            "prompt_embeds",
-            candle_nn::Init::Randn { mean: 0.0, stdev: 0.1 },
-        )?;
-        Ok((dit, proj, prompt))
+        dit_modules(&self.cfg, vb)
     }
 
     /// Latents and masked audio features of one clip (no gradients).
@@ -173,6 +161,24 @@ impl TeacherStage {
     }
 }
 
+/// The DiT, its audio projection (`audio_proj.*`) and the fixed prompt
+/// embedding (`prompt_embeds`) from one store (the DiT checkpoint
+/// namespace): the teacher, the student, DMD's fake score.
+pub fn dit_modules(
+    cfg: &ModelConfig,
+    vb: candle_nn::VarBuilder<'static>,
+) -> Result<(WanDit, AudioProjection, Tensor), TrainError> {
+    let dit = WanDit::new(&cfg.dit, vb.clone())?;
+    let proj =
+        AudioProjection::new(&cfg.audio, cfg.dit.hidden_size(), cfg.dit.audio_tokens_per_frame, vb.pp("audio_proj"))?;
+    let prompt = vb.get_with_hints(
+        (1, cfg.dit.text_len, cfg.dit.text_dim),
+        "prompt_embeds",
+        candle_nn::Init::Randn { mean: 0.0, stdev: 0.1 },
+    )?;
+    Ok((dit, proj, prompt))
+}
+
 /// Per-frame timesteps `[1, F]`: 0 for the reference frame, `t` elsewhere.
 pub fn reference_clean_timesteps(frames: usize, t: f32, dev: &Device) -> candle_core::Result<Tensor> {
     let mut v = vec![t; frames];
@@ -195,7 +201,7 @@ impl Stage for TeacherStage {
         &self.params
     }
 
-    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let sample = self.sample(*cursor)?;
         *cursor += 1;
         let (dit, proj, prompt) = self.modules()?;

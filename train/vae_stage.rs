@@ -16,7 +16,7 @@ use crate::model::vae::WanVae;
 
 use super::data::ClipSource;
 use super::params::ParamStore;
-use super::runner::Stage;
+use super::runner::{Stage, StepLoss};
 use super::TrainError;
 
 /// Loss weights of stage 1.
@@ -101,7 +101,7 @@ impl Stage for VaeStage {
         &self.params
     }
 
-    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<(Tensor, Vec<(&'static str, f32)>), TrainError> {
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let vae = self.vae()?;
         let mut clips = Vec::with_capacity(self.batch);
         for _ in 0..self.batch {

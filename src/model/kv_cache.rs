@@ -134,6 +134,16 @@ impl KvCache {
         self.segments.is_empty()
     }
 
+    /// Cut every cached K/V out of the autograd graph (training with
+    /// student forcing: no gradient flows from a chunk into the chunks whose
+    /// K/V it attends to).
+    pub fn detach(&mut self) {
+        for kv in self.segments.iter_mut().flat_map(|s| s.layers.iter_mut()) {
+            kv.k = kv.k.detach();
+            kv.v = kv.v.detach();
+        }
+    }
+
     /// Absolute ids of the cached frames, in order.
     pub fn frame_ids(&self) -> Vec<usize> {
         self.segments.iter().flat_map(|s| s.first_frame..s.first_frame + s.num_frames).collect()
@@ -373,6 +383,20 @@ mod tests {
         cache.clear();
         assert!(cache.is_empty());
         assert!(cache.layer(0).unwrap().is_none());
+    }
+
+    #[test]
+    fn detach_cuts_the_graph_and_keeps_values() -> anyhow::Result<()> {
+        let mut cache = KvCache::new(1, policy(true));
+        let w = candle_core::Var::new(&[[2f32; 8]; TPF], &Device::Cpu)?;
+        let k = w.as_tensor().unsqueeze(0)?;
+        cache.append(0, 1, vec![LayerKv { k: k.clone(), v: (k * 3.0)? }])?;
+        assert!(cache.layer(0)?.map(|kv| kv.k.track_op()).unwrap_or(false));
+        cache.detach();
+        let kv = cache.layer(0)?.expect("cached");
+        assert!(!kv.k.track_op() && !kv.v.track_op());
+        assert_eq!(kv.v.flatten_all()?.to_vec1::<f32>()?, vec![6.0; 8 * TPF]);
+        Ok(())
     }
 
     #[test]

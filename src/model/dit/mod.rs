@@ -209,6 +209,56 @@ impl WanDit {
         mask: AttentionMask,
     ) -> Result<Tensor, DitError> {
         let grid = self.grid(latents)?;
+        let (cos, sin, mask) = self.clip_rope_and_mask(grid, mask)?;
+        let (out, _) = self.run(latents, timesteps, text, audio, grid, (&cos, &sin), mask.as_ref(), None, false)?;
+        Ok(out)
+    }
+
+    /// Whole-clip forward (inputs as [`forward`](Self::forward)) that stops
+    /// after the deepest block in `taps` and returns the hidden states
+    /// `[B, F * tokens_per_frame, D]` after each tapped block (0-based), in
+    /// the order of `taps`: the DiT as a feature backbone (the GAN stage's
+    /// discriminator, train/discriminator.rs).
+    pub fn block_features(
+        &self,
+        latents: &Tensor,
+        timesteps: &Tensor,
+        text: &TextContext,
+        audio: Option<&AudioTokens>,
+        mask: AttentionMask,
+        taps: &[usize],
+    ) -> Result<Vec<Tensor>, DitError> {
+        let deepest = match taps.iter().max() {
+            Some(&d) if d < self.blocks.len() => d,
+            _ => return Err(bad("taps", format!("{taps:?}: need 1+ block indices below {}", self.blocks.len()))),
+        };
+        let grid = self.grid(latents)?;
+        let (cos, sin, mask) = self.clip_rope_and_mask(grid, mask)?;
+        let b = latents.dim(0)?;
+        let t = self.frame_timesteps(timesteps, b, grid.0)?;
+        let audio = self.audio_inputs(audio, b, grid.0)?;
+        let text_kv = self.text_for_batch(text, b)?;
+        let x = latents.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let mut x = self.patch_embedding.forward(&x)?;
+        let (_, timestep_proj) = self.condition_embedder.time(&t)?;
+        let mut out = vec![None; taps.len()];
+        for (i, block) in self.blocks.iter().enumerate().take(deepest + 1) {
+            let sa = SelfAttnInput { cos: &cos, sin: &sin, mask: mask.as_ref(), past: None, collect_kv: false };
+            x = block.forward(&x, &timestep_proj, &sa, &text_kv[i], audio)?.0;
+            for (slot, _) in out.iter_mut().zip(taps).filter(|(_, &tap)| tap == i) {
+                *slot = Some(x.clone());
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// RoPE tables (positions 0..F) and the optional block-causal mask of a
+    /// whole-clip forward.
+    fn clip_rope_and_mask(
+        &self,
+        grid: (usize, usize, usize),
+        mask: AttentionMask,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>), DitError> {
         let positions: Vec<usize> = (0..grid.0).collect();
         let (cos, sin) = self.rope.cos_sin(&positions, grid.1, grid.2, &self.device)?;
         let mask = match mask {
@@ -217,8 +267,7 @@ impl WanDit {
                 Some(block_causal_mask(grid.0, grid.1 * grid.2, chunk_frames, &self.device)?)
             }
         };
-        let (out, _) = self.run(latents, timesteps, text, audio, grid, (&cos, &sin), mask.as_ref(), None, false)?;
-        Ok(out)
+        Ok((cos, sin, mask))
     }
 
     /// Streaming forward of one chunk of `Fc` latent frames starting at
@@ -439,6 +488,27 @@ pub fn block_causal_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_features_tap_the_blocks_of_forward() -> anyhow::Result<()> {
+        let cfg = crate::config::ModelConfig::tiny().dit;
+        let vb = crate::model::weights::SeededInitBackend::var_builder(3, DType::F32, &Device::Cpu);
+        let dit = WanDit::new(&cfg, vb)?;
+        let text = dit.text_context(&Tensor::randn(0f32, 1.0, (1, 4, cfg.text_dim), &Device::Cpu)?)?;
+        let x = Tensor::randn(0f32, 1.0, (2, cfg.in_channels, 3, 4, 4), &Device::Cpu)?;
+        let t = Tensor::new(&[[0f32, 500., 500.], [0., 200., 200.]], &Device::Cpu)?;
+        let mask = AttentionMask::Bidirectional;
+        let both = dit.block_features(&x, &t, &text, None, mask, &[1, 0])?;
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0].dims(), &[2, 3 * 4, cfg.hidden_size()]);
+        let last = dit.block_features(&x, &t, &text, None, mask, &[1])?;
+        let d = (&both[0] - &last[0])?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert_eq!(d, 0.0);
+        assert!((&both[0] - &both[1])?.abs()?.mean_all()?.to_scalar::<f32>()? > 0.0);
+        assert!(dit.block_features(&x, &t, &text, None, mask, &[cfg.num_layers]).is_err());
+        assert!(dit.block_features(&x, &t, &text, None, mask, &[]).is_err());
+        Ok(())
+    }
 
     #[test]
     fn block_causal_mask_blocks() {
