@@ -54,6 +54,9 @@ impl Grid {
         let &[b, t_in, c, h, w] = dims else {
             candle_core::bail!("cpu conv: expected a [B, T, C, H, W] input, got {dims:?}")
         };
+        if dims.contains(&0) || g.kt == 0 || g.kh == 0 || g.kw == 0 {
+            candle_core::bail!("cpu conv: empty input {dims:?} or kernel {}x{}x{}", g.kt, g.kh, g.kw);
+        }
         let (hp, wp) = (h + 2 * g.pad, w + 2 * g.pad);
         if t_in < g.kt || hp < g.kh || wp < g.kw {
             candle_core::bail!(
@@ -202,7 +205,7 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [
 
 fn check_weight(w_dims: &[usize], g: ConvGeometry, c_in: usize) -> Result<usize> {
     match *w_dims {
-        [co, ci, kt, kh, kw] if ci == c_in && (kt, kh, kw) == (g.kt, g.kh, g.kw) => Ok(co),
+        [co, ci, kt, kh, kw] if co > 0 && ci == c_in && (kt, kh, kw) == (g.kt, g.kh, g.kw) => Ok(co),
         _ => candle_core::bail!(
             "cpu conv: weight {w_dims:?} does not match {c_in} input channels and a {}x{}x{} kernel",
             g.kt,
@@ -454,6 +457,9 @@ mod tests {
         let x16 = x.to_dtype(candle_core::DType::F16).unwrap();
         let w = Tensor::zeros((2, 3, 1, 3, 3), candle_core::DType::F16, &dev).unwrap();
         assert!(conv(&x16, &w, 1).is_err(), "f16 is not handled by this kernel");
+        let empty = Tensor::zeros((1, 3, 0, 4, 4), candle_core::DType::F32, &dev).unwrap();
+        let w0 = Tensor::zeros((2, 0, 1, 3, 3), candle_core::DType::F32, &dev).unwrap();
+        assert!(conv(&empty, &w0, 1).is_err(), "zero channels are an error, not a panic");
     }
 
     /// Throughput on VAE decoder shapes (`cargo test --release --lib cpu_conv -- --ignored --nocapture`).
