@@ -234,13 +234,8 @@ impl WanDit {
         };
         let grid = self.grid(latents)?;
         let (cos, sin, mask) = self.clip_rope_and_mask(grid, mask)?;
-        let b = latents.dim(0)?;
-        let t = self.frame_timesteps(timesteps, b, grid.0)?;
-        let audio = self.audio_inputs(audio, b, grid.0)?;
-        let text_kv = self.text_for_batch(text, b)?;
-        let x = latents.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let mut x = self.patch_embedding.forward(&x)?;
-        let (_, timestep_proj) = self.condition_embedder.time(&t)?;
+        let Embedded { mut x, timestep_proj, text_kv, audio, .. } =
+            self.embed(latents, timesteps, text, audio, grid.0)?;
         let mut out = vec![None; taps.len()];
         for (i, block) in self.blocks.iter().enumerate().take(deepest + 1) {
             let sa = SelfAttnInput { cos: &cos, sin: &sin, mask: mask.as_ref(), past: None, collect_kv: false };
@@ -375,6 +370,27 @@ impl WanDit {
     }
 
     /// Validate audio tokens for `frames` latent frames; None when absent.
+    /// The inputs every forward starts from: patch-embedded latents, the
+    /// time embedding and its projection, per-block text K / V for the
+    /// batch, and the checked audio tokens.
+    fn embed<'a>(
+        &self,
+        latents: &Tensor,
+        timesteps: &Tensor,
+        text: &TextContext,
+        audio: Option<&'a AudioTokens>,
+        frames: usize,
+    ) -> Result<Embedded<'a>, DitError> {
+        let b = latents.dim(0)?;
+        let t = self.frame_timesteps(timesteps, b, frames)?;
+        let audio = self.audio_inputs(audio, b, frames)?;
+        let text_kv = self.text_for_batch(text, b)?;
+        let x = latents.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let x = self.patch_embedding.forward(&x)?;
+        let (temb, timestep_proj) = self.condition_embedder.time(&t)?;
+        Ok(Embedded { x, temb, timestep_proj, text_kv, audio })
+    }
+
     fn audio_inputs<'a>(
         &self,
         audio: Option<&'a AudioTokens>,
@@ -422,14 +438,8 @@ impl WanDit {
         past: Option<(&KvCache, &Tensor, &Tensor)>,
         collect_kv: bool,
     ) -> Result<(Tensor, Vec<LayerKv>), DitError> {
-        let b = latents.dim(0)?;
-        let t = self.frame_timesteps(timesteps, b, grid.0)?;
-        let audio = self.audio_inputs(audio, b, grid.0)?;
-        let text_kv = self.text_for_batch(text, b)?;
-
-        let x = latents.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let mut x = self.patch_embedding.forward(&x)?;
-        let (temb, timestep_proj) = self.condition_embedder.time(&t)?;
+        let Embedded { mut x, temb, timestep_proj, text_kv, audio } =
+            self.embed(latents, timesteps, text, audio, grid.0)?;
 
         let mut kvs = Vec::with_capacity(if collect_kv { self.blocks.len() } else { 0 });
         for (i, block) in self.blocks.iter().enumerate() {
@@ -483,6 +493,15 @@ pub fn block_causal_mask(
         m.extend((0..l).map(|k| if block(k / tokens_per_frame) <= bq { 0f32 } else { f32::NEG_INFINITY }));
     }
     Ok(Tensor::from_vec(m, (l, l), device)?)
+}
+
+/// See [`WanDit::embed`].
+struct Embedded<'a> {
+    x: Tensor,
+    temb: Tensor,
+    timestep_proj: Tensor,
+    text_kv: Vec<(Tensor, Tensor)>,
+    audio: Option<(&'a Tensor, &'a Tensor)>,
 }
 
 #[cfg(test)]
