@@ -53,6 +53,57 @@ fn vae_stage_loss_decreases_and_resumes() -> anyhow::Result<()> {
     let r2 = run(&mut again, &opts(dir.path(), 10, 3e-3))?;
     assert_eq!((r2.first_step, r2.last_step), (8, 10));
     assert!(r2.losses[0].1 < r.losses[0].1, "resumed loss {:?} vs first {:?}", r2.losses, r.losses);
+    vae_checkpoint_carries_latent_statistics_through_export(&ModelConfig::tiny(), dir.path())
+}
+
+/// The VAE checkpoint holds the measured `latents_mean` / `latents_std`; a
+/// frozen VAE loaded from it (what stages 2+ do) normalises with them, and
+/// `train export` writes them into `vae.safetensors`, which then passes
+/// `weights check` against the config.
+fn vae_checkpoint_carries_latent_statistics_through_export(
+    cfg: &ModelConfig,
+    vae_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use streamavatar::model::vae::{LATENTS_MEAN, LATENTS_STD};
+    let vae_file = vae_dir.join("params.safetensors");
+    let tensors = candle_core::safetensors::load(&vae_file, &candle_core::Device::Cpu)?;
+    let mean: Vec<f32> = tensors[LATENTS_MEAN].to_vec1()?;
+    let std: Vec<f32> = tensors[LATENTS_STD].to_vec1()?;
+    assert_eq!((mean.len(), std.len()), (cfg.vae.z_dim, cfg.vae.z_dim));
+    assert!(mean.iter().all(|m| m.is_finite()) && std.iter().all(|s| s.is_finite() && *s > 0.0), "{mean:?} {std:?}");
+    // A trained (even briefly) VAE's latents are not exactly N(0, 1).
+    assert!(std.iter().any(|s| (s - 1.0).abs() > 1e-3), "{std:?}");
+
+    let frozen = FrozenModules::load(cfg, Some(&vae_file), None, 7)?;
+    let z = cfg.vae.z_dim;
+    let at = |v: Vec<f32>| candle_core::Tensor::from_vec(v, (1, z, 1, 1, 1), &candle_core::Device::Cpu);
+    let one_std: Vec<f32> = mean.iter().zip(&std).map(|(m, s)| m + s).collect();
+    let norm = frozen.vae.latent_norm();
+    let at_mean: Vec<f32> = norm.normalize(&at(mean.clone())?)?.flatten_all()?.to_vec1()?;
+    let at_one: Vec<f32> = norm.normalize(&at(one_std)?)?.flatten_all()?.to_vec1()?;
+    assert!(at_mean.iter().all(|v| v.abs() < 1e-4), "{at_mean:?}");
+    assert!(at_one.iter().all(|v| (v - 1.0).abs() < 1e-3), "{at_one:?}");
+
+    // Export with a seeded DiT (every tensor the config expects) and check it.
+    let mut teacher = TeacherStage::new(cfg.clone(), frozen, source(), 7);
+    teacher.init()?;
+    let dit_file = vae_dir.join("dit_params.safetensors");
+    teacher.params().save(&dit_file)?;
+    let out = vae_dir.join("export");
+    let sources = streamavatar::train::export::ExportSources {
+        vae: vae_file,
+        dit: dit_file,
+        wav2vec2: None,
+        wav2vec2_seed: streamavatar::train::export::frozen_wav2vec2_seed(7),
+    };
+    streamavatar::train::export::export(cfg, &sources, &out)?;
+    let exported = candle_core::safetensors::load(out.join("vae.safetensors"), &candle_core::Device::Cpu)?;
+    assert_eq!(exported[LATENTS_STD].to_vec1::<f32>()?, std);
+    let files: Vec<std::path::PathBuf> =
+        ["dit", "streamavatar_audio", "vae", "wav2vec2"].iter().map(|n| out.join(format!("{n}.safetensors"))).collect();
+    let weights = streamavatar::model::weights::ModelWeights::open(&files)?;
+    let report = weights.check(&streamavatar::model::weights::expected_tensors(cfg).map_err(anyhow::Error::msg)?);
+    assert!(report.ok(), "{report}");
     Ok(())
 }
 

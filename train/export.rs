@@ -99,7 +99,13 @@ fn load_all(path: &Path) -> Result<HashMap<String, Tensor>, TrainError> {
         .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })
 }
 
-fn take(source: &HashMap<String, Tensor>, from: &Path, name: &str, shape: &[usize]) -> Result<Tensor, TrainError> {
+fn take(
+    source: &HashMap<String, Tensor>,
+    from: &Path,
+    name: &str,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<Tensor, TrainError> {
     let t = source.get(name).ok_or_else(|| TrainError::Checkpoint {
         path: from.to_path_buf(),
         msg: format!("tensor `{name}` is missing"),
@@ -116,7 +122,7 @@ fn take(source: &HashMap<String, Tensor>, from: &Path, name: &str, shape: &[usiz
             msg: format!("tensor `{name}` has shape {:?}, the config expects {shape:?}", t.dims()),
         });
     }
-    Ok(t.to_dtype(DType::F16)?)
+    Ok(t.to_dtype(dtype)?)
 }
 
 /// Write the inference files of `cfg` into `out` from `src`.
@@ -144,11 +150,24 @@ pub fn export(cfg: &ModelConfig, src: &ExportSources, out: &Path) -> Result<Expo
         let mut written = HashMap::with_capacity(tensors.len());
         for (name, shape) in tensors {
             let t = match kind {
-                FileKind::Transformer | FileKind::StreamAvatarAudio => take(&dit, &src.dit, name, shape)?,
-                FileKind::Vae => take(&vae, &src.vae, name, shape)?,
-                FileKind::Wav2Vec2 => take(&w2v, &w2v_from, name, shape)?,
+                FileKind::Transformer | FileKind::StreamAvatarAudio => take(&dit, &src.dit, name, shape, DType::F16)?,
+                FileKind::Vae => take(&vae, &src.vae, name, shape, DType::F16)?,
+                FileKind::Wav2Vec2 => take(&w2v, &w2v_from, name, shape, DType::F16)?,
             };
             written.insert(name.clone(), t);
+        }
+        // Optional tensors travel when the source has them, in f32 (the VAE's
+        // latent statistics: the normalisation the later stages trained with).
+        let (source, from) = match kind {
+            FileKind::Transformer | FileKind::StreamAvatarAudio => (&dit, &src.dit),
+            FileKind::Vae => (&vae, &src.vae),
+            FileKind::Wav2Vec2 => (&w2v, &w2v_from),
+        };
+        for (name, shape) in expected.optional.get(kind).into_iter().flatten() {
+            if source.contains_key(name) {
+                let t = take(source, from, name, shape, DType::F32)?;
+                written.insert(name.clone(), t);
+            }
         }
         let path = out.join(file_name);
         candle_core::safetensors::save(&written, &path)

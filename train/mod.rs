@@ -37,6 +37,7 @@ pub mod discriminator;
 pub mod dmd_stage;
 pub mod export;
 pub mod gan_stage;
+pub mod latent_stats;
 pub mod ode_init_stage;
 pub mod optim;
 pub mod params;

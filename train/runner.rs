@@ -43,6 +43,11 @@ pub trait Stage {
     /// Loss of one step on data drawn from `*cursor` (advanced as used),
     /// plus named parts for logging.
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError>;
+    /// Called before every checkpoint is written: derived tensors that must
+    /// travel with the parameters (the VAE's latent statistics).
+    fn before_save(&mut self) -> Result<(), TrainError> {
+        Ok(())
+    }
     /// The critic of a two-network stage (None: single network).
     fn critic(&self) -> Option<CriticSpec> {
         None
@@ -158,9 +163,11 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
         state.losses.drain(..keep);
         tracing::info!(stage = stage.name(), step = state.step, loss = value, grad_norm, ?parts, "step");
         if opts.save_every > 0 && state.step % opts.save_every == 0 {
+            stage.before_save()?;
             save(&opts.out, stage.params(), &opt, critic.as_ref().zip(critic_opt.as_ref()), &state)?;
         }
     }
+    stage.before_save()?;
     save(&opts.out, stage.params(), &opt, critic.as_ref().zip(critic_opt.as_ref()), &state)?;
     let done = state.step - first_step;
     Ok(RunReport {

@@ -8,6 +8,9 @@
 //! the VAE's 16-pixel spatial factor). The VAE is fully convolutional, so a
 //! 64x64 crop of a 128x128 clip teaches the same kernels at a quarter of the
 //! cost; the crop position is drawn from the step, so runs stay reproducible.
+//!
+//! Every checkpoint also carries the latent statistics measured with the
+//! current weights (`latent_stats`), which later stages normalise with.
 
 use candle_core::{Device, Tensor};
 
@@ -99,6 +102,10 @@ impl Stage for VaeStage {
 
     fn params(&self) -> &ParamStore {
         &self.params
+    }
+
+    fn before_save(&mut self) -> Result<(), TrainError> {
+        super::latent_stats::store(&self.params, &self.vae()?, &self.data, &self.device)
     }
 
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {

@@ -169,7 +169,38 @@ pub struct LatentNorm {
     inv_std: Tensor,
 }
 
+/// Optional tensors of a VAE weight file (`[z_dim]` each): per-channel
+/// statistics of the encoder's `mu`, measured on the training data after
+/// the VAE was trained (`train vae` writes them with every checkpoint). When
+/// present they replace the config's `latents_mean` / `latents_std`, so a
+/// retrained VAE carries its own normalisation (Wan2.2 ships its constants
+/// in the config instead).
+pub const LATENTS_MEAN: &str = "latents_mean";
+pub const LATENTS_STD: &str = "latents_std";
+
 impl LatentNorm {
+    /// The weight file's statistics when `vb` holds both (see
+    /// [`LATENTS_MEAN`]), else the config's.
+    pub fn from_weights_or_config(cfg: &VaeConfig, vb: &VarBuilder) -> Result<Self, VaeError> {
+        if !(vb.contains_tensor(LATENTS_MEAN) && vb.contains_tensor(LATENTS_STD)) {
+            return Self::new(cfg, vb.device(), vb.dtype());
+        }
+        let read = |name: &str| -> Result<Vec<f32>, VaeError> {
+            let t = vb.get(cfg.z_dim, name)?;
+            Ok(t.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        };
+        let (mean, std) = (read(LATENTS_MEAN)?, read(LATENTS_STD)?);
+        if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(VaeError::InvalidInput(format!(
+                "{LATENTS_MEAN} must be finite and {LATENTS_STD} finite and positive, got {mean:?} / {std:?}"
+            )));
+        }
+        let mut cfg = cfg.clone();
+        cfg.latents_mean = mean.iter().map(|m| *m as f64).collect();
+        cfg.latents_std = std.iter().map(|s| *s as f64).collect();
+        Self::new(&cfg, vb.device(), vb.dtype())
+    }
+
     pub fn new(cfg: &VaeConfig, device: &Device, dtype: DType) -> Result<Self, VaeError> {
         if cfg.latents_mean.len() != cfg.z_dim || cfg.latents_std.len() != cfg.z_dim {
             return Err(VaeError::Unsupported("latents_mean / latents_std must have z_dim entries".into()));
@@ -224,7 +255,7 @@ impl WanVae {
             cfg: cfg.clone(),
             encoder: VaeEncoder::new(cfg, vb.clone())?,
             decoder: VaeDecoder::new(cfg, vb.clone())?,
-            norm: LatentNorm::new(cfg, vb.device(), vb.dtype())?,
+            norm: LatentNorm::from_weights_or_config(cfg, &vb)?,
             dtype: vb.dtype(),
         })
     }
@@ -335,6 +366,31 @@ pub fn load_streaming_decoder(cfg: &VaeConfig, vb: VarBuilder) -> Result<Streami
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+
+    #[test]
+    fn latent_statistics_in_the_weights_replace_the_config() {
+        let cfg = ModelConfig::tiny().vae;
+        let z = cfg.z_dim;
+        let dev = Device::Cpu;
+        let stats = |std: f32| {
+            let mut t = std::collections::HashMap::new();
+            t.insert(LATENTS_MEAN.to_string(), Tensor::full(2f32, z, &dev).unwrap());
+            t.insert(LATENTS_STD.to_string(), Tensor::full(std, z, &dev).unwrap());
+            VarBuilder::from_tensors(t, DType::F32, &dev)
+        };
+        let norm = LatentNorm::from_weights_or_config(&cfg, &stats(4.0)).unwrap();
+        let x = Tensor::full(10f32, (1, z, 1, 1, 1), &dev).unwrap();
+        let v: Vec<f32> = norm.normalize(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|v| (v - 2.0).abs() < 1e-6), "{v:?}");
+        // Without them: the config's (0 / 1 for tiny).
+        let none = VarBuilder::from_tensors(Default::default(), DType::F32, &dev);
+        let norm = LatentNorm::from_weights_or_config(&cfg, &none).unwrap();
+        let v: Vec<f32> = norm.normalize(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|v| (v - 10.0).abs() < 1e-6), "{v:?}");
+        // A zero std is a clear error, not a division by zero.
+        let e = LatentNorm::from_weights_or_config(&cfg, &stats(0.0)).unwrap_err().to_string();
+        assert!(e.contains(LATENTS_STD), "{e}");
+    }
 
     #[test]
     fn patchify_round_trip_and_channel_order() {

@@ -13,6 +13,9 @@ use super::names::{FileKind, NameScheme};
 #[derive(Debug, Clone, Default)]
 pub struct ExpectedTensors {
     pub by_kind: BTreeMap<FileKind, BTreeMap<String, Vec<usize>>>,
+    /// Tensors a file may hold and the model then uses (never reported
+    /// missing), e.g. the VAE's measured latent statistics.
+    pub optional: BTreeMap<FileKind, BTreeMap<String, Vec<usize>>>,
 }
 
 impl ExpectedTensors {
@@ -124,6 +127,23 @@ pub fn check_files(files: &[Arc<CheckpointFile>], expected: &ExpectedTensors) ->
             by_stored.entry(stored.as_str()).or_default().push(canon.as_str());
         }
         for (stored, canons) in by_stored {
+            let optional = expected.optional.get(&f.kind);
+            if let Some((canon, exp)) =
+                canons.iter().find_map(|c| optional.and_then(|o| o.get(*c)).map(|exp| (*c, exp)))
+            {
+                let got = f.file.info(stored).map(|i| i.shape.clone()).unwrap_or_default();
+                if &got == exp {
+                    fr.matched += 1;
+                } else {
+                    fr.mismatched.push(ShapeMismatch {
+                        name: canon.to_string(),
+                        stored: stored.to_string(),
+                        got,
+                        expected: exp.clone(),
+                    });
+                }
+                continue;
+            }
             let Some(canon) = canons.iter().find(|c| want.contains_key(**c)).copied() else {
                 if canons.iter().any(|c| is_known_extra(f.kind, c)) {
                     fr.ignored.push(stored.to_string());

@@ -10,7 +10,7 @@ use super::{ExpectedTensors, RecordingBackend};
 use crate::config::ModelConfig;
 use crate::model::audio::{AudioProjection, InputNormalization, Wav2Vec2Model};
 use crate::model::dit::WanDit;
-use crate::model::vae::WanVae;
+use crate::model::vae::{WanVae, LATENTS_MEAN, LATENTS_STD};
 
 /// Construct the model of `cfg` on recording backends and collect the
 /// (name, shape) of every tensor it asks for, grouped by file kind.
@@ -33,6 +33,8 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Result<ExpectedTensors, String> {
     let (vb, rec) = RecordingBackend::var_builder(dtype, &dev);
     WanVae::new(&cfg.vae, vb).map_err(|e| format!("VAE: {e}"))?;
     expected.add(FileKind::Vae, rec.recorded().required);
+    let stats = [LATENTS_MEAN, LATENTS_STD].map(|n| (n.to_string(), vec![cfg.vae.z_dim]));
+    expected.optional.insert(FileKind::Vae, stats.into_iter().collect());
 
     let (vb, rec) = RecordingBackend::var_builder(dtype, &dev);
     Wav2Vec2Model::new(&cfg.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, vb)

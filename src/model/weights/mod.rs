@@ -61,6 +61,16 @@ pub fn is_unshaped(name: &str) -> bool {
     name == "prompt_embeds" || name.ends_with(".prompt_embeds")
 }
 
+/// Optional tensors that only trained files carry: the VAE's measured latent
+/// statistics ([`crate::model::vae::LATENTS_MEAN`] / `LATENTS_STD`).
+/// Backends without stored data report them absent, so the config's values
+/// apply to random and recorded models.
+pub fn is_measured_stat(name: &str) -> bool {
+    use crate::model::vae::{LATENTS_MEAN, LATENTS_STD};
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    leaf == LATENTS_MEAN || leaf == LATENTS_STD
+}
+
 /// A model component with its own tensor namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {

@@ -72,7 +72,7 @@ impl SimpleBackend for RecordingBackend {
             log.probed.push(name.to_string());
         }
         // Record the full model: optional modules are expected to be there.
-        !super::is_unshaped(name)
+        !super::is_unshaped(name) && !super::is_measured_stat(name)
     }
 }
 

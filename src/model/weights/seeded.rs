@@ -115,7 +115,7 @@ impl SimpleBackend for SeededInitBackend {
     /// attention); only the shape-less `prompt_embeds` is reported absent, so
     /// `load_prompt_embeds` asks for it with its full shape.
     fn contains_tensor(&self, name: &str) -> bool {
-        !super::is_unshaped(name)
+        !super::is_unshaped(name) && !super::is_measured_stat(name)
     }
 }
 
