@@ -80,7 +80,7 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Stage: vae | teacher | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out).
+    /// Stage: vae | teacher | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out) | recon (VAE reconstruction PSNR of --clips unseen clips, PNGs in --out).
     stage: String,
     /// Checkpoint folder of this stage.
     #[arg(long, default_value = "runs/train")]
@@ -155,6 +155,9 @@ pub struct TrainArgs {
     /// vae: train on random square crops of this side (a multiple of 16).
     #[arg(long)]
     crop: Option<usize>,
+    /// recon: clips to reconstruct.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    clips: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -416,6 +419,26 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             wav2vec2_seed: frozen_wav2vec2_seed(a.seed),
         };
         let report = export(&cfg, &src, std::path::Path::new(&a.out))?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if a.stage == "recon" {
+        let Some(vae) = &a.vae else {
+            anyhow::bail!("train recon needs --vae <stage-1 params> (--out = folder for the comparison PNGs)");
+        };
+        let data = ClipSource {
+            seed: a.seed,
+            size: cfg.stream.width,
+            latent_frames: a.latent_frames,
+            identities: a.identities,
+        };
+        let report = streamavatar::train::recon::reconstruct(
+            &cfg,
+            std::path::Path::new(vae),
+            &data,
+            a.clips,
+            Some(std::path::Path::new(&a.out)),
+        )?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }

@@ -291,3 +291,43 @@ fn student_rollout_gradient_path_matches_inference_path() -> anyhow::Result<()> 
     assert!((&plain - &early)?.abs()?.mean_all()?.to_scalar::<f32>()? > 1e-3);
     Ok(())
 }
+
+/// Every VAE parameter gets a non-zero gradient from the stage-1 loss (a
+/// module that copies a weight without its graph would silently freeze it).
+#[test]
+fn vae_stage_loss_reaches_every_parameter() -> anyhow::Result<()> {
+    let mut st = VaeStage::new(ModelConfig::tiny(), source(), 1, Default::default(), 7);
+    st.init()?;
+    let (loss, _) = st.loss(0, &mut 0)?;
+    let grads = loss.backward()?;
+    let mut frozen = Vec::new();
+    let vars = st.params().named_vars();
+    for (name, var) in &vars {
+        let norm = match grads.get(var.as_tensor()) {
+            Some(g) => g.sqr()?.sum_all()?.to_scalar::<f32>()?,
+            None => 0.0,
+        };
+        if norm == 0.0 {
+            frozen.push(name.clone());
+        }
+    }
+    assert!(frozen.is_empty(), "{} of {} parameters get no gradient: {frozen:?}", frozen.len(), vars.len());
+    Ok(())
+}
+
+/// A fresh VAE stage starts with a narrow posterior (logvar bias
+/// `INITIAL_LOGVAR`), so reconstruction starts from nearly clean latents.
+#[test]
+fn vae_stage_starts_with_a_narrow_posterior() -> anyhow::Result<()> {
+    use streamavatar::train::vae_stage::INITIAL_LOGVAR;
+    let cfg = ModelConfig::tiny();
+    let mut st = VaeStage::new(cfg.clone(), source(), 1, Default::default(), 7);
+    st.init()?;
+    let video = source().clip(0, &candle_core::Device::Cpu)?.video;
+    let post = st.vae()?.encode(&video)?;
+    let mean_logvar = post.logvar.mean_all()?.to_scalar::<f32>()?;
+    let max_logvar = post.logvar.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    assert!((mean_logvar - INITIAL_LOGVAR).abs() < 0.5, "mean logvar {mean_logvar}");
+    assert!(max_logvar < INITIAL_LOGVAR + 2.0, "max logvar {max_logvar}");
+    Ok(())
+}

@@ -41,6 +41,7 @@ pub mod latent_stats;
 pub mod ode_init_stage;
 pub mod optim;
 pub mod params;
+pub mod recon;
 pub mod rollout;
 pub mod runner;
 pub mod teacher_stage;
