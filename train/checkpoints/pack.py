@@ -21,7 +21,9 @@ def main() -> None:
     src, dst = sys.argv[1], sys.argv[2]
     os.makedirs(dst, exist_ok=True)
     params = load_file(os.path.join(src, "params.safetensors"))
-    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in params.items()}
+    # The VAE's measured latent statistics stay f32: later stages normalise with them.
+    keep = ("latents_mean", "latents_std")
+    half = {k: v.astype(np.float16) if v.dtype == np.float32 and k not in keep else v for k, v in params.items()}
     save_file(half, os.path.join(dst, "params.safetensors"))
     shutil.copyfile(os.path.join(src, "state.json"), os.path.join(dst, "state.json"))
     for extra in ("critic.safetensors",):
