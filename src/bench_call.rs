@@ -162,6 +162,8 @@ pub struct CallBenchReport {
     pub talk_bursts: usize,
     /// Periodic RSS readings over the window (`rss_every_s`).
     pub rss_series: Option<RssSeries>,
+    /// The window stopped before `seconds` because a call ended (why).
+    pub ended_early: Option<String>,
 }
 
 impl CallBenchReport {
@@ -205,6 +207,9 @@ impl CallBenchReport {
         );
         if let Some(series) = &self.rss_series {
             s += &series.render();
+        }
+        if let Some(why) = &self.ended_early {
+            s += &format!("WINDOW ENDED EARLY: a call ended {why}\n");
         }
         for (i, r) in self.sessions.iter().enumerate() {
             let stats = &r.server_view["stats"];
@@ -838,6 +843,7 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
             }
         }
         let mut talk_bursts = 1;
+        let mut ended_early = None;
         let window = Duration::from_secs_f64(spec.seconds);
         let mid = window / 2;
         let mut probed = false;
@@ -869,8 +875,18 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
             tokio::time::sleep(wake.saturating_sub(origin.elapsed() - win_start)).await;
             if next_talk.is_some_and(|at| origin.elapsed() - win_start >= at) {
                 // Talk, then listen (the mic tone goes on all the time) until the next burst.
+                let mut failed = None;
                 for sink in &mut sinks {
-                    send_talk(sink, &talk, origin).await?;
+                    if let Err(e) = send_talk(sink, &talk, origin).await {
+                        failed = Some(e);
+                    }
+                }
+                if let Some(e) = failed {
+                    // A call ended under the bench (its talk socket closed): stop
+                    // the window here and report what was measured up to now.
+                    let after_s = (origin.elapsed() - win_start).as_secs_f64();
+                    ended_early = Some(format!("after {after_s:.1} s of the window: {e}"));
+                    break;
                 }
                 talk_bursts += 1;
             }
@@ -941,6 +957,7 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
             rss_kib: (rss0, rss1),
             talk_bursts,
             rss_series,
+            ended_early,
         })
     }
     .await;

@@ -736,6 +736,9 @@ async fn run_bench_call(a: BenchCallArgs) -> anyhow::Result<()> {
         if cfg!(debug_assertions) { "dev" } else { "release" }
     );
     print!("{}", report.render());
+    if let Some(why) = &report.ended_early {
+        anyhow::bail!("a call ended before the window did ({why})");
+    }
     Ok(())
 }
 
