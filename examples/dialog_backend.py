@@ -252,7 +252,8 @@ async def run(args):
         session = {"id": args.session, "token": args.token, "talk_url": f"/v1/sessions/{args.session}/talk"}
         own_session = False
     else:
-        status, session = api(server, "POST", "/v1/sessions", {})
+        # The server's API key (serve --api-key), when it requires one.
+        status, session = api(server, "POST", "/v1/sessions", {}, token=args.api_key)
         if status != 201:
             sys.exit(f"cannot create a session: HTTP {status}: {session}")
         own_session = True
@@ -293,6 +294,9 @@ def main():
     p.add_argument("--server", default="http://127.0.0.1:8080")
     p.add_argument("--session", help="use an existing session id (with --token)")
     p.add_argument("--token")
+    p.add_argument("--api-key", default=os.environ.get("STREAMAVATAR_API_KEY"),
+                   help="API key for creating the session, if the server requires one "
+                        "(default: $STREAMAVATAR_API_KEY)")
     p.add_argument("--text", default="Hello! I am your streaming avatar. I can speak and listen at the same time.")
     p.add_argument("--barge-in-text", default="This sentence is long, so you can interrupt me right in the middle of it.")
     p.add_argument("--barge-in-after", type=float, default=1.5, help="seconds of utterance 2 before `clear`")

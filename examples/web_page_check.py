@@ -9,6 +9,10 @@ up. Exits non-zero with a message at the first step that fails.
 
     streamavatar serve --listen 127.0.0.1:8080 --config tiny --web-dir web &
     python3 examples/web_page_check.py --server http://127.0.0.1:8080
+
+Against a server started with --api-key, pass the key with --api-key: the
+check first makes sure that starting a call without it is refused, then
+types it into the page's "API key" field.
 """
 
 import argparse
@@ -37,6 +41,7 @@ def main():
     p.add_argument("--chromium", default="/usr/bin/chromium")
     p.add_argument("--chromedriver", default="/usr/bin/chromedriver")
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--api-key", help="the server's API key (serve --api-key), typed into the page")
     args = p.parse_args()
 
     opts = Options()
@@ -55,6 +60,11 @@ def main():
     try:
         driver.get(args.server + "/")
         el = lambda i: driver.find_element(By.ID, i)  # noqa: E731
+        if args.api_key:
+            el("start").click()
+            refused = wait_until("a refusal without the API key", lambda: "401" in el("message").text and el("message").text, args.timeout)
+            print(f"without the key: {refused}")
+            el("api-key").send_keys(args.api_key)
         el("start").click()
         wait_until("connection state 'connected'", lambda: el("st-conn").text == "connected", args.timeout)
         frames = wait_until(

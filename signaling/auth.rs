@@ -36,8 +36,15 @@ impl SessionToken {
     /// Constant-time comparison with a presented token.
     pub fn matches(&self, presented: &str) -> bool {
         // Length is not secret (always 64); ct_eq handles unequal lengths.
-        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+        secrets_match(&self.0, presented)
     }
+}
+
+/// Constant-time equality of a secret and a presented value (session tokens,
+/// API keys): the time taken does not depend on where they differ. Only a
+/// length mismatch returns early, and lengths are not secret here.
+pub fn secrets_match(secret: &str, presented: &str) -> bool {
+    secret.as_bytes().ct_eq(presented.as_bytes()).into()
 }
 
 /// Outcome of checking a request's credentials.

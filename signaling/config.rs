@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::api_key::ApiKeys;
 use super::expiry::ExpiryPolicy;
 use super::rate_limit::RateLimit;
 use crate::config::ModelConfig;
@@ -58,6 +59,8 @@ pub struct ServerConfig {
     pub expiry: ExpiryPolicy,
     /// Session-scoped HTTP requests per token (`rate_limit.rs`).
     pub token_rate: RateLimit,
+    /// Keys required to start agents (`api_key.rs`); empty = open.
+    pub api_keys: ApiKeys,
 }
 
 impl ServerConfig {
@@ -88,6 +91,7 @@ impl ServerConfig {
             drain_grace: Duration::from_secs(30),
             expiry: ExpiryPolicy::default(),
             token_rate: RateLimit::default(),
+            api_keys: ApiKeys::default(),
         }
     }
 }

@@ -20,6 +20,10 @@ pub enum ApiError {
     MissingToken,
     #[error("token does not grant access to this session")]
     WrongToken,
+    #[error("creating a session needs an API key (Authorization: Bearer <key>)")]
+    MissingApiKey,
+    #[error("the API key is not valid")]
+    WrongApiKey,
     #[error("unknown session `{0}`")]
     UnknownSession(String),
     #[error("unknown WHIP resource `{0}`")]
@@ -60,7 +64,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            MissingToken => StatusCode::UNAUTHORIZED,
+            MissingToken | MissingApiKey | WrongApiKey => StatusCode::UNAUTHORIZED,
             WrongToken => StatusCode::FORBIDDEN,
             UnknownSession(_) | UnknownResource(_) => StatusCode::NOT_FOUND,
             UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -89,6 +93,8 @@ impl ApiError {
         match self {
             MissingToken => "missing_token",
             WrongToken => "wrong_token",
+            MissingApiKey => "missing_api_key",
+            WrongApiKey => "wrong_api_key",
             UnknownSession(_) => "unknown_session",
             UnknownResource(_) => "unknown_resource",
             UnsupportedMediaType { .. } => "unsupported_media_type",
@@ -124,10 +130,10 @@ impl IntoResponse for ApiError {
         let body = Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }));
         let mut resp = (status, body).into_response();
         match &self {
-            ApiError::MissingToken => {
+            ApiError::MissingToken | ApiError::MissingApiKey => {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::WrongToken => {
+            ApiError::WrongToken | ApiError::WrongApiKey => {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }

@@ -1,13 +1,15 @@
 //! The signaling server (axum): sessions with bearer tokens, a WHIP
 //! endpoint per session, the dialog backend's talk WebSocket, one-shot
 //! `/say` and `/speak`, room signaling with on-demand avatar peers,
-//! `/healthz`, `/metrics`, and the static call page from `web/`.
+//! `/healthz`, `/metrics`, and the static call page from `web/`. Creating
+//! an agent can require an API key (`api_key.rs`).
 //!
 //! The server drives calls only through [`agent::CallAgent`]; the product
 //! agent is `crate::session::Session` (adapter in `session_agent.rs`).
 //! See docs/API.md for the wire protocol.
 
 pub mod agent;
+pub mod api_key;
 pub mod auth;
 pub mod avatar_image;
 pub mod config;

@@ -1,15 +1,20 @@
 //! `GET /v1/rooms/{room}/ws`: one WebSocket per room peer. Reads JSON
 //! messages (size-capped), hands them to `RoomHub`, writes the peer's queue
 //! out, starts avatar agents on `request_avatar` and answers offers sent to
-//! them with the agent.
+//! them with the agent. When API keys are configured (`api_key.rs`), only a
+//! peer that connected with a key may request an avatar; a wrong key is
+//! refused (401) before the upgrade, no key joins as a plain peer.
 
 use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 
+use super::api_key::KeyCheck;
+use super::auth::presented_token;
 use super::avatar_image::{decode_base64_image, ImageLimits};
 use super::error::ApiError;
 use super::metrics::Stage;
@@ -21,18 +26,41 @@ use super::talk_protocol::{close_code, CloseReason};
 use super::talk_ws::close;
 use crate::session::NEGOTIATION_TIMEOUT;
 
-pub async fn room_upgrade(State(state): State<AppState>, Path(room): Path<String>, ws: WebSocketUpgrade) -> Response {
+/// Query of the room WebSocket URL.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RoomQuery {
+    /// The API key, for browsers (they cannot set `Authorization` on a
+    /// WebSocket); the header wins when both are present.
+    pub api_key: Option<String>,
+}
+
+/// Refused to peers that joined without the API key while one is required.
+const AVATAR_NEEDS_KEY: &str =
+    "request_avatar needs the API key: open the room socket with Authorization: Bearer <key> or ?api_key=<key>";
+
+pub async fn room_upgrade(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<RoomQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if !valid_room_name(&room) {
         return ApiError::BadRequest(RoomError::BadRoomName.to_string()).into_response();
     }
+    let may_request_avatar = match state.config.api_keys.check(presented_token(&headers, query.api_key.as_deref())) {
+        KeyCheck::Ok => true,
+        KeyCheck::Missing => false,
+        KeyCheck::Wrong => return ApiError::WrongApiKey.into_response(),
+    };
     let max = state.config.max_room_message_bytes;
     ws.max_message_size(max * 2)
         .max_frame_size(max * 2)
         .max_write_buffer_size(1 << 20)
-        .on_upgrade(move |socket| run_peer(socket, state, room))
+        .on_upgrade(move |socket| run_peer(socket, state, room, may_request_avatar))
 }
 
-async fn run_peer(socket: WebSocket, state: AppState, room: String) {
+async fn run_peer(socket: WebSocket, state: AppState, room: String, may_request_avatar: bool) {
     let (mut sink, mut stream) = socket.split();
     let (peer_id, mut queue) = match state.rooms.join(&room, state.config.room_peer_queue) {
         Ok(joined) => joined,
@@ -81,7 +109,7 @@ async fn run_peer(socket: WebSocket, state: AppState, room: String) {
                         continue;
                     }
                 };
-                handle(&state, &room, &peer_id, msg);
+                handle(&state, &room, &peer_id, msg, may_request_avatar);
             }
         }
     };
@@ -96,11 +124,14 @@ async fn run_peer(socket: WebSocket, state: AppState, room: String) {
 
 /// Route one message; slow work (agent start, SDP answer) runs in tasks so
 /// the peer's socket keeps flowing.
-fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage) {
+fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage, may_request_avatar: bool) {
     let error = |message: String| {
         state.rooms.notify(room, peer_id, &ServerMessage::Error { message });
     };
     if let ClientMessage::RequestAvatar { avatar, seed } = msg {
+        if !may_request_avatar {
+            return error(AVATAR_NEEDS_KEY.to_string());
+        }
         if let Err(e) = state.rooms.can_add_avatar(room, peer_id) {
             return error(e.to_string());
         }

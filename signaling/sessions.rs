@@ -1,4 +1,5 @@
-//! `POST /v1/sessions` (JSON, multipart or raw image body),
+//! `POST /v1/sessions` (JSON, multipart or raw image body; the API key when
+//! one is configured),
 //! `GET /v1/sessions/{id}` (state and live stats), `DELETE /v1/sessions/{id}`.
 
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
@@ -145,6 +146,8 @@ pub(crate) async fn read_bytes(req: Request) -> Result<bytes::Bytes, ApiError> {
 }
 
 pub async fn create_session(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    // Before the body is read: an unauthenticated upload costs nothing.
+    state.config.api_keys.check_headers(req.headers()).into_result()?;
     let (avatar, seed) = read_create_body(&state, req).await?;
     let entry = state.start_session(avatar, seed, SessionOrigin::Api).await?;
     let id = entry.id.clone();

@@ -10,9 +10,14 @@
 //! tone bursts sent as PCM16LE 24 kHz over the talk WebSocket, found by
 //! envelope cross-correlation on the received audio track. The pacer's own
 //! view (playout delay, late/repeated frames) comes from
-//! `GET /v1/sessions/{id}`.
+//! `GET /v1/sessions/{id}`. Fault injection in the client: video loss
+//! (`--video-loss`) and userspace jitter (`--video-jitter-ms`, `jitter.rs`);
+//! soaks sample RSS periodically (`--rss-every`, `rss.rs`).
 
-use std::sync::{Arc, Mutex};
+pub mod jitter;
+pub mod rss;
+
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,12 +34,17 @@ use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp::codecs::h264::H264Packet;
+use webrtc::rtp::packet::Packet as RtpPacket;
 use webrtc::rtp::packetizer::Depacketizer;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 use webrtc::track::track_local::TrackLocal;
+use webrtc::track::track_remote::TrackRemote;
+
+use self::jitter::{DelayQueue, Released, ReorderBuffer};
+use self::rss::{process_rss_kib, RssSampler, RssSeries};
 
 use crate::config::ModelConfig;
 use crate::signaling::session_agent::SessionAgentFactory;
@@ -81,7 +91,22 @@ pub struct CallBenchSpec {
     /// freezes until a keyframe, asks for one with a PLI, and the report
     /// says how fast video recovered. 0 = no loss.
     pub video_loss_percent: f64,
+    /// Fault injection in the client: hold each received video RTP packet
+    /// for a random 0..J ms before handing it on (packets reorder, as under
+    /// netem jitter); the client's jitter buffer puts them back in sequence
+    /// order (`jitter.rs`). 0 = none.
+    pub video_jitter_ms: u64,
+    /// Sample the process RSS every this many seconds through the window.
+    pub rss_every_s: Option<f64>,
 }
+
+/// Packets the jitter stages hold at most (delay queue, reorder buffer):
+/// about 2 s of the tiny/mini streams, 0.2 s of a 1280x704 one.
+pub const JITTER_QUEUE_PACKETS: usize = 512;
+/// Extra wait of the client's jitter buffer over J (timer slack).
+const REORDER_MARGIN: Duration = Duration::from_millis(5);
+/// Largest accepted `--video-jitter-ms`.
+pub const MAX_JITTER_MS: u64 = 1000;
 
 /// What admission control did with the bench's session requests.
 #[derive(Debug, Clone, Default)]
@@ -110,6 +135,9 @@ pub struct SessionResult {
     /// Fault injection (`video_loss_percent`): packets dropped, frames
     /// skipped while frozen, PLIs sent, loss -> next decoded keyframe (ms).
     pub loss: LossView,
+    /// Fault injection (`video_jitter_ms`): what the delay queue and the
+    /// client's jitter buffer did.
+    pub jitter: JitterView,
     /// Talk sent on the WebSocket -> heard on the received audio track
     /// (envelope cross-correlation; None when not found).
     pub talk_to_ear_ms: Option<i64>,
@@ -132,6 +160,10 @@ pub struct CallBenchReport {
     pub rss_kib: (Option<u64>, Option<u64>),
     /// Talk patterns sent per session over the window.
     pub talk_bursts: usize,
+    /// Periodic RSS readings over the window (`rss_every_s`).
+    pub rss_series: Option<RssSeries>,
+    /// The window stopped before `seconds` because a call ended (why).
+    pub ended_early: Option<String>,
 }
 
 impl CallBenchReport {
@@ -173,6 +205,12 @@ impl CallBenchReport {
             kib(self.rss_kib.1),
             self.talk_bursts
         );
+        if let Some(series) = &self.rss_series {
+            s += &series.render();
+        }
+        if let Some(why) = &self.ended_early {
+            s += &format!("WINDOW ENDED EARLY: a call ended {why}\n");
+        }
         for (i, r) in self.sessions.iter().enumerate() {
             let stats = &r.server_view["stats"];
             s += &format!(
@@ -195,7 +233,15 @@ impl CallBenchReport {
                 stats["frames_late"],
                 stats["chunks_skipped"],
             );
-            if r.loss.packets_dropped > 0 {
+            let j = &r.jitter;
+            if j.delayed > 0 {
+                s += &format!(
+                    "  injected video jitter (userspace, 0..J ms per packet): {} packets delayed, {} reordered on arrival, \
+                     queue max {} (overflow dropped {}), jitter buffer skipped {} lost, discarded {} late\n",
+                    j.delayed, j.reordered_arrivals, j.max_depth, j.overflow_dropped, j.gaps_lost, j.late_discarded
+                );
+            }
+            if r.loss.packets_dropped > 0 || r.jitter.gaps_lost > 0 {
                 let mut rec = r.loss.recoveries_ms.clone();
                 rec.sort_by(f64::total_cmp);
                 let pick =
@@ -215,13 +261,6 @@ impl CallBenchReport {
         }
         s
     }
-}
-
-/// Resident set size of this process (VmRSS in /proc/self/status), KiB.
-fn process_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Process CPU time (user + system) from /proc/self/stat.
@@ -295,9 +334,30 @@ pub struct LossView {
     pub recoveries_ms: Vec<f64>,
 }
 
+/// What the client's jitter stages did (`video_jitter_ms`).
+#[derive(Debug, Clone, Default)]
+pub struct JitterView {
+    /// Packets that went through the delay queue.
+    pub delayed: usize,
+    /// Dropped because the delay queue was full.
+    pub overflow_dropped: usize,
+    /// Most packets held in the delay queue at once.
+    pub max_depth: usize,
+    /// Packets that reached the jitter buffer after a later one.
+    pub reordered_arrivals: usize,
+    /// Sequence numbers the jitter buffer gave up on (lost).
+    pub gaps_lost: u64,
+    /// Packets that came after their gap was skipped (discarded).
+    pub late_discarded: usize,
+}
+
 #[derive(Default)]
 struct Received {
     loss: LossView,
+    jitter: JitterView,
+    /// Keep received audio only up to here (the talk-latency search window);
+    /// None = all of it.
+    audio_until: Option<Duration>,
     /// (arrival since the bench clock origin, width, height)
     frames: Vec<(Duration, usize, usize)>,
     /// (arrival, energy envelope of the decoded 48 kHz audio in `BIN_MS` bins:
@@ -354,77 +414,198 @@ fn has_idr(au: &[u8]) -> bool {
     au.windows(4).any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1f == 5)
 }
 
-fn attach_receivers(pc: &Arc<RTCPeerConnection>, received: Arc<Mutex<Received>>, origin: Instant, loss_percent: f64) {
+/// The client's video path after the network (and the injected jitter):
+/// optional injected loss, H.264 depacketizing and decoding, freeze until a
+/// keyframe after a loss, PLI requests.
+struct VideoReceiver {
+    rx: Arc<Mutex<Received>>,
+    pc: Weak<RTCPeerConnection>,
+    media_ssrc: u32,
+    origin: Instant,
+    loss_percent: f64,
+    depack: H264Packet,
+    au: Vec<u8>,
+    decoder: openh264::decoder::Decoder,
+    /// A packet of the access unit being collected was lost: the unit and
+    /// every frame after it are undecodable until a keyframe (as in a real
+    /// receiver).
+    broken_au: bool,
+    frozen_since: Option<Duration>,
+    last_pli: Option<Instant>,
+}
+
+impl VideoReceiver {
+    fn new(
+        rx: Arc<Mutex<Received>>,
+        pc: Weak<RTCPeerConnection>,
+        media_ssrc: u32,
+        origin: Instant,
+        loss_percent: f64,
+    ) -> Option<Self> {
+        Some(Self {
+            rx,
+            pc,
+            media_ssrc,
+            origin,
+            loss_percent,
+            depack: H264Packet::default(),
+            au: Vec::new(),
+            decoder: openh264::decoder::Decoder::new().ok()?,
+            broken_au: false,
+            frozen_since: None,
+            last_pli: None,
+        })
+    }
+
+    /// The jitter buffer gave up on a packet: the current unit is broken.
+    fn on_lost(&mut self) {
+        self.broken_au = true;
+    }
+
+    /// One packet in sequence order; false when the bench has gone away.
+    async fn on_packet(&mut self, pkt: RtpPacket) -> bool {
+        if self.loss_percent > 0.0 && rand::random::<f64>() * 100.0 < self.loss_percent {
+            self.broken_au = true;
+            if let Ok(mut r) = self.rx.lock() {
+                r.loss.packets_dropped += 1;
+            }
+        } else if let Ok(nal) = self.depack.depacketize(&pkt.payload) {
+            self.au.extend_from_slice(&nal);
+        }
+        if !pkt.header.marker {
+            return true;
+        }
+        let data = std::mem::take(&mut self.au);
+        let this_broken = std::mem::take(&mut self.broken_au);
+        if this_broken {
+            self.frozen_since.get_or_insert(self.origin.elapsed());
+            // A lost fragment leaves the depacketizer mid-NAL.
+            self.depack = H264Packet::default();
+        }
+        if let Some(since) = self.frozen_since {
+            if has_idr(&data) && !this_broken {
+                self.frozen_since = None;
+                if let Ok(mut r) = self.rx.lock() {
+                    r.loss.recoveries_ms.push((self.origin.elapsed() - since).as_secs_f64() * 1000.0);
+                }
+            } else {
+                let due = self.last_pli.is_none_or(|t| t.elapsed() > Duration::from_millis(300));
+                if let (true, Some(pc)) = (due, self.pc.upgrade()) {
+                    self.last_pli = Some(Instant::now());
+                    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.media_ssrc };
+                    if pc.write_rtcp(&[Box::new(pli)]).await.is_ok() {
+                        if let Ok(mut r) = self.rx.lock() {
+                            r.loss.plis_sent += 1;
+                        }
+                    }
+                }
+                if let Ok(mut r) = self.rx.lock() {
+                    r.loss.frames_frozen += 1;
+                }
+                return true;
+            }
+        }
+        let decoded = self.decoder.decode(&data);
+        let at = self.origin.elapsed();
+        let Ok(mut r) = self.rx.lock() else { return false };
+        match decoded {
+            Ok(Some(yuv)) => {
+                let (w, h) = yuv.dimensions();
+                r.frames.push((at, w, h));
+            }
+            Ok(None) => {}
+            Err(_) => r.decode_errors += 1,
+        }
+        true
+    }
+}
+
+/// Read the video track into `rcv`, through the injected jitter when
+/// `jitter_ms > 0`: a reader task forwards packets (so no read is ever
+/// cancelled), each waits a random 0..J ms in a bounded [`DelayQueue`], and
+/// the client's [`ReorderBuffer`] hands them on in sequence order.
+async fn receive_video(track: Arc<TrackRemote>, mut rcv: VideoReceiver, jitter_ms: u64) {
+    if jitter_ms == 0 {
+        while let Ok((pkt, _)) = track.read_rtp().await {
+            if !rcv.on_packet(pkt).await {
+                return;
+            }
+        }
+        return;
+    }
+    let (tx, mut inbox) = tokio::sync::mpsc::channel::<RtpPacket>(JITTER_QUEUE_PACKETS);
+    let reader = tokio::spawn(async move {
+        while let Ok((pkt, _)) = track.read_rtp().await {
+            if tx.send(pkt).await.is_err() {
+                break;
+            }
+        }
+    });
+    let jitter = Duration::from_millis(jitter_ms);
+    let mut delay = DelayQueue::<RtpPacket>::new(JITTER_QUEUE_PACKETS);
+    let mut reorder = ReorderBuffer::<RtpPacket>::new(jitter + REORDER_MARGIN, JITTER_QUEUE_PACKETS);
+    let mut delayed = 0usize;
+    'run: loop {
+        let now = Instant::now();
+        while let Some(pkt) = delay.pop_due(now) {
+            reorder.insert(now, pkt.header.sequence_number, pkt);
+        }
+        while let Some(out) = reorder.pop(now) {
+            match out {
+                Released::Packet(pkt) => {
+                    if !rcv.on_packet(pkt).await {
+                        break 'run;
+                    }
+                }
+                Released::Lost(_) => rcv.on_lost(),
+            }
+        }
+        if let Ok(mut r) = rcv.rx.lock() {
+            r.jitter = JitterView {
+                delayed,
+                overflow_dropped: delay.overflow_dropped,
+                max_depth: delay.max_depth,
+                reordered_arrivals: reorder.reordered_arrivals,
+                gaps_lost: reorder.lost,
+                late_discarded: reorder.late_discarded,
+            };
+        }
+        let wake = [delay.next_due(), reorder.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            pkt = inbox.recv() => match pkt {
+                Some(pkt) => {
+                    let hold = jitter.mul_f64(rand::random::<f64>());
+                    if delay.push(Instant::now(), hold, pkt) {
+                        delayed += 1;
+                    }
+                }
+                None => break 'run,
+            },
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+        }
+    }
+    reader.abort();
+}
+
+fn attach_receivers(
+    pc: &Arc<RTCPeerConnection>,
+    received: Arc<Mutex<Received>>,
+    origin: Instant,
+    loss_percent: f64,
+    jitter_ms: u64,
+) {
     let weak_pc = Arc::downgrade(pc);
     pc.on_track(Box::new(move |track, _, _| {
         let rx = received.clone();
         let weak_pc = weak_pc.clone();
         Box::pin(async move {
             if track.kind() == RTPCodecType::Video {
-                tokio::spawn(async move {
-                    let mut depack = H264Packet::default();
-                    let mut au = Vec::<u8>::new();
-                    let Ok(mut decoder) = openh264::decoder::Decoder::new() else { return };
-                    // Fault injection: a dropped packet breaks its frame and every
-                    // frame after it until a keyframe (as in a real receiver).
-                    let mut broken_au = false;
-                    let mut frozen_since: Option<Duration> = None;
-                    let mut last_pli: Option<Instant> = None;
-                    while let Ok((pkt, _)) = track.read_rtp().await {
-                        if loss_percent > 0.0 && rand::random::<f64>() * 100.0 < loss_percent {
-                            broken_au = true;
-                            if let Ok(mut r) = rx.lock() {
-                                r.loss.packets_dropped += 1;
-                            }
-                        } else if let Ok(nal) = depack.depacketize(&pkt.payload) {
-                            au.extend_from_slice(&nal);
-                        }
-                        if !pkt.header.marker {
-                            continue;
-                        }
-                        let data = std::mem::take(&mut au);
-                        let this_broken = std::mem::take(&mut broken_au);
-                        if this_broken {
-                            frozen_since.get_or_insert(origin.elapsed());
-                            // A lost fragment leaves the depacketizer mid-NAL.
-                            depack = H264Packet::default();
-                        }
-                        if let Some(since) = frozen_since {
-                            if has_idr(&data) && !this_broken {
-                                frozen_since = None;
-                                if let Ok(mut r) = rx.lock() {
-                                    r.loss.recoveries_ms.push((origin.elapsed() - since).as_secs_f64() * 1000.0);
-                                }
-                            } else {
-                                let due = last_pli.is_none_or(|t| t.elapsed() > Duration::from_millis(300));
-                                if let (true, Some(pc)) = (due, weak_pc.upgrade()) {
-                                    last_pli = Some(Instant::now());
-                                    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: track.ssrc() };
-                                    if pc.write_rtcp(&[Box::new(pli)]).await.is_ok() {
-                                        if let Ok(mut r) = rx.lock() {
-                                            r.loss.plis_sent += 1;
-                                        }
-                                    }
-                                }
-                                if let Ok(mut r) = rx.lock() {
-                                    r.loss.frames_frozen += 1;
-                                }
-                                continue;
-                            }
-                        }
-                        let decoded = decoder.decode(&data);
-                        let at = origin.elapsed();
-                        let Ok(mut r) = rx.lock() else { return };
-                        match decoded {
-                            Ok(Some(yuv)) => {
-                                let (w, h) = yuv.dimensions();
-                                r.frames.push((at, w, h));
-                            }
-                            Ok(None) => {}
-                            Err(_) => r.decode_errors += 1,
-                        }
-                    }
-                });
+                let Some(rcv) = VideoReceiver::new(rx, weak_pc, track.ssrc(), origin, loss_percent) else { return };
+                tokio::spawn(receive_video(track, rcv, jitter_ms));
             } else {
                 tokio::spawn(async move {
                     let Ok(mut dec) = opus::Decoder::new(48_000, opus::Channels::Mono) else { return };
@@ -433,7 +614,9 @@ fn attach_receivers(pc: &Arc<RTCPeerConnection>, received: Arc<Mutex<Received>>,
                         let at = origin.elapsed();
                         if let Ok(n) = dec.decode_float(&pkt.payload, &mut buf, false) {
                             if let Ok(mut r) = rx.lock() {
-                                r.audio.push((at, envelope(&buf[..n], 48_000)));
+                                if r.audio_until.is_none_or(|until| at <= until) {
+                                    r.audio.push((at, envelope(&buf[..n], 48_000)));
+                                }
                             }
                         }
                     }
@@ -473,6 +656,7 @@ async fn open_call(
     base: &str,
     origin: Instant,
     loss_percent: f64,
+    jitter_ms: u64,
 ) -> Result<Client, BenchCallError> {
     let resp = http
         .post(format!("{base}/v1/sessions"))
@@ -494,7 +678,7 @@ async fn open_call(
 
     let (pc, mic) = client_peer().await?;
     let received = Arc::new(Mutex::new(Received::default()));
-    attach_receivers(&pc, received.clone(), origin, loss_percent);
+    attach_receivers(&pc, received.clone(), origin, loss_percent, jitter_ms);
 
     let offer = pc.create_offer(None).await?;
     let mut gathered = pc.gathering_complete_promise().await;
@@ -584,6 +768,12 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
     if spec.capacity == Some(0) || spec.talk_every_s.is_some_and(|t| t.is_nan() || t < 3.0) {
         return Err(BenchCallError::Params("need --capacity >= 1 and --talk-every >= 3 s".into()));
     }
+    if spec.video_jitter_ms > MAX_JITTER_MS {
+        return Err(BenchCallError::Params(format!("need --video-jitter-ms <= {MAX_JITTER_MS}")));
+    }
+    if spec.rss_every_s.is_some_and(|t| !(t >= 1.0 && t <= spec.seconds)) {
+        return Err(BenchCallError::Params("need 1 s <= --rss-every <= --seconds".into()));
+    }
     let mut cfg = ServerConfig::new(spec.model.clone());
     cfg.max_sessions = spec.capacity.unwrap_or(spec.sessions.max(cfg.max_sessions));
     // The bench polls nothing while it runs: no idle expiry of its sessions.
@@ -603,7 +793,7 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
     let origin = Instant::now();
 
     let opened = futures::future::join_all(
-        (0..spec.sessions).map(|i| open_call(i, &http, &base, origin, spec.video_loss_percent)),
+        (0..spec.sessions).map(|i| open_call(i, &http, &base, origin, spec.video_loss_percent, spec.video_jitter_ms)),
     )
     .await;
     let mut clients = Vec::new();
@@ -635,6 +825,7 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
         let win_start = origin.elapsed();
         let cpu0 = process_cpu_seconds();
         let rss0 = process_rss_kib();
+        let rss_sampler = spec.rss_every_s.map(|t| RssSampler::start(Duration::from_secs_f64(t)));
         let talk = talk_signal_24k();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut sinks = Vec::new();
@@ -642,10 +833,17 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
             sinks.push(open_talk(&addr, &c.created).await?);
         }
         let mut sent = Vec::new();
-        for sink in &mut sinks {
-            sent.push(send_talk(sink, &talk, origin).await?);
+        for (sink, c) in sinks.iter_mut().zip(&clients) {
+            let at = send_talk(sink, &talk, origin).await?;
+            sent.push(at);
+            // With repeated bursts only the first is searched (below): the
+            // client keeps no audio beyond it, so soaks do not grow it.
+            if let (Some(t), Ok(mut r)) = (spec.talk_every_s, c.received.lock()) {
+                r.audio_until = Some(at + Duration::from_secs_f64(t));
+            }
         }
         let mut talk_bursts = 1;
+        let mut ended_early = None;
         let window = Duration::from_secs_f64(spec.seconds);
         let mid = window / 2;
         let mut probed = false;
@@ -677,8 +875,18 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
             tokio::time::sleep(wake.saturating_sub(origin.elapsed() - win_start)).await;
             if next_talk.is_some_and(|at| origin.elapsed() - win_start >= at) {
                 // Talk, then listen (the mic tone goes on all the time) until the next burst.
+                let mut failed = None;
                 for sink in &mut sinks {
-                    send_talk(sink, &talk, origin).await?;
+                    if let Err(e) = send_talk(sink, &talk, origin).await {
+                        failed = Some(e);
+                    }
+                }
+                if let Some(e) = failed {
+                    // A call ended under the bench (its talk socket closed): stop
+                    // the window here and report what was measured up to now.
+                    let after_s = (origin.elapsed() - win_start).as_secs_f64();
+                    ended_early = Some(format!("after {after_s:.1} s of the window: {e}"));
+                    break;
                 }
                 talk_bursts += 1;
             }
@@ -686,6 +894,7 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
         let win_end = origin.elapsed();
         let cpu1 = process_cpu_seconds();
         let rss1 = process_rss_kib();
+        let rss_series = rss_sampler.map(RssSampler::finish);
         let window_s = (win_end - win_start).as_secs_f64();
         let cpu_cores_total = match (cpu0, cpu1) {
             (Some(a), Some(b)) => (b - a) / window_s,
@@ -733,6 +942,7 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
                 frame_size,
                 decode_errors: r.decode_errors,
                 loss: r.loss.clone(),
+                jitter: r.jitter.clone(),
                 talk_to_ear_ms,
                 talk_corr: corr.max(0.0),
                 server_view,
@@ -746,6 +956,8 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
             admission: admission.clone(),
             rss_kib: (rss0, rss1),
             talk_bursts,
+            rss_series,
+            ended_early,
         })
     }
     .await;

@@ -231,6 +231,11 @@ pub struct ServeArgs {
     /// TURN credential; prefer the environment variable (command lines are visible to `ps`).
     #[arg(long, env = "STREAMAVATAR_ICE_CREDENTIAL", hide_env_values = true)]
     ice_credential: Option<String>,
+    /// API key that POST /v1/sessions and room `request_avatar` must present as
+    /// `Authorization: Bearer <key>` (repeatable or comma-separated: several keys are
+    /// valid at once, for rotation). Prefer the environment variable. None = open.
+    #[arg(long = "api-key", env = "STREAMAVATAR_API_KEY", hide_env_values = true)]
+    api_keys: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -320,6 +325,13 @@ pub struct BenchCallArgs {
     /// (freezes until a keyframe, asks for it with PLI).
     #[arg(long, default_value_t = 0.0)]
     video_loss: f64,
+    /// Fault injection: the client holds each received video RTP packet for a random
+    /// 0..J ms (packets reorder, as under netem jitter; bounded queue, overflow dropped).
+    #[arg(long, default_value_t = 0)]
+    video_jitter_ms: u64,
+    /// Sample the process RSS every this many seconds and print the series (soaks).
+    #[arg(long)]
+    rss_every: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -670,6 +682,7 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("--token-rate must be a number >= 0 (got {})", a.token_rate);
     }
     cfg.token_rate = signaling::rate_limit::RateLimit { per_second: a.token_rate, burst: 2.0 * a.token_rate };
+    cfg.api_keys = signaling::api_key::ApiKeys::parse(&a.api_keys).map_err(|e| anyhow::anyhow!("--api-key: {e}"))?;
     let ice_servers = streamavatar::rtc::ice_servers_from_flags(
         &a.ice_servers,
         a.ice_username.as_deref(),
@@ -699,8 +712,15 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
         max_sessions = cfg.max_sessions,
         drain_grace_s = a.drain_grace_s,
         ice_servers = ?session_options.peer.ice_servers,
+        api_keys = cfg.api_keys.len(),
         "serving"
     );
+    if !cfg.api_keys.is_required() && !listener.local_addr()?.ip().is_loopback() {
+        tracing::warn!(
+            "listening on a non-loopback address without --api-key (STREAMAVATAR_API_KEY): \
+             anyone who can reach it can start call agents"
+        );
+    }
     let state = AppState::new(cfg, factory);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let shutdown = async move {
@@ -724,6 +744,8 @@ async fn run_bench_call(a: BenchCallArgs) -> anyhow::Result<()> {
         capacity: a.capacity,
         talk_every_s: a.talk_every,
         video_loss_percent: a.video_loss,
+        video_jitter_ms: a.video_jitter_ms,
+        rss_every_s: a.rss_every,
     };
     let report = streamavatar::bench_call::bench_call(&spec).await?;
     println!(
@@ -737,6 +759,9 @@ async fn run_bench_call(a: BenchCallArgs) -> anyhow::Result<()> {
         if cfg!(debug_assertions) { "dev" } else { "release" }
     );
     print!("{}", report.render());
+    if let Some(why) = &report.ended_early {
+        anyhow::bail!("a call ended before the window did ({why})");
+    }
     Ok(())
 }
 

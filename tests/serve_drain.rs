@@ -5,6 +5,10 @@
 //! BYE / peer closed) and the process exits 0 within the grace period.
 //!
 //! The caller is the webrtc-rs loopback client of `streamavatar bench call`.
+//!
+//! Also the binary's API-key wiring (`--api-key`, `STREAMAVATAR_API_KEY`):
+//! keys from the environment, rotation, refusal of unusable keys, the
+//! warning on non-loopback listeners without a key, and no key in the log.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -37,14 +41,26 @@ impl Drop for Serve {
 }
 
 fn start_serve() -> Serve {
+    start_serve_with("127.0.0.1", &[], None)
+}
+
+/// `serve` on `host` (reached on 127.0.0.1 either way) with extra flags and
+/// the API-key environment variable set to `api_key_env` (or unset).
+fn start_serve_with(host: &str, extra: &[&str], api_key_env: Option<&str>) -> Serve {
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // STREAMAVATAR_BIN: a copy of the binary, for target dirs that several
     // checkouts share (their builds overwrite target/debug/streamavatar).
     let bin = std::env::var_os("STREAMAVATAR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_streamavatar").into());
-    let child = Command::new(bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config", "tiny"])
+    let mut cmd = Command::new(bin);
+    cmd.env_remove("STREAMAVATAR_API_KEY");
+    if let Some(keys) = api_key_env {
+        cmd.env("STREAMAVATAR_API_KEY", keys);
+    }
+    let child = cmd
+        .args(["serve", "--listen", &format!("{host}:{port}"), "--config", "tiny"])
         .args(["--drain-grace-s", &GRACE_S.to_string()])
+        .args(extra)
         .arg("--web-dir")
         .arg(root.join("web"))
         .current_dir(&root)
@@ -219,4 +235,88 @@ async fn sigterm_drains_calls_refuses_new_sessions_and_exits_zero() {
     );
     assert!(bye_seen.load(Ordering::SeqCst), "no RTCP BYE from the agent on hang-up");
     let _ = pc.close().await;
+}
+
+/// The log without terminal colour codes (tracing colours its fields).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+const KEY_A: &str = "serve-key-a-0123456789abcdef";
+const KEY_B: &str = "serve-key-b-fedcba9876543210";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_rotating_api_keys_from_the_environment_and_never_logs_them() {
+    let http = reqwest::Client::new();
+    let mut serve = start_serve_with("127.0.0.1", &[], Some(&format!("{KEY_A}, {KEY_B}")));
+    wait_healthy(&mut serve, &http).await;
+    let post = |key: Option<&str>| {
+        let mut req = http.post(format!("{}/v1/sessions", serve.base)).json(&serde_json::json!({}));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+    let r = post(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(post(Some("serve-key-a-0123456789abcdeX")).await.unwrap().status(), 401);
+    assert_eq!(post(Some(KEY_A)).await.unwrap().status(), 201);
+    assert_eq!(post(Some(KEY_B)).await.unwrap().status(), 201);
+    let log = strip_ansi(&log_of(&serve));
+    assert!(log.contains("api_keys=2"), "{log}");
+    assert!(!log.contains(KEY_A) && !log.contains(KEY_B), "a key reached the log:\n{log}");
+    assert!(!log.contains("without --api-key"), "loopback needs no warning:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_without_a_key_off_loopback_and_refuses_unusable_keys() {
+    let http = reqwest::Client::new();
+    let mut serve = start_serve_with("0.0.0.0", &[], None);
+    wait_healthy(&mut serve, &http).await;
+    let r = http.post(format!("{}/v1/sessions", serve.base)).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 201, "no key configured: creation stays open");
+    let log = log_of(&serve);
+    assert_eq!(log.matches("without --api-key").count(), 1, "{log}");
+    drop(serve);
+
+    // An unusable key stops serve at startup, naming the key by position only.
+    let bin = std::env::var_os("STREAMAVATAR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_streamavatar").into());
+    let mut bad = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", "tiny", "--api-key", &format!("{KEY_A},tooshort")])
+        .env_remove("STREAMAVATAR_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn streamavatar serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = bad.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = bad.kill();
+            panic!("serve started with an unusable API key");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    bad.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("--api-key: API key #2 has 8 characters"), "{stderr}");
+    assert!(!stderr.contains("tooshort") && !stderr.contains(KEY_A), "{stderr}");
 }

@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use streamavatar::config::ModelConfig;
 use streamavatar::session::{SessionError, SessionSpec, SessionStats, TalkCommand, TalkEvent};
+use streamavatar::signaling::api_key::ApiKeys;
 use streamavatar::signaling::{AgentFactory, AgentStartError, AppState, CallAgent, ServerConfig};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -422,6 +423,115 @@ async fn capacity_limit_answers_503_with_retry_after() {
     // a slot frees when a session ends
     srv.http.delete(srv.url(&format!("/v1/sessions/{}", a.id))).bearer_auth(&a.token).send().await.unwrap();
     srv.create().await;
+}
+
+// ---------------------------------------------------------------- API key
+
+const KEY_OLD: &str = "old-key-0123456789abcdef";
+const KEY_NEW: &str = "new-key-fedcba9876543210";
+
+fn with_api_keys(c: &mut ServerConfig) {
+    c.api_keys = ApiKeys::parse(&[format!("{KEY_OLD},{KEY_NEW}")]).unwrap();
+}
+
+#[tokio::test]
+async fn without_an_api_key_configured_session_creation_stays_open() {
+    let srv = start().await;
+    let r = srv.http.post(srv.url("/v1/sessions")).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    // an Authorization header the server does not ask for changes nothing
+    let r = srv.http.post(srv.url("/v1/sessions")).bearer_auth("whatever").json(&serde_json::json!({})).send();
+    assert_eq!(r.await.unwrap().status(), 201);
+    let (mut a, _) = join_room(&srv, "open").await;
+    a.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
+    assert_eq!(next_json(&mut a).await["type"], "peer_joined");
+}
+
+#[tokio::test]
+async fn api_key_guards_session_creation_and_rotates() {
+    let srv = start_with(with_api_keys).await;
+    let post = |key: Option<&str>| {
+        let mut req = srv.http.post(srv.url("/v1/sessions")).json(&serde_json::json!({}));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+    // missing, wrong, another scheme: 401 with a Bearer challenge, no agent
+    let r = post(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(error_code(r).await, "missing_api_key");
+    let r = post(Some("old-key-0123456789abcdeX")).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let body = r.text().await.unwrap();
+    assert!(body.contains("wrong_api_key") && !body.contains("0123456789"), "{body}");
+    let r = srv.http.post(srv.url("/v1/sessions")).basic_auth("u", Some(KEY_OLD)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // a big upload without the key is refused before its body is decoded
+    let r = srv.http.post(srv.url("/v1/sessions")).header("content-type", "image/png").body(png(64, 64));
+    assert_eq!(r.send().await.unwrap().status(), 401);
+    assert!(srv.factory.started.lock().unwrap().is_empty());
+
+    // both keys of a rotation work
+    let r = post(Some(KEY_OLD)).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let s: Created = r.json().await.unwrap();
+    assert_eq!(post(Some(KEY_NEW)).await.unwrap().status(), 201);
+    assert_eq!(srv.factory.started.lock().unwrap().len(), 2);
+
+    // session-scoped requests use the session token, not the API key
+    let info = srv.url(&format!("/v1/sessions/{}", s.id));
+    assert_eq!(srv.http.get(&info).bearer_auth(KEY_OLD).send().await.unwrap().status(), 403);
+    assert_eq!(srv.http.get(&info).bearer_auth(&s.token).send().await.unwrap().status(), 200);
+    assert_eq!(srv.whip(&s, "application/sdp", Some(&s.token), OFFER).await.status(), 201);
+    // probes and metrics need no key
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(srv.http.get(srv.url(path)).send().await.unwrap().status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn api_key_guards_room_avatars() {
+    let srv = start_with(with_api_keys).await;
+    // without a key: a plain room peer, but no avatar
+    let (mut a, _) = join_room(&srv, "keyed").await;
+    a.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
+    let e = next_json(&mut a).await;
+    assert_eq!(e["type"], "error");
+    assert!(e["message"].as_str().unwrap().contains("API key"), "{e}");
+    assert!(srv.factory.started.lock().unwrap().is_empty());
+    // a wrong key is refused before the upgrade (as a query or a header)
+    let refused = |result: Result<_, tokio_tungstenite::tungstenite::Error>| match result {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("a wrong API key was accepted"),
+    };
+    let url = format!("{}/v1/rooms/keyed/ws?api_key=wrong-key-0123456789", srv.ws_base);
+    assert_eq!(refused(tokio_tungstenite::connect_async(url).await.map(|_| ())), 401);
+    let mut req = format!("{}/v1/rooms/keyed/ws", srv.ws_base).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", "Bearer wrong-key-0123456789".parse().unwrap());
+    assert_eq!(refused(tokio_tungstenite::connect_async(req).await.map(|_| ())), 401);
+    // the key as a header (clients) or as ?api_key= (browsers)
+    let mut req = format!("{}/v1/rooms/keyed/ws", srv.ws_base).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {KEY_NEW}").parse().unwrap());
+    let mut b = tokio_tungstenite::connect_async(req).await.unwrap().0;
+    assert_eq!(next_json(&mut b).await["type"], "welcome");
+    let url = format!("{}/v1/rooms/keyed/ws?api_key={KEY_OLD}", srv.ws_base);
+    let mut c = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    assert_eq!(next_json(&mut c).await["type"], "welcome");
+    for ws in [&mut b, &mut c] {
+        ws.send(Message::Text(r#"{"type":"request_avatar"}"#.into())).await.unwrap();
+        loop {
+            let m = next_json(ws).await;
+            assert_ne!(m["type"], "error", "{m}");
+            if m["type"] == "avatar_ready" {
+                break;
+            }
+        }
+    }
+    assert_eq!(srv.factory.started.lock().unwrap().len(), 2);
 }
 
 // ---------------------------------------------------------------- WHIP

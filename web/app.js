@@ -11,6 +11,7 @@ const ui = {
   placeholder: $("placeholder"),
   startForm: $("start-form"),
   avatarImage: $("avatar-image"),
+  apiKey: $("api-key"),
   useCamera: $("use-camera"),
   start: $("start"),
   hangup: $("hangup"),
@@ -53,16 +54,22 @@ async function apiError(resp) {
   return `${resp.status} ${resp.statusText}`;
 }
 
-async function createSession(file) {
+/** Create a session; `apiKey` only when the server requires one (serve --api-key). */
+async function createSession(file, apiKey) {
   let init;
   if (file) {
     const form = new FormData();
     form.append("image", file);
-    init = { method: "POST", body: form };
+    init = { method: "POST", headers: {}, body: form };
   } else {
     init = { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" };
   }
+  if (apiKey) init.headers.Authorization = `Bearer ${apiKey}`;
   const resp = await fetch("/v1/sessions", init);
+  if (resp.status === 401) {
+    ui.apiKey.focus();
+    throw new Error(`create session: ${await apiError(resp)} — enter the server's API key above.`);
+  }
   if (!resp.ok) throw new Error(`create session: ${await apiError(resp)}`);
   return resp.json();
 }
@@ -108,7 +115,7 @@ async function startCall(event) {
       const id = params.get("session");
       session = { id, token: params.get("token"), whip_url: `/v1/sessions/${id}/whip`, talk_url: `/v1/sessions/${id}/talk` };
     } else {
-      session = await createSession(ui.avatarImage.files[0] || null);
+      session = await createSession(ui.avatarImage.files[0] || null, ui.apiKey.value.trim());
     }
   } catch (e) {
     show(e.message, true);

@@ -51,7 +51,7 @@ K8S = DEPLOY / "k8s"
 # The oldest Kubernetes we support and the newest the package knows.
 K8S_VERSIONS = ["1.30.0", "latest"]
 # Secrets created by hand on the cluster (README), never committed.
-EXTERNAL_SECRETS = {"coturn-auth", "coturn-tls", "streamavatar-tls"}
+EXTERNAL_SECRETS = {"coturn-auth", "coturn-tls", "streamavatar-tls", "streamavatar-api-keys"}
 AGENT = ("streamavatar", "Deployment", "streamavatar")
 
 

@@ -13,6 +13,7 @@ import asyncio
 import fractions
 import json
 import math
+import os
 import sys
 import time
 import urllib.request
@@ -63,9 +64,11 @@ def http(method, url, body=None, headers=None):
 
 async def run(args):
     base = args.base.rstrip("/")
-    status, _, body = http(
-        "POST", base + "/v1/sessions", b"{}", {"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    api_key = os.environ.get("STREAMAVATAR_API_KEY")
+    if api_key:  # only when the server requires one (serve --api-key)
+        headers["Authorization"] = f"Bearer {api_key}"
+    status, _, body = http("POST", base + "/v1/sessions", b"{}", headers)
     if status != 201:
         raise SystemExit(f"create session: HTTP {status}: {body!r}")
     session = json.loads(body)
