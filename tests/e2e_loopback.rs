@@ -444,9 +444,14 @@ async fn loopback_call_delivers_video_and_synced_talk_audio() -> Result<()> {
     println!("IDR {} ms after PLI", (idr_after - pli_at).as_millis());
 
     // --- the remote vanishes: the session cleans up and the generator thread ends ---
+    // (ICE `disconnected` is not an end; the agent waits for `failed`, i.e.
+    // ICE_DISCONNECTED_TIMEOUT + ICE_FAILED_TIMEOUT without connectivity).
     let closed_at = Instant::now();
     pc.close().await?;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let allowed = streamavatar::rtc::peer::ICE_DISCONNECTED_TIMEOUT
+        + streamavatar::rtc::peer::ICE_FAILED_TIMEOUT
+        + Duration::from_secs(8);
+    let deadline = Instant::now() + allowed;
     while !(session.is_closed() && probe.dropped.load(Ordering::SeqCst)) {
         if Instant::now() > deadline {
             bail!("session did not clean up after the peer left");

@@ -62,6 +62,13 @@ pub enum RtcError {
     WebRtc(#[from] webrtc::Error),
 }
 
+/// ICE reports `disconnected` after this long without connectivity checks.
+pub const ICE_DISCONNECTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// ... and `failed` (the call ends) after this much more.
+pub const ICE_FAILED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Keep-alive interval of the ICE agent (webrtc-rs default).
+const ICE_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Coarse connection state the session reacts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerState {
@@ -69,7 +76,10 @@ pub enum PeerState {
     Connecting,
     /// DTLS up, media can flow.
     Connected,
-    /// Failed, disconnected or closed: the call is over.
+    /// Failed or closed: the call is over. `disconnected` is not an end:
+    /// like browsers, the agent keeps the call while ICE tries to recover
+    /// (a consent check lost under load or a network switch); ICE moves to
+    /// `failed` after [`ICE_FAILED_TIMEOUT`] without connectivity, which ends it.
     Ended(String),
 }
 
@@ -145,6 +155,11 @@ impl Peer {
         let registry = register_default_interceptors(Registry::new(), &mut media)?;
         let mut settings = SettingEngine::default();
         settings.set_include_loopback_candidate(opts.include_loopback);
+        settings.set_ice_timeouts(
+            Some(ICE_DISCONNECTED_TIMEOUT),
+            Some(ICE_FAILED_TIMEOUT),
+            Some(ICE_KEEPALIVE_INTERVAL),
+        );
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
@@ -204,9 +219,13 @@ impl Peer {
         pc.on_peer_connection_state_change(Box::new(move |s: RTCPeerConnectionState| {
             let next = match s {
                 RTCPeerConnectionState::Connected => Some(PeerState::Connected),
-                RTCPeerConnectionState::Failed
-                | RTCPeerConnectionState::Disconnected
-                | RTCPeerConnectionState::Closed => Some(PeerState::Ended(s.to_string())),
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                    Some(PeerState::Ended(s.to_string()))
+                }
+                RTCPeerConnectionState::Disconnected => {
+                    tracing::warn!("peer connection interrupted; waiting for ICE to recover or fail");
+                    None
+                }
                 _ => None,
             };
             if let Some(next) = next {
