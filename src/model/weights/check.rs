@@ -128,23 +128,10 @@ pub fn check_files(files: &[Arc<CheckpointFile>], expected: &ExpectedTensors) ->
         }
         for (stored, canons) in by_stored {
             let optional = expected.optional.get(&f.kind);
-            if let Some((canon, exp)) =
-                canons.iter().find_map(|c| optional.and_then(|o| o.get(*c)).map(|exp| (*c, exp)))
-            {
-                let got = f.file.info(stored).map(|i| i.shape.clone()).unwrap_or_default();
-                if &got == exp {
-                    fr.matched += 1;
-                } else {
-                    fr.mismatched.push(ShapeMismatch {
-                        name: canon.to_string(),
-                        stored: stored.to_string(),
-                        got,
-                        expected: exp.clone(),
-                    });
-                }
-                continue;
-            }
-            let Some(canon) = canons.iter().find(|c| want.contains_key(**c)).copied() else {
+            let required = canons.iter().find(|c| want.contains_key(**c)).map(|c| (*c, &want[*c], true));
+            let known = required
+                .or_else(|| canons.iter().find_map(|c| optional.and_then(|o| o.get(*c)).map(|exp| (*c, exp, false))));
+            let Some((canon, exp, is_required)) = known else {
                 if canons.iter().any(|c| is_known_extra(f.kind, c)) {
                     fr.ignored.push(stored.to_string());
                 } else {
@@ -152,9 +139,10 @@ pub fn check_files(files: &[Arc<CheckpointFile>], expected: &ExpectedTensors) ->
                 }
                 continue;
             };
-            found.entry(f.kind).or_default().insert(canon.to_string());
+            if is_required {
+                found.entry(f.kind).or_default().insert(canon.to_string());
+            }
             let got = f.file.info(stored).map(|i| i.shape.clone()).unwrap_or_default();
-            let exp = &want[canon];
             if shape_accepted(canon, &got, exp) {
                 fr.matched += 1;
             } else {
