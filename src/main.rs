@@ -415,9 +415,37 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The teacher stage over the frozen VAE / wav2vec2 named by `--vae` /
+/// `--wav2vec2` (seeded random where absent).
+fn teacher_stage_from_args(
+    a: &TrainArgs,
+    cfg: streamavatar::config::ModelConfig,
+    data: streamavatar::train::data::ClipSource,
+) -> anyhow::Result<streamavatar::train::teacher_stage::TeacherStage> {
+    use streamavatar::train::teacher_stage::{FrozenModules, TeacherStage};
+    let vae = a.vae.as_ref().map(std::path::PathBuf::from);
+    let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
+    let frozen = FrozenModules::load(&cfg, vae.as_ref(), w2v.as_ref(), a.seed)?;
+    Ok(TeacherStage::new(cfg, frozen, data, a.seed))
+}
+
+/// [`teacher_stage_from_args`] with the trained teacher of `--teacher` loaded
+/// (stages 3-5 distil from it).
+fn pretrained_teacher_from_args(
+    a: &TrainArgs,
+    cfg: streamavatar::config::ModelConfig,
+    data: streamavatar::train::data::ClipSource,
+) -> anyhow::Result<streamavatar::train::teacher_stage::TeacherStage> {
+    let teacher = teacher_stage_from_args(a, cfg, data)?;
+    if let Some(p) = &a.teacher {
+        teacher.store().load(std::path::Path::new(p))?;
+    }
+    Ok(teacher)
+}
+
 /// `streamavatar train <stage>`: see train/ and docs/TRAINING.md.
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
-    use streamavatar::train::{bench, data::ClipSource, optim::AdamWConfig, runner, teacher_stage, vae_stage};
+    use streamavatar::train::{bench, data::ClipSource, optim::AdamWConfig, runner, vae_stage};
     let cfg = streamavatar::config::ModelConfig::load(&a.config)?;
     if a.stage == "export" {
         use streamavatar::train::export::{export, frozen_wav2vec2_seed, ExportSources};
@@ -480,32 +508,17 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             runner::run(&mut st, &opts)?
         }
         "teacher" => {
-            let vae = a.vae.as_ref().map(std::path::PathBuf::from);
-            let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
-            let frozen = teacher_stage::FrozenModules::load(&cfg, vae.as_ref(), w2v.as_ref(), a.seed)?;
-            let mut st = teacher_stage::TeacherStage::new(cfg, frozen, data, a.seed);
+            let mut st = teacher_stage_from_args(&a, cfg, data)?;
             runner::run(&mut st, &opts)?
         }
         "ode_init" => {
-            let vae = a.vae.as_ref().map(std::path::PathBuf::from);
-            let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
-            let frozen = teacher_stage::FrozenModules::load(&cfg, vae.as_ref(), w2v.as_ref(), a.seed)?;
-            let teacher = teacher_stage::TeacherStage::new(cfg, frozen, data, a.seed);
-            if let Some(p) = &a.teacher {
-                teacher.store().load(std::path::Path::new(p))?;
-            }
+            let teacher = pretrained_teacher_from_args(&a, cfg, data)?;
             let mut st = streamavatar::train::ode_init_stage::OdeInitStage::new(teacher, a.substeps, a.seed)?;
             runner::run(&mut st, &opts)?
         }
         "dmd" | "gan" => {
             use streamavatar::train::{dmd_stage, gan_stage};
-            let vae = a.vae.as_ref().map(std::path::PathBuf::from);
-            let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
-            let frozen = teacher_stage::FrozenModules::load(&cfg, vae.as_ref(), w2v.as_ref(), a.seed)?;
-            let teacher = teacher_stage::TeacherStage::new(cfg, frozen, data, a.seed);
-            if let Some(p) = &a.teacher {
-                teacher.store().load(std::path::Path::new(p))?;
-            }
+            let teacher = pretrained_teacher_from_args(&a, cfg, data)?;
             let student = a.student.as_ref().map(std::path::Path::new);
             let critic_optim = AdamWConfig { lr: a.critic_lr.unwrap_or(a.lr), ..Default::default() };
             if a.stage == "dmd" {
