@@ -147,22 +147,17 @@ pub fn export(cfg: &ModelConfig, src: &ExportSources, out: &Path) -> Result<Expo
             FileKind::Vae => "vae.safetensors",
             FileKind::Wav2Vec2 => "wav2vec2.safetensors",
         };
-        let mut written = HashMap::with_capacity(tensors.len());
-        for (name, shape) in tensors {
-            let t = match kind {
-                FileKind::Transformer | FileKind::StreamAvatarAudio => take(&dit, &src.dit, name, shape, DType::F16)?,
-                FileKind::Vae => take(&vae, &src.vae, name, shape, DType::F16)?,
-                FileKind::Wav2Vec2 => take(&w2v, &w2v_from, name, shape, DType::F16)?,
-            };
-            written.insert(name.clone(), t);
-        }
-        // Optional tensors travel when the source has them, in f32 (the VAE's
-        // latent statistics: the normalisation the later stages trained with).
         let (source, from) = match kind {
             FileKind::Transformer | FileKind::StreamAvatarAudio => (&dit, &src.dit),
             FileKind::Vae => (&vae, &src.vae),
             FileKind::Wav2Vec2 => (&w2v, &w2v_from),
         };
+        let mut written = HashMap::with_capacity(tensors.len());
+        for (name, shape) in tensors {
+            written.insert(name.clone(), take(source, from, name, shape, DType::F16)?);
+        }
+        // Optional tensors travel when the source has them, in f32 (the VAE's
+        // latent statistics: the normalisation the later stages trained with).
         for (name, shape) in expected.optional.get(kind).into_iter().flatten() {
             if source.contains_key(name) {
                 let t = take(source, from, name, shape, DType::F32)?;
