@@ -27,6 +27,9 @@ pub struct ClipRecon {
     pub index: u64,
     pub psnr_db: f64,
     pub mean_abs_error: f64,
+    /// Share of raw decoder outputs outside [-1, 1] (cut off by the clamp;
+    /// a large share means the decoder overshoots, e.g. bright backgrounds).
+    pub clipped_share: f64,
 }
 
 /// Every clip plus the means.
@@ -58,7 +61,9 @@ pub fn reconstruct(
     for i in 0..clips {
         let index = RECON_FIRST_CLIP + i;
         let video = data.clip(index, &dev)?.video;
-        let recon = vae.decode(&vae.encode(&video)?.mu)?.clamp(-1f32, 1f32)?;
+        let raw = vae.decode_unclamped(&vae.encode(&video)?.mu)?;
+        let clipped_share = raw.abs()?.gt(1f64)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
+        let recon = raw.clamp(-1f32, 1f32)?;
         let (orig, rec) = (to_u8(&video)?, to_u8(&recon)?);
         let (mut sq, mut abs) = (0f64, 0f64);
         for (a, b) in orig.iter().zip(&rec) {
@@ -69,7 +74,7 @@ pub fn reconstruct(
         let n = orig.len().max(1) as f64;
         let mse = sq / n;
         let psnr_db = if mse > 0.0 { 10.0 * (255.0f64 * 255.0 / mse).log10() } else { 99.0 };
-        report.clips.push(ClipRecon { index, psnr_db, mean_abs_error: abs / n });
+        report.clips.push(ClipRecon { index, psnr_db, mean_abs_error: abs / n, clipped_share });
         if let Some(dir) = out {
             let path = dir.join(format!("recon_{i:03}.png"));
             side_by_side(&orig, &rec, video.dims())?

@@ -158,7 +158,7 @@ impl Stage for VaeStage {
             &self.device,
         )?;
         let z = (&post.mu + (eps * (&post.logvar * 0.5)?.exp()?)?)?;
-        let recon = vae.decode(&z)?;
+        let recon = vae.decode_unclamped(&z)?;
         let l1 = (&recon - &video)?.abs()?.mean_all()?;
         let l2 = (&recon - &video)?.sqr()?.mean_all()?;
         let edge = edge_l1(&recon, &video)?;

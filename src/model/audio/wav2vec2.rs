@@ -216,7 +216,7 @@ impl Attention {
         let q = split((self.q_proj.forward(x)? * scale)?)?;
         let k = split(self.k_proj.forward(x)?)?;
         let v = split(self.v_proj.forward(x)?)?;
-        let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let attn = crate::model::grad_ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
         self.out_proj.forward(&out)
     }

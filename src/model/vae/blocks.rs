@@ -31,7 +31,7 @@ impl RmsNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let cdim = x.rank() - 3;
-        let xf = x.to_dtype(DType::F32)?;
+        let xf = if matches!(dtype, DType::F16 | DType::BF16) { x.to_dtype(DType::F32)? } else { x.clone() };
         let norm = xf.sqr()?.sum_keepdim(cdim)?.sqrt()?.maximum(1e-12)?;
         let y = xf.broadcast_div(&norm)?.to_dtype(dtype)?;
         y.broadcast_mul(&self.scale)
@@ -112,7 +112,9 @@ impl AttentionBlock {
         let k = qkv.narrow(1, c, c)?.contiguous()?; // [bt, c, n]
         let v = qkv.narrow(1, 2 * c, c)?.contiguous()?; // [bt, c, n]
         let scores = (q.matmul(&k)? * (1.0 / (self.dim as f64).sqrt()))?; // [bt, n, n]
-        let attn = candle_nn::ops::softmax_last_dim(&scores)?;
+        // Through grad_ops: candle-nn's fused softmax has no backward and
+        // silently leaves q and k without gradient when training.
+        let attn = crate::model::grad_ops::softmax_last_dim(&scores)?;
         let out = v.matmul(&attn.t()?)?; // [bt, c, n]
         let out = self.proj_w.broadcast_matmul(&out)?.broadcast_add(&self.proj_b)?;
         out.reshape((b, t, c, h, w))? + x

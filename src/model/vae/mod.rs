@@ -333,6 +333,13 @@ impl WanVae {
     /// video `[B, 3, 1 + 4(F-1), 16h, 16w]` in [-1, 1], as diffusers `decode`.
     /// Runs the streaming decoder over chunks of at most 3 latent frames.
     pub fn decode(&self, z: &Tensor) -> Result<Tensor, VaeError> {
+        Ok(self.decode_unclamped(z)?.clamp(-1f32, 1f32)?)
+    }
+
+    /// [`decode`](Self::decode) without the final clamp to [-1, 1] (what
+    /// training differentiates through; see
+    /// [`StreamingDecoder::decode_chunk_unclamped`]).
+    pub fn decode_unclamped(&self, z: &Tensor) -> Result<Tensor, VaeError> {
         let mut stream = self.streaming_decoder();
         let f = if z.rank() == 5 { z.dim(2)? } else { 0 };
         if f == 0 {
@@ -341,11 +348,11 @@ impl WanVae {
                 z.dims()
             )));
         }
-        let mut outs = vec![stream.decode_chunk(&z.narrow(2, 0, 1)?)?];
+        let mut outs = vec![stream.decode_chunk_unclamped(&z.narrow(2, 0, 1)?)?];
         let mut start = 1;
         while start < f {
             let n = (f - start).min(3);
-            outs.push(stream.decode_chunk(&z.narrow(2, start, n)?)?);
+            outs.push(stream.decode_chunk_unclamped(&z.narrow(2, start, n)?)?);
             start += n;
         }
         Ok(Tensor::cat(&outs, 2)?)
@@ -366,6 +373,58 @@ pub fn load_streaming_decoder(cfg: &VaeConfig, vb: VarBuilder) -> Result<Streami
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+
+    /// Training differentiates encode -> decode end to end: every parameter's
+    /// gradient (one entry of each, in f64) must match central finite
+    /// differences. Guards the hand-written backward of the conv kernel and
+    /// the strided / reshaping ops of the down- and up-sampling blocks.
+    #[test]
+    fn encode_decode_gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let cfg = ModelConfig::tiny().vae;
+        // The training initialisation (norm gains 1, Kaiming convs), in f64.
+        let seeded = crate::train::params::ParamStore::new(7, &dev);
+        WanVae::new(&cfg, seeded.var_builder()).unwrap();
+        let map = candle_nn::VarMap::new();
+        for (name, var) in seeded.named_vars() {
+            let v = candle_core::Var::from_tensor(&var.as_tensor().to_dtype(DType::F64).unwrap()).unwrap();
+            map.data().lock().unwrap().insert(name, v);
+        }
+        let x = Tensor::randn(0f64, 0.5, (1, 3, 5, 32, 32), &dev).unwrap().clamp(-1f64, 1f64).unwrap();
+        let target = Tensor::randn(0f64, 1.0, (1, 3, 5, 32, 32), &dev).unwrap();
+        // Rebuilt per evaluation: some layers keep tensors derived from the
+        // variables at construction.
+        let loss = || {
+            let vae = WanVae::new(&cfg, VarBuilder::from_varmap(&map, DType::F64, &dev)).unwrap();
+            (vae.decode_unclamped(&vae.encode(&x).unwrap().mu).unwrap() * &target).unwrap().sum_all().unwrap()
+        };
+        let grads = loss().backward().unwrap();
+        let mut vars: Vec<(String, candle_core::Var)> =
+            map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        assert!(vars.len() > 20, "only {} variables", vars.len());
+        let eps = 1e-5;
+        let mut bad = Vec::new();
+        for (name, var) in &vars {
+            let shape = var.shape().clone();
+            let mut values: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let at = values.len() / 2;
+            let analytic: Vec<f64> = grads.get(var).expect(name).flatten_all().unwrap().to_vec1().unwrap();
+            let mut eval_at = |v: f64| {
+                values[at] = v;
+                var.set(&Tensor::from_vec(values.clone(), shape.clone(), &dev).unwrap()).unwrap();
+                loss().to_scalar::<f64>().unwrap()
+            };
+            let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap()[at];
+            let numeric = (eval_at(orig + eps) - eval_at(orig - eps)) / (2.0 * eps);
+            eval_at(orig);
+            let a = analytic[at];
+            if !((a - numeric).abs() <= 1e-4 * numeric.abs().max(1.0)) {
+                bad.push(format!("{name}[{at}]: backward gives {a}, finite differences {numeric}"));
+            }
+        }
+        assert!(bad.is_empty(), "{} of {} gradients wrong:\n{}", bad.len(), vars.len(), bad.join("\n"));
+    }
 
     #[test]
     fn latent_statistics_in_the_weights_replace_the_config() {

@@ -69,6 +69,14 @@ impl StreamingDecoder {
     /// latents) into video `[B, 3, T, 16h, 16w]` in [-1, 1], with `T` as
     /// given by [`output_frames_for`](Self::output_frames_for).
     pub fn decode_chunk(&mut self, z: &Tensor) -> Result<Tensor, VaeError> {
+        Ok(self.decode_chunk_unclamped(z)?.clamp(-1f32, 1f32)?)
+    }
+
+    /// [`decode_chunk`](Self::decode_chunk) without the final clamp to
+    /// [-1, 1]. Training decodes through this: the clamp passes no gradient
+    /// outside [-1, 1], so a pixel the decoder once pushed past it (a bright
+    /// background overshooting to 1.3) would never learn again.
+    pub fn decode_chunk_unclamped(&mut self, z: &Tensor) -> Result<Tensor, VaeError> {
         let dims = z.dims();
         if dims.len() != 5 {
             return Err(VaeError::InvalidInput(format!("latent chunk must be [B, z, F, h, w], got {dims:?}")));
@@ -107,6 +115,6 @@ impl StreamingDecoder {
         self.geometry = Some((b, h, w));
         self.frames_in += f;
         let out = if outs.len() == 1 { outs.remove(0) } else { Tensor::cat(&outs, 1)? };
-        Ok(from_frames_unpatchify(&out, self.patch_size)?.clamp(-1f32, 1f32)?)
+        Ok(from_frames_unpatchify(&out, self.patch_size)?)
     }
 }
