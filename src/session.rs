@@ -78,7 +78,7 @@ pub enum TalkEvent {
 pub struct SessionStats {
     pub connected: bool,
     pub fps: f64,
-    /// Audio-in to frame-out latency of the last chunk.
+    /// Audio-in to frame-out latency (talk audio in -> heard with its frames).
     pub latency_ms: f64,
     pub frames_sent: u64,
     pub frames_repeated: u64,

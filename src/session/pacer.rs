@@ -12,6 +12,22 @@
 //!    media time falls in that tick goes to the H.264 track. So the talk
 //!    audio of chunk k leaves together with chunk k's frames.
 //!
+//! Lead-in: on the very first tick the generator also gets `L` =
+//! `lead_in_samples` of silence (talk and listen), before the first real
+//! audio. By default `L` = one chunk + the audio encoder's lookahead,
+//! rounded up to whole ticks, less the one tick of real audio fed with it,
+//! so chunk 0 (the avatar idling at the start of the call) can be generated
+//! at once instead of after chunk + lookahead of real audio:
+//! the first frame leaves after about one chunk's generation time plus the
+//! margin. Media time is generator time (plus the skip offsets), so real
+//! tick `r` is media tick `r + L/320`: the delay line starts with `L/320`
+//! silent ticks, and talk audio that arrived at real tick `r` leaves at real
+//! tick `r + L/320 + D`, with the frames generated from it. The talk -> ear
+//! latency (`latency_ms`) is `L/320 + D` ticks, about chunk + lookahead +
+//! generation + margin as without a lead-in, where `D` itself is that long.
+//! The generator's slack per chunk is unchanged (everything shifts by `L`).
+//! `lead_in_samples = 0` is the plain real-time start.
+//!
 //! Fall-behind policy: a frame that has not arrived when due is replaced by
 //! the last frame (`frames_repeated`); frames arriving after their slot are
 //! dropped (`frames_late`), a chunk that is entirely late counts as skipped.
@@ -26,7 +42,7 @@ use crate::generator::VideoChunk;
 use crate::media::frame::RgbFrame;
 use crate::session::TalkEvent;
 
-use super::talk_queue::{Marker, TalkTick, TICK_16K};
+use super::talk_queue::{Marker, TalkTick, TICK_16K, TICK_48K};
 
 /// Ticks per second (20 ms ticks).
 pub const TICKS_PER_SECOND: u64 = 50;
@@ -45,6 +61,9 @@ pub struct PacerConfig {
     pub playout_margin_ticks: u64,
     /// Give up when no chunk arrived after this many ticks.
     pub startup_timeout_ticks: u64,
+    /// Silence fed to the generator on the first tick (16 kHz samples, a
+    /// whole number of 20 ms ticks) so chunk 0 needs no real audio; 0 = none.
+    pub lead_in_samples: usize,
 }
 
 impl PacerConfig {
@@ -57,7 +76,21 @@ impl PacerConfig {
             max_pending_chunks: 2,
             playout_margin_ticks: 3,
             startup_timeout_ticks: 60 * TICKS_PER_SECOND,
+            lead_in_samples: Self::default_lead_in(samples_per_chunk, lookahead_samples),
         }
+    }
+
+    /// The default lead-in: what chunk 0 needs (one chunk + lookahead)
+    /// rounded up to whole ticks, less the one tick of real audio fed with
+    /// it on the first tick (which completes chunk 0's input). A full tick
+    /// more would only add 20 ms to the talk -> ear delay.
+    pub fn default_lead_in(samples_per_chunk: usize, lookahead_samples: usize) -> usize {
+        ((samples_per_chunk + lookahead_samples).div_ceil(TICK_16K).saturating_sub(1)) * TICK_16K
+    }
+
+    /// The lead-in in ticks (media tick = real tick + this).
+    pub fn lead_in_ticks(&self) -> u64 {
+        (self.lead_in_samples / TICK_16K) as u64
     }
 }
 
@@ -102,7 +135,9 @@ pub struct PacerCounters {
     pub frames_late: u64,
     pub chunks_skipped: u64,
     pub chunks_received: u64,
-    /// Playout delay (audio in -> frame out) in ms; 0 before playout.
+    /// Talk -> ear delay in ms: talk audio (and listen audio) entering the
+    /// pacer leaves, with the frames generated from it, this much later
+    /// (lead-in + playout delay); 0 before playout.
     pub latency_ms: u64,
 }
 
@@ -110,12 +145,15 @@ pub struct PacerCounters {
 pub struct Pacer {
     cfg: PacerConfig,
     tick: u64,
+    /// Media ticks pushed into the delay line (real ticks + lead-in).
+    delay_line_end: u64,
     gen_fed: u64,
     skip_left: usize,
     /// (generator sample where it starts, media offset) ascending.
     offsets: Vec<(u64, u64)>,
     delay_line: VecDeque<TalkTick>,
     frames: BTreeMap<u64, Arc<RgbFrame>>,
+    /// Real tick minus the media tick it plays, once known.
     playout_delay: Option<u64>,
     next_frame: u64,
     last_frame: Option<Arc<RgbFrame>>,
@@ -136,13 +174,23 @@ impl Pacer {
                 cfg.samples_per_chunk, cfg.frames_per_chunk, cfg.fps
             )));
         }
+        if cfg.lead_in_samples % TICK_16K != 0 {
+            return Err(PacerError::Config(format!(
+                "lead_in_samples {} is not a whole number of {TICK_16K}-sample ticks",
+                cfg.lead_in_samples
+            )));
+        }
+        // The lead-in's media ticks: silence on the talk track.
+        let lead_in_ticks = cfg.lead_in_ticks();
+        let delay_line = (0..lead_in_ticks).map(|_| silent_tick()).collect();
         Ok(Self {
             cfg,
             tick: 0,
+            delay_line_end: lead_in_ticks,
             gen_fed: 0,
             skip_left: 0,
             offsets: vec![(0, 0)],
-            delay_line: VecDeque::new(),
+            delay_line,
             frames: BTreeMap::new(),
             playout_delay: None,
             next_frame: 0,
@@ -161,7 +209,8 @@ impl Pacer {
         self.tick
     }
 
-    /// Playout delay in ticks, once known.
+    /// Playout delay in ticks (real tick minus the media tick it plays),
+    /// once known. Talk audio's delay is this plus the lead-in.
     pub fn playout_delay(&self) -> Option<u64> {
         self.playout_delay
     }
@@ -181,10 +230,16 @@ impl Pacer {
     /// tick's 16 kHz samples (320 each); `talk` is the same talk tick at 48 kHz.
     pub fn tick(&mut self, talk: TalkTick, talk16: &[f32], listen16: &[f32]) -> Result<TickOutput, PacerError> {
         let mut out = TickOutput::default();
-        self.feed(talk16, listen16, &mut out);
+        if self.tick == 0 && self.cfg.lead_in_samples > 0 {
+            let silence = vec![0.0; self.cfg.lead_in_samples];
+            self.feed(&silence, &silence, &mut out);
+        }
+        let n = talk16.len().min(listen16.len()).min(TICK_16K);
+        self.feed(&talk16[..n], &listen16[..n], &mut out);
         let mut talk = talk;
         talk.pcm16 = Vec::new(); // only the 48 kHz copy is played out
         self.delay_line.push_back(talk);
+        self.delay_line_end += 1;
         let now = self.tick;
         self.tick += 1;
 
@@ -198,8 +253,8 @@ impl Pacer {
             return Ok(out);
         }
         let media_tick = now - delay;
-        // The delay line starts at media tick `self.tick - len`.
-        while (self.tick - self.delay_line.len() as u64) < media_tick {
+        // The delay line starts at media tick `delay_line_end - len`.
+        while (self.delay_line_end - self.delay_line.len() as u64) < media_tick {
             self.delay_line.pop_front();
         }
         let talk = self.delay_line.pop_front().unwrap_or_else(TalkTick::silence);
@@ -209,9 +264,10 @@ impl Pacer {
         Ok(out)
     }
 
+    /// Feed `talk16`/`listen16` (same length) to the generator, minus skips.
     fn feed(&mut self, talk16: &[f32], listen16: &[f32], out: &mut TickOutput) {
         let s = self.cfg.samples_per_chunk;
-        let n = talk16.len().min(listen16.len()).min(TICK_16K);
+        let n = talk16.len().min(listen16.len());
         let mut i = 0;
         while i < n {
             if self.skip_left > 0 {
@@ -248,7 +304,7 @@ impl Pacer {
             let media_tick = media_start / TICK_16K as u64;
             let delay = (self.tick + self.cfg.playout_margin_ticks).saturating_sub(media_tick);
             self.playout_delay = Some(delay);
-            self.counters.latency_ms = delay * 20;
+            self.counters.latency_ms = (delay + self.cfg.lead_in_ticks()) * 1000 / TICKS_PER_SECOND;
             self.next_frame = first;
         }
         let mut late = 0;
@@ -342,6 +398,11 @@ impl Pacer {
     }
 }
 
+/// A 20 ms tick of talk-track silence, as kept in the delay line.
+fn silent_tick() -> TalkTick {
+    TalkTick { pcm48: vec![0.0; TICK_48K], pcm16: Vec::new(), talk_samples: 0, markers: Vec::new() }
+}
+
 /// A duration that webrtc-rs turns into exactly `to - from` RTP ticks
 /// (it truncates `duration * clock_rate`), so timestamps never drift.
 pub fn rtp_exact(clock_rate: u64, from: u64, to: u64) -> Duration {
@@ -357,8 +418,21 @@ mod tests {
     const FPC: usize = 4; // 4 frames = 160 ms = 2560 samples = 8 ticks
     const S: usize = 2560;
 
+    const LOOKAHEAD: usize = 640;
+    /// The default lead-in of `cfg_lead_in`: S + lookahead = 3200 = 10
+    /// ticks, less the first real tick.
+    const LEAD_IN_TICKS: u64 = 9;
+
+    /// Without a lead-in (the plain real-time start).
     fn cfg() -> PacerConfig {
-        let mut c = PacerConfig::new(FPS, FPC, S, 640);
+        let mut c = cfg_lead_in();
+        c.lead_in_samples = 0;
+        c
+    }
+
+    /// With the default lead-in.
+    fn cfg_lead_in() -> PacerConfig {
+        let mut c = PacerConfig::new(FPS, FPC, S, LOOKAHEAD);
         c.playout_margin_ticks = 2;
         c
     }
@@ -379,6 +453,206 @@ mod tests {
     #[test]
     fn rejects_inconsistent_config() {
         assert!(Pacer::new(PacerConfig::new(25, 4, 1000, 0)).is_err());
+        let mut c = cfg_lead_in();
+        c.lead_in_samples = 3000;
+        assert!(matches!(Pacer::new(c), Err(PacerError::Config(m)) if m.contains("lead_in_samples 3000")));
+    }
+
+    #[test]
+    fn default_lead_in_is_chunk_plus_lookahead_less_the_first_tick() {
+        assert_eq!(cfg_lead_in().lead_in_samples, S + LOOKAHEAD - 320);
+        assert_eq!(cfg_lead_in().lead_in_ticks(), LEAD_IN_TICKS);
+        // mini / tiny: 0.5 s chunk + 0.5 s lookahead = 1 s = 50 ticks.
+        assert_eq!(PacerConfig::new(24, 12, 8000, 8000).lead_in_ticks(), 49);
+        // A lookahead that is not whole ticks rounds up: S + 100 -> 9 ticks.
+        assert_eq!(PacerConfig::default_lead_in(S, 100), 8 * 320);
+    }
+
+    #[test]
+    fn lead_in_feeds_silence_at_once_and_first_frames_follow_generation() {
+        let mut p = Pacer::new(cfg_lead_in()).unwrap();
+        let out = p.tick(talk(960, vec![Marker::Start(3)]), &[0.5; 320], &[0.25; 320]).unwrap();
+        // Tick 0: the whole lead-in of silence, then this tick's real audio.
+        let l = S + LOOKAHEAD - 320;
+        assert_eq!(out.feed_talk.len(), l + 320);
+        assert_eq!(out.feed_listen.len(), l + 320);
+        assert!(out.feed_talk[..l].iter().chain(&out.feed_listen[..l]).all(|&s| s == 0.0));
+        assert!(out.feed_talk[l..].iter().all(|&s| s == 0.5));
+        assert!(out.feed_listen[l..].iter().all(|&s| s == 0.25));
+        assert!(out.audio.is_none() && out.frames.is_empty());
+        // Chunk 0 (S + lookahead fed) could be generated at once; it arrives after n = 3 ticks.
+        for _ in 1..3 {
+            let out = p.tick(talk(960, vec![]), &[0.5; 320], &[0.25; 320]).unwrap();
+            assert_eq!(out.feed_talk.len(), 320);
+            assert!(out.audio.is_none());
+        }
+        p.on_chunk(chunk(0, 0, 100));
+        // Frames out at tick n + margin = 5 (without a lead-in: 10 + 2 = 12,
+        // see `feeds_realtime_plays_av_together_after_first_chunk`).
+        assert_eq!(p.playout_delay(), Some(5));
+        // Talk -> ear: lead-in + playout delay.
+        assert_eq!(p.counters().latency_ms, (LEAD_IN_TICKS + 5) * 20);
+        let mut first = None;
+        let mut started = None;
+        for t in 3..20u64 {
+            let out = p.tick(talk(960, vec![]), &[0.5; 320], &[0.25; 320]).unwrap();
+            assert_eq!(out.audio.is_some(), t >= 5);
+            if first.is_none() && !out.frames.is_empty() {
+                first = Some((t, out.frames[0].index));
+            }
+            if out.events.contains(&TalkEvent::SpeechStarted) {
+                started = Some(t);
+            }
+        }
+        assert_eq!(first, Some((5, 0)));
+        // The lead-in's media ticks play silence first; real tick 0's talk
+        // (with its Start marker) follows LEAD_IN_TICKS later.
+        assert_eq!(started, Some(LEAD_IN_TICKS + 5));
+    }
+
+    /// A sequential fake generator on the pacer's clock: chunk k starts once
+    /// its audio ((k+1)·S + lookahead generator samples) has been fed and the
+    /// previous chunk is done, takes `gen_ticks(k)` ticks, and frame i of it
+    /// shows, as its red value, the talk sample fed at the frame's first
+    /// generator sample — i.e. what the frame was generated from.
+    struct FakeGenerator {
+        fed: Vec<f32>,
+        next: u64,
+        busy: Option<(u64, u64)>,
+    }
+
+    struct Played {
+        tick: u64,
+        audio: Option<f32>,
+        frames: Vec<PlayFrame>,
+    }
+
+    /// Real tick r carries talk value r % 200 + 1 (48 kHz and 16 kHz alike).
+    fn run_call(cfg: PacerConfig, ticks: u64, gen_ticks: impl Fn(u64) -> u64) -> (Pacer, Vec<Played>) {
+        let mut p = Pacer::new(cfg).unwrap();
+        let mut g = FakeGenerator { fed: Vec::new(), next: 0, busy: None };
+        let listen = vec![0.0; 320];
+        let mut played = Vec::new();
+        for t in 0..ticks {
+            if let Some((k, done)) = g.busy {
+                if done <= t {
+                    let start = k as usize * S;
+                    let frames =
+                        (0..FPC).map(|i| RgbFrame::solid(2, 2, [g.fed[start + i * S / FPC] as u8, 0, 0])).collect();
+                    p.on_chunk(VideoChunk {
+                        index: k,
+                        audio_sample_start: start as u64,
+                        frames,
+                        timings: Default::default(),
+                    });
+                    g.busy = None;
+                }
+            }
+            let v = (t % 200 + 1) as f32;
+            let tick = TalkTick { pcm48: vec![v; 960], pcm16: vec![v; 320], talk_samples: 960, markers: vec![] };
+            let out = p.tick(tick, &[v; 320], &listen).unwrap();
+            g.fed.extend_from_slice(&out.feed_talk);
+            if g.busy.is_none() && g.fed.len() >= (g.next as usize + 1) * S + LOOKAHEAD {
+                g.busy = Some((g.next, t + gen_ticks(g.next)));
+                g.next += 1;
+            }
+            played.push(Played { tick: t, audio: out.audio.map(|a| a[0]), frames: out.frames });
+        }
+        (p, played)
+    }
+
+    /// Every generated (not repeated) frame leaves in the same tick as the
+    /// talk audio it was generated from. Returns how many such frames
+    /// showed real talk audio (not lead-in silence).
+    fn assert_av_sync(played: &[Played]) -> usize {
+        let mut talking = 0;
+        for p in played {
+            for f in p.frames.iter().filter(|f| !f.repeated) {
+                let audio = p.audio.expect("frames only play with audio");
+                assert_eq!(f.frame.data[0], audio as u8, "frame {} at tick {}: A/V out of sync", f.index, p.tick);
+                talking += usize::from(audio > 0.0);
+            }
+        }
+        talking
+    }
+
+    #[test]
+    fn lead_in_starts_frames_early_and_keeps_talk_with_its_frames() {
+        let (p, played) = run_call(cfg_lead_in(), 120, |_| 3);
+        // Chunk 0 is generated from tick 0 on and arrives 3 ticks later:
+        // frames from tick 3 + margin.
+        assert_eq!(p.playout_delay(), Some(5));
+        assert_eq!(played.iter().find(|p| !p.frames.is_empty()).map(|p| p.tick), Some(5));
+        // Talk audio of real tick 0 (value 1) is heard lead-in + delay later.
+        let heard = played.iter().find(|p| p.audio == Some(1.0)).map(|p| p.tick);
+        assert_eq!(heard, Some(LEAD_IN_TICKS + 5));
+        assert_eq!(p.counters().latency_ms, heard.unwrap() * 20);
+        // The generator keeps up: chunk k waits for real audio up to k·S + one tick only.
+        let c = p.counters();
+        assert_eq!((c.frames_repeated, c.frames_late, c.chunks_skipped), (0, 0, 0));
+        assert!(assert_av_sync(&played) >= 40);
+    }
+
+    #[test]
+    fn without_lead_in_first_frames_wait_for_chunk_plus_lookahead_and_talk_to_ear_is_the_same() {
+        let (p, played) = run_call(cfg(), 120, |_| 3);
+        // Chunk 0 waits for S + lookahead = 10 ticks of real audio (fed by
+        // the end of tick 9), then 3 ticks of generation.
+        assert_eq!(p.playout_delay(), Some(9 + 3 + 2));
+        assert_eq!(played.iter().find(|p| !p.frames.is_empty()).map(|p| p.tick), Some(14));
+        // Talk -> ear is what it is with the lead-in.
+        let heard = played.iter().find(|p| p.audio == Some(1.0)).map(|p| p.tick);
+        assert_eq!(heard, Some(LEAD_IN_TICKS + 5));
+        let with_lead_in = run_call(cfg_lead_in(), 120, |_| 3).0.counters().latency_ms;
+        assert_eq!(p.counters().latency_ms, with_lead_in);
+        assert_eq!(p.counters().frames_repeated, 0);
+        assert!(assert_av_sync(&played) >= 40);
+    }
+
+    #[test]
+    fn lead_in_with_slow_first_chunk_only_delays_the_start() {
+        // Chunk 0 takes 12 ticks (warm-up on a slow machine), then 3 each.
+        let (p, played) = run_call(cfg_lead_in(), 120, |k| if k == 0 { 12 } else { 3 });
+        assert_eq!(p.playout_delay(), Some(14));
+        assert_eq!(played.iter().find(|p| !p.frames.is_empty()).map(|p| p.tick), Some(14));
+        let c = p.counters();
+        assert_eq!((c.frames_repeated, c.frames_late, c.chunks_skipped), (0, 0, 0));
+        assert!(assert_av_sync(&played) >= 30);
+    }
+
+    #[test]
+    fn lead_in_too_slow_first_chunk_skips_as_without_lead_in() {
+        // Chunk 0 takes 20 ticks: longer than the 2 chunks the generator may
+        // owe, so an input chunk is skipped, with and without the lead-in.
+        let slow_start = |k: u64| if k == 0 { 20 } else { 3 };
+        let (p, played) = run_call(cfg_lead_in(), 150, slow_start);
+        let (p0, played0) = run_call(cfg(), 150, slow_start);
+        let (c, c0) = (p.counters(), p0.counters());
+        assert_eq!(c.chunks_skipped, 1);
+        assert_eq!(
+            (c.chunks_skipped, c.frames_repeated, c.frames_late),
+            (c0.chunks_skipped, c0.frames_repeated, c0.frames_late)
+        );
+        assert!(assert_av_sync(&played) >= 30);
+        assert!(assert_av_sync(&played0) >= 30);
+    }
+
+    #[test]
+    fn lead_in_generator_too_slow_repeats_and_skips_but_stays_in_sync() {
+        // Every chunk takes 12 ticks for 8 ticks of media: the pacer skips
+        // input chunks, frames arrive late and are repeated; every generated
+        // frame that is shown still leaves with its own talk audio.
+        let (p, played) = run_call(cfg_lead_in(), 200, |_| 12);
+        let c = p.counters();
+        assert!(c.chunks_skipped > 0 && c.frames_repeated > 0 && c.frames_late > 0, "{c:?}");
+        assert!(assert_av_sync(&played) >= 5);
+        // Audio never stalls once playout runs, and a frame leaves every 2 ticks.
+        let start = p.playout_delay().unwrap();
+        assert!(played.iter().filter(|p| p.tick >= start).all(|p| p.audio.is_some()));
+        assert_eq!(c.frames_sent, (200 - start).div_ceil(2));
+        let c0 = run_call(cfg(), 200, |_| 12).0.counters();
+        // Talk -> ear as without the lead-in.
+        assert_eq!(c.latency_ms, c0.latency_ms);
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub struct SessionOptions {
     pub talk_cap_ms: u64,
     /// Extra playout delay beyond the first chunk's arrival (20 ms ticks).
     pub playout_margin_ticks: u64,
+    /// Silence fed to the generator at the start (16 kHz samples, whole
+    /// 20 ms ticks) so the first frames need no real audio. `None` =
+    /// `PacerConfig::default_lead_in` (chunk + audio lookahead less the
+    /// first real tick: first frame after about one chunk's generation
+    /// time); `Some(0)` = none (first frame after chunk + lookahead +
+    /// generation). Talk -> ear is the same either way. See `session::pacer`.
+    pub lead_in_samples: Option<usize>,
     /// Close the session when the peer has not connected after this long.
     pub connect_timeout: Duration,
     /// H.264 target bitrate; `None` = from the frame size.
@@ -53,6 +60,7 @@ impl Default for SessionOptions {
             peer: PeerOptions::default(),
             talk_cap_ms: 60_000,
             playout_margin_ticks: 3,
+            lead_in_samples: None,
             connect_timeout: Duration::from_secs(30),
             video_bitrate_bps: None,
         }
@@ -137,9 +145,13 @@ impl Session {
         }
         let mut pcfg = PacerConfig::new(fps, fpc, spc, lookahead);
         pcfg.playout_margin_ticks = opts.playout_margin_ticks;
+        if let Some(lead_in) = opts.lead_in_samples {
+            pcfg.lead_in_samples = lead_in;
+        }
         let pacer = Pacer::new(pcfg).map_err(|e| SessionError::Generator(e.to_string()))?;
 
-        // Input queue: enough for the pacer's backlog limit plus lookahead.
+        // Input queue (messages; the lead-in is one): enough for the
+        // pacer's backlog limit plus lookahead.
         let input_cap = (3 * spc + lookahead) / TICK_16K + 16;
         let (in_tx, in_rx) = sync_channel::<GenInput>(input_cap);
         let (chunk_tx, chunk_rx) = mpsc::channel(2);
