@@ -62,7 +62,8 @@ pub fn reconstruct(
         let index = RECON_FIRST_CLIP + i;
         let video = data.clip(index, &dev)?.video;
         let raw = vae.decode_unclamped(&vae.encode(&video)?.mu)?;
-        let clipped_share = raw.abs()?.gt(1f64)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
+        let clipped_share =
+            raw.abs()?.gt(1f64)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
         let recon = raw.clamp(-1f32, 1f32)?;
         let (orig, rec) = (to_u8(&video)?, to_u8(&recon)?);
         let (mut sq, mut abs) = (0f64, 0f64);

@@ -118,7 +118,7 @@ impl WanRope {
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let dtype = x.dtype();
     let xf = x.to_dtype(DType::F32)?.contiguous()?;
-    candle_nn::rotary_emb::rope_i(&xf, cos, sin)?.to_dtype(dtype)
+    crate::model::grad_ops::rope_i(&xf, cos, sin)?.to_dtype(dtype)
 }
 
 /// How temporal RoPE positions are assigned while streaming: RAPR (capped

@@ -529,6 +529,69 @@ mod tests {
         Ok(())
     }
 
+    /// Training differentiates the DiT (teacher, ODE init, DMD, GAN): one
+    /// entry of every parameter's gradient must match central finite
+    /// differences, with talk / listen audio and the block-causal mask on.
+    /// In f32 with a loose tolerance (3%), which still catches an op
+    /// without a backward (a zero or missing gradient) or a wrong one.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let cfg = crate::config::ModelConfig::tiny().dit;
+        let store = crate::train::params::ParamStore::new(11, &dev);
+        WanDit::new(&cfg, store.var_builder()).unwrap();
+        let vars = store.named_vars();
+        for (_, var) in &vars {
+            // Small random biases / shifts instead of the zeros of the init,
+            // so every parameter moves the output.
+            let t = var.as_tensor();
+            var.set(&(t + Tensor::randn(0f32, 0.05, t.shape(), &dev).unwrap()).unwrap()).unwrap();
+        }
+        let d = cfg.hidden_size();
+        let x = Tensor::randn(0f32, 1.0, (1, cfg.in_channels, 3, 4, 4), &dev).unwrap();
+        let t = Tensor::new(&[[0f32, 500., 500.]], &dev).unwrap();
+        let prompt = Tensor::randn(0f32, 1.0, (1, 4, cfg.text_dim), &dev).unwrap();
+        let talk = Tensor::randn(0f32, 1.0, (1, 3, cfg.audio_tokens_per_frame, d), &dev).unwrap();
+        let listen = Tensor::randn(0f32, 1.0, (1, 3, cfg.audio_tokens_per_frame, d), &dev).unwrap();
+        let target = Tensor::randn(0f32, 1.0, (1, cfg.out_channels, 3, 4, 4), &dev).unwrap();
+        // Rebuilt per evaluation: layers may keep tensors derived from the
+        // variables at construction.
+        let loss = || {
+            let dit = WanDit::new(&cfg, store.var_builder()).unwrap();
+            let text = dit.text_context(&prompt).unwrap();
+            let audio = AudioTokens { talk: talk.clone(), listen: listen.clone() };
+            let mask = AttentionMask::BlockCausal { chunk_frames: 2 };
+            let v = dit.forward(&x, &t, &text, Some(&audio), mask).unwrap();
+            (v * &target).unwrap().sum_all().unwrap()
+        };
+        let grads = loss().backward().unwrap();
+        assert!(vars.iter().any(|(n, _)| n.contains("talk_audio_attn")), "the audio attention is built");
+        let eps = 1e-2;
+        let mut bad = Vec::new();
+        for (name, var) in &vars {
+            let shape = var.shape().clone();
+            let mut values: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let at = values.len() / 2;
+            let orig = values[at];
+            let Some(g) = grads.get(var) else {
+                bad.push(format!("{name}: no gradient"));
+                continue;
+            };
+            let analytic = g.flatten_all().unwrap().to_vec1::<f32>().unwrap()[at] as f64;
+            let mut eval_at = |v: f32| {
+                values[at] = v;
+                var.set(&Tensor::from_vec(values.clone(), shape.clone(), &dev).unwrap()).unwrap();
+                loss().to_scalar::<f32>().unwrap() as f64
+            };
+            let numeric = (eval_at(orig + eps) - eval_at(orig - eps)) / (2.0 * eps as f64);
+            eval_at(orig);
+            if !((analytic - numeric).abs() <= 3e-2 * numeric.abs().max(0.5)) {
+                bad.push(format!("{name}[{at}]: backward gives {analytic}, finite differences {numeric}"));
+            }
+        }
+        assert!(bad.is_empty(), "{} of {} gradients wrong:\n{}", bad.len(), vars.len(), bad.join("\n"));
+    }
+
     #[test]
     fn block_causal_mask_blocks() {
         // ref + 2 chunks of 2 frames, 1 token per frame.

@@ -112,8 +112,8 @@ impl AttentionBlock {
         let k = qkv.narrow(1, c, c)?.contiguous()?; // [bt, c, n]
         let v = qkv.narrow(1, 2 * c, c)?.contiguous()?; // [bt, c, n]
         let scores = (q.matmul(&k)? * (1.0 / (self.dim as f64).sqrt()))?; // [bt, n, n]
-        // Through grad_ops: candle-nn's fused softmax has no backward and
-        // silently leaves q and k without gradient when training.
+                                                                          // Through grad_ops: candle-nn's fused softmax has no backward and
+                                                                          // silently leaves q and k without gradient when training.
         let attn = crate::model::grad_ops::softmax_last_dim(&scores)?;
         let out = v.matmul(&attn.t()?)?; // [bt, c, n]
         let out = self.proj_w.broadcast_matmul(&out)?.broadcast_add(&self.proj_b)?;

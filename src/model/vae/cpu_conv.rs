@@ -452,9 +452,12 @@ mod tests {
     #[test]
     fn gradients_match_candle_conv_on_vae_shapes() {
         let dev = Device::Cpu;
-        for (b, t_in, c, co, hw, kt, k, pad) in
-            [(1, 5, 8, 12, 32, 3, 3, 1), (2, 3, 16, 8, 24, 1, 3, 1), (1, 4, 16, 32, 16, 1, 1, 0), (1, 6, 12, 16, 20, 3, 1, 0)]
-        {
+        for (b, t_in, c, co, hw, kt, k, pad) in [
+            (1, 5, 8, 12, 32, 3, 3, 1),
+            (2, 3, 16, 8, 24, 1, 3, 1),
+            (1, 4, 16, 32, 16, 1, 1, 0),
+            (1, 6, 12, 16, 20, 3, 1, 0),
+        ] {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t_in, c, hw, hw), &dev).unwrap()).unwrap();
             let w = Var::from_tensor(&Tensor::randn(0f32, 0.2, (co, c, kt, k, k), &dev).unwrap()).unwrap();
             let ho = hw + 2 * pad - k + 1;
@@ -466,7 +469,10 @@ mod tests {
                 let (a, r) = (ours.get(v).unwrap(), theirs.get(v).unwrap());
                 let scale = r.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
                 let d = max_diff(a, r);
-                assert!(d <= 1e-4 * scale.max(1.0), "{name} gradient of {b}x{t_in}x{c}->{co} {hw}px {kt}x{k}x{k}: differs by {d} (max {scale})");
+                assert!(
+                    d <= 1e-4 * scale.max(1.0),
+                    "{name} gradient of {b}x{t_in}x{c}->{co} {hw}px {kt}x{k}x{k}: differs by {d} (max {scale})"
+                );
             }
         }
     }
