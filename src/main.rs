@@ -155,6 +155,10 @@ pub struct TrainArgs {
     /// vae: train on random square crops of this side (a multiple of 16).
     #[arg(long)]
     crop: Option<usize>,
+    /// vae: weight of the KL term (see train/vae_stage.rs for why the
+    /// default is small).
+    #[arg(long, default_value_t = streamavatar::train::vae_stage::VaeLossWeights::default().kl)]
+    kl_weight: f64,
     /// recon: clips to reconstruct.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
     clips: u64,
@@ -501,7 +505,8 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let report = match a.stage.as_str() {
         "vae" => {
-            let mut st = vae_stage::VaeStage::new(cfg, data, a.batch, Default::default(), a.seed);
+            let weights = vae_stage::VaeLossWeights { kl: a.kl_weight, ..Default::default() };
+            let mut st = vae_stage::VaeStage::new(cfg, data, a.batch, weights, a.seed);
             if let Some(side) = a.crop {
                 st = st.with_crop(side)?;
             }
