@@ -159,6 +159,9 @@ pub struct TrainArgs {
     /// default is small).
     #[arg(long, default_value_t = streamavatar::train::vae_stage::VaeLossWeights::default().kl)]
     kl_weight: f64,
+    /// vae: weight of the low-passed chroma L1 term (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    chroma_weight: f64,
     /// recon: clips to reconstruct.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
     clips: u64,
@@ -505,7 +508,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let report = match a.stage.as_str() {
         "vae" => {
-            let weights = vae_stage::VaeLossWeights { kl: a.kl_weight, ..Default::default() };
+            let weights = vae_stage::VaeLossWeights { kl: a.kl_weight, chroma: a.chroma_weight, ..Default::default() };
             let mut st = vae_stage::VaeStage::new(cfg, data, a.batch, weights, a.seed);
             if let Some(side) = a.crop {
                 st = st.with_crop(side)?;

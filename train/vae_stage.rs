@@ -27,12 +27,32 @@ use super::TrainError;
 pub struct VaeLossWeights {
     pub kl: f64,
     pub edge: f64,
+    /// Weight of [`chroma_l1`]: a colour signal the luminance edges do not
+    /// drown (see docs/TRAINING.md, session 4: the decoder never learned to
+    /// read chroma from the latent).
+    pub chroma: f64,
 }
 
 impl Default for VaeLossWeights {
     fn default() -> Self {
-        Self { kl: 1e-4, edge: 0.5 }
+        Self { kl: 1e-4, edge: 0.5, chroma: 0.0 }
     }
+}
+
+/// Side of the average pooling in [`chroma_l1`] (pixels).
+const CHROMA_POOL: usize = 8;
+
+/// L1 between the low-passed chroma (R - G, B - G; `CHROMA_POOL` x
+/// `CHROMA_POOL` averages) of `a` and `b` (`[B, 3, T, H, W]`).
+pub fn chroma_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let chroma = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let (n, _, t, h, w) = x.dims5()?;
+        let g = x.narrow(1, 1, 1)?;
+        let c = Tensor::cat(&[&(x.narrow(1, 0, 1)? - &g)?, &(x.narrow(1, 2, 1)? - &g)?], 1)?;
+        let p = CHROMA_POOL.min(h).min(w);
+        c.reshape((n, 2 * t, h, w))?.avg_pool2d(p)?.reshape((n, 2, t, h / p, w / p))
+    };
+    (chroma(a)? - chroma(b)?)?.abs()?.mean_all()
 }
 
 /// Initial log-variance of the posterior (the logvar half of
@@ -165,8 +185,32 @@ impl Stage for VaeStage {
         // KL(N(mu, sigma) || N(0, 1)), mean over latent elements.
         let kl = ((post.mu.sqr()? + post.logvar.exp()? - &post.logvar)? - 1.0)?.mean_all()? * 0.5;
         let kl = kl?;
+        let chroma = chroma_l1(&recon, &video)?;
         let loss = (((&l1 + &l2)? + (&edge * self.weights.edge)?)? + (&kl * self.weights.kl)?)?;
+        let loss = (loss + (&chroma * self.weights.chroma)?)?;
         let s = |t: &Tensor| t.to_scalar::<f32>().unwrap_or(f32::NAN);
-        Ok((loss, vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("kl", s(&kl))]))
+        Ok((loss, vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("kl", s(&kl)), ("chroma", s(&chroma))]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chroma_l1_sees_hue_and_ignores_grey_level_and_fine_detail() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let grey = Tensor::full(0.2f32, (1, 3, 2, 16, 16), &dev)?;
+        // Brighter grey: same (zero) chroma.
+        assert_eq!(chroma_l1(&grey, &(&grey + 0.5)?)?.to_scalar::<f32>()?, 0.0);
+        // A red tint: R - G = 0.4 everywhere, B - G = 0 -> mean 0.2.
+        let red = Tensor::cat(&[&(grey.narrow(1, 0, 1)? + 0.4)?, &grey.narrow(1, 1, 2)?], 1)?;
+        assert!((chroma_l1(&grey, &red)?.to_scalar::<f32>()? - 0.2).abs() < 1e-6);
+        // A checkerboard of +-0.4 on R averages out inside each 8x8 pool.
+        let checker: Vec<f32> = (0..2 * 16 * 16).map(|i| if (i % 16 + i / 16) % 2 == 0 { 0.4 } else { -0.4 }).collect();
+        let r = (grey.narrow(1, 0, 1)? + Tensor::from_vec(checker, (1, 1, 2, 16, 16), &dev)?)?;
+        let fine = Tensor::cat(&[&r, &grey.narrow(1, 1, 2)?], 1)?;
+        assert!(chroma_l1(&grey, &fine)?.to_scalar::<f32>()? < 1e-6);
+        Ok(())
     }
 }

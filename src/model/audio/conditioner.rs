@@ -119,9 +119,9 @@ impl AudioConditioner {
         // Check explicit masks before the encoders advance.
         let g = self.talk.geometry();
         let n = g.frames_per_chunk + 2 * g.pad_frames;
-        let vad_stub = vec![0.0; n];
-        full_mask(&vad_stub, g.pad_frames, talk_mask)?;
-        full_mask(&vad_stub, g.pad_frames, listen_mask)?;
+        let all_silent_vad = vec![0.0; n];
+        full_mask(&all_silent_vad, g.pad_frames, talk_mask)?;
+        full_mask(&all_silent_vad, g.pad_frames, listen_mask)?;
         let (talk, listen) = StreamingAudioEncoder::next_chunk_pair(&mut self.talk, &mut self.listen)?;
         let (talk_tokens, talk_mask) = self.project(&talk, talk_mask)?;
         let (listen_tokens, listen_mask) = self.project(&listen, listen_mask)?;
