@@ -86,20 +86,13 @@ pub fn reconstruct(
         let index = RECON_FIRST_CLIP + i;
         let video = data.clip(index, &dev)?.video;
         let mu = vae.encode(&video)?.mu;
-        latent_means.push(
-            mu.mean_keepdim(4)?
-                .mean_keepdim(3)?
-                .mean_keepdim(2)?
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_vec1::<f64>()?,
-        );
+        latent_means.push(channel_means(&mu)?);
         let raw = vae.decode_unclamped(&mu)?;
         let clipped_share =
             raw.abs()?.gt(1f64)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
         let recon = raw.clamp(-1f32, 1f32)?;
-        colour_orig.push(mean_chroma(&video)?);
-        colour_rec.push(mean_chroma(&recon)?);
+        colour_orig.push(chroma_and_luma(&video)?);
+        colour_rec.push(chroma_and_luma(&recon)?);
         let (orig, rec) = (to_u8(&video)?, to_u8(&recon)?);
         let (mut sq, mut abs) = (0f64, 0f64);
         for (a, b) in orig.iter().zip(&rec) {
@@ -131,16 +124,20 @@ pub fn reconstruct(
     Ok(report)
 }
 
-/// Mean chroma and luminance `[R - G, B - G, (R + G + B) / 3]` of
-/// `[1, 3, T, H, W]`.
-fn mean_chroma(video: &Tensor) -> Result<[f64; 3], TrainError> {
-    let m: Vec<f64> = video
-        .mean_keepdim(4)?
+/// Mean over (T, H, W) of each channel of `[1, C, T, H, W]`.
+fn channel_means(x: &Tensor) -> Result<Vec<f64>, TrainError> {
+    Ok(x.mean_keepdim(4)?
         .mean_keepdim(3)?
         .mean_keepdim(2)?
         .flatten_all()?
         .to_dtype(candle_core::DType::F64)?
-        .to_vec1()?;
+        .to_vec1()?)
+}
+
+/// Mean chroma and luminance `[R - G, B - G, (R + G + B) / 3]` of
+/// `[1, 3, T, H, W]`.
+fn chroma_and_luma(video: &Tensor) -> Result<[f64; 3], TrainError> {
+    let m = channel_means(video)?;
     Ok([m[0] - m[1], m[2] - m[1], (m[0] + m[1] + m[2]) / 3.0])
 }
 
