@@ -35,6 +35,12 @@ pub struct GeneratorBenchSpec {
     pub weights: Vec<String>,
     /// Timed chunks after one warm-up chunk (streaming mode).
     pub chunks: usize,
+    /// Time the sections of the model too ([`crate::model::profile`]);
+    /// synchronises around each, so the chunk times grow.
+    pub profile: bool,
+    /// Attention scores in bf16/f16 instead of f32
+    /// ([`crate::model::attention::set_half_precision_scores`]).
+    pub half_scores: bool,
 }
 
 /// Measured numbers.
@@ -53,6 +59,18 @@ pub struct GeneratorBenchReport {
     pub target_fps: u32,
     /// Peak resident memory (VmHWM) in MiB, when readable.
     pub peak_rss_mib: Option<f64>,
+    /// Building the model (weights on the device) and priming the caches
+    /// with the reference image, in ms (streaming mode).
+    pub setup_ms: Option<f64>,
+    /// The first chunk (kernel loading and library start-up included): the
+    /// first-frame latency once the audio for chunk 0 is there (streaming
+    /// mode).
+    pub first_chunk_ms: Option<f64>,
+    /// Per GPU (ordinal, used MiB, total MiB), read from the driver after the
+    /// timed chunks; None on CPU.
+    pub gpu_memory: Vec<(usize, f64, f64)>,
+    /// With `--profile`: (section, ms per timed chunk, calls per chunk).
+    pub profile: Vec<(&'static str, f64, f64)>,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`) in KiB.
@@ -79,6 +97,7 @@ pub fn synthetic_talk(start: usize, n: usize) -> Vec<f32> {
 pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport, GeneratorError> {
     let cfg = ModelConfig::load(&spec.config).map_err(|e| GeneratorError::Model(e.to_string()))?;
     let plan = DevicePlan::parse(&spec.device)?;
+    crate::model::attention::set_half_precision_scores(spec.half_scores);
     if cfg.name == "full" && plan.dit.is_cpu() {
         return bench_full_cpu_extrapolated(&cfg, spec);
     }
@@ -86,12 +105,27 @@ pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport
 }
 
 fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport, GeneratorError> {
-    let weights = GeneratorWeights::from_cli(&cfg, &spec.weights)?;
+    // Timing does not depend on the values: with no files and no bundled
+    // weights, every config runs on seeded random weights (the report says so).
+    let weights = match GeneratorWeights::from_cli(&cfg, &spec.weights) {
+        Err(_) if spec.weights.is_empty() => {
+            GeneratorWeights::Random { seed: crate::generator::streaming::RANDOM_WEIGHTS_SEED }
+        }
+        other => other?,
+    };
+    let weights_kind = match weights {
+        GeneratorWeights::Random { .. } => WeightsKind::Random,
+        _ => WeightsKind::Files,
+    };
     // The avatar `serve` shows by default (a synth identity).
     let reference = crate::generator::factory::default_reference(cfg.stream.width, cfg.stream.height);
     let name = cfg.name.clone();
+    let t_setup = Instant::now();
     let mut g =
-        StreamingGenerator::new(cfg, weights, &reference, &GeneratorOptions { device: spec.device.clone(), seed: 0 })?;
+        StreamingGenerator::new(cfg, weights, &reference, &GeneratorOptions { device: spec.device.clone(), seed: 0, ..Default::default() })?;
+    g.devices().synchronize();
+    let setup_ms = ms_since(t_setup);
+    tracing::info!(setup_ms, "generator built and primed");
     let s = g.samples_per_chunk();
     let mut pushed = 0;
     let mut feed = |g: &mut StreamingGenerator, n: usize| {
@@ -101,29 +135,51 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
     };
     let first = s + g.lookahead_samples();
     feed(&mut g, first);
+    let t_first = Instant::now();
     g.next_chunk()?; // warm-up
+    let first_chunk_ms = ms_since(t_first);
+    tracing::info!(first_chunk_ms, "first chunk");
     let mut chunks = Vec::with_capacity(spec.chunks);
+    crate::model::profile::take();
+    crate::model::profile::set_enabled(spec.profile);
     let t0 = Instant::now();
     for _ in 0..spec.chunks.max(1) {
         feed(&mut g, s);
         chunks.push(g.next_chunk()?.timings);
     }
     let wall = t0.elapsed().as_secs_f64();
+    crate::model::profile::set_enabled(false);
+    let n = chunks.len() as f64;
+    let profile = crate::model::profile::take().into_iter().map(|(name, ms, calls)| (name, ms / n, calls as f64 / n)).collect();
     let fpc = g.frames_per_chunk();
     Ok(GeneratorBenchReport {
         config: name,
         device: spec.device.clone(),
         method: format!(
-            "streaming: real StreamingGenerator, {} weights, 1 warm-up + {} timed chunks",
-            if spec.weights.is_empty() { "random (seeded)" } else { "file" },
-            chunks.len()
+            "streaming: real StreamingGenerator, {} weights, 1 warm-up + {} timed chunks, attention scores in {}",
+            match (&weights_kind, g.devices().dit.is_cpu()) {
+                (WeightsKind::Random, true) => "random (seeded)",
+                (WeightsKind::Random, false) => "random (seeded, drawn on the device)",
+                (WeightsKind::Files, _) => "file",
+            },
+            chunks.len(),
+            if spec.half_scores && g.devices().dtype != DType::F32 { "the compute dtype" } else { "f32" }
         ),
         fps: (chunks.len() * fpc) as f64 / wall,
         frames_per_chunk: fpc,
         target_fps: g.fps(),
         chunks,
         peak_rss_mib: peak_rss_kib().map(|k| k as f64 / 1024.0),
+        setup_ms: Some(setup_ms),
+        first_chunk_ms: Some(first_chunk_ms),
+        gpu_memory: g.devices().gpu_memory_mib(),
+        profile,
     })
+}
+
+enum WeightsKind {
+    Random,
+    Files,
 }
 
 fn candle(e: impl std::fmt::Display) -> GeneratorError {
@@ -224,6 +280,10 @@ fn bench_full_cpu_extrapolated(
         target_fps: cfg.stream.fps,
         chunks: vec![timings],
         peak_rss_mib: peak_rss_kib().map(|k| k as f64 / 1024.0),
+        setup_ms: None,
+        first_chunk_ms: None,
+        gpu_memory: Vec::new(),
+        profile: Vec::new(),
     })
 }
 
@@ -271,6 +331,32 @@ impl std::fmt::Display for GeneratorBenchReport {
             self.target_fps,
             fmt_small(self.fps / self.target_fps as f64)
         )?;
+        let front = mean(&|c| c.audio_ms + c.dit_ms());
+        let back = mean(&|c| c.vae_ms);
+        let slowest = front.max(back);
+        if slowest > 0.0 {
+            writeln!(
+                f,
+                "pipelined pair estimate (1 / slowest stage; audio+DiT {front:.1} ms, VAE {back:.1} ms): {} fps \
+                 [computed from stage times, not measured]",
+                fmt_small(self.frames_per_chunk as f64 / (slowest / 1e3))
+            )?;
+        }
+        if let Some(ms) = self.setup_ms {
+            writeln!(f, "setup (weights on device, reference primed): {ms:.0} ms")?;
+        }
+        if let Some(ms) = self.first_chunk_ms {
+            writeln!(f, "first chunk (first-frame latency once audio is there, warm-up included): {ms:.0} ms")?;
+        }
+        if !self.profile.is_empty() {
+            writeln!(f, "profile (--profile: synchronised sections, ms per chunk; nested ones count in their parent too):")?;
+            for (name, ms, calls) in &self.profile {
+                writeln!(f, "  {name:<22} {ms:>10.1} ms  ({calls:.0} calls)")?;
+            }
+        }
+        for (ordinal, used, total) in &self.gpu_memory {
+            writeln!(f, "GPU {ordinal}: {used:.0} MiB used of {total:.0} MiB (after the timed chunks)")?;
+        }
         match self.peak_rss_mib {
             Some(m) => write!(f, "peak RSS (VmHWM): {m:.0} MiB"),
             None => write!(f, "peak RSS: unavailable"),

@@ -307,6 +307,14 @@ pub struct BenchGeneratorArgs {
     /// Chunks to time (after one warm-up chunk).
     #[arg(long, default_value_t = 8)]
     chunks: usize,
+    /// Also time the model's sections (DiT attention / FFN, VAE convs);
+    /// synchronises the device around each, so chunks get slower.
+    #[arg(long)]
+    profile: bool,
+    /// Keep attention scores in the compute dtype (bf16 on CUDA) instead of
+    /// f32: less memory traffic, a little less precision.
+    #[arg(long)]
+    half_scores: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -792,6 +800,8 @@ fn run_bench_generator(a: BenchGeneratorArgs) -> anyhow::Result<()> {
         device: a.device,
         weights: a.weights,
         chunks: a.chunks,
+        profile: a.profile,
+        half_scores: a.half_scores,
     })?;
     println!("{report}");
     Ok(())

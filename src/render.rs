@@ -88,7 +88,7 @@ pub fn render(spec: &RenderSpec) -> Result<RenderSummary, RenderError> {
         cfg,
         weights,
         &reference,
-        &GeneratorOptions { device: spec.device.clone(), seed: spec.seed },
+        &GeneratorOptions { device: spec.device.clone(), seed: spec.seed, ..Default::default() },
     )?;
     let fpc = g.frames_per_chunk();
     let total_frames = (spec.seconds * g.fps() as f64).ceil() as usize;

@@ -9,10 +9,13 @@
 //!
 //! Run: `cargo test --test dit_parity`
 
+mod common;
+use common::{f32_tol, test_device};
+
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -30,11 +33,11 @@ fn cfg() -> DitConfig {
 }
 
 fn fixture() -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(FIXTURE, &Device::Cpu).context("load dit fixture")
+    candle_core::safetensors::load(FIXTURE, &test_device()).context("load dit fixture")
 }
 
 fn model(weights: &HashMap<String, Tensor>, cfg: &DitConfig, dtype: DType) -> Result<WanDit> {
-    let vb = VarBuilder::from_tensors(weights.clone(), dtype, &Device::Cpu);
+    let vb = VarBuilder::from_tensors(weights.clone(), dtype, &test_device());
     Ok(WanDit::new(cfg, vb)?)
 }
 
@@ -46,7 +49,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 fn randn(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| offset + scale * rng.sample::<f32, _>(StandardNormal)).collect();
-    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    Ok(Tensor::from_vec(v, shape, &test_device())?)
 }
 
 /// The fixture weights plus random talk/listen audio attention weights.
@@ -98,7 +101,7 @@ fn matches_diffusers_f32() -> Result<()> {
     assert_eq!(out.dims(), want.dims());
     let err = max_abs_diff(&out, &want)?;
     println!("f32 max abs err vs diffusers: {err:e}");
-    assert!(err < 1e-5, "f32 max abs err {err}");
+    assert!(err < f32_tol(1e-5), "f32 max abs err {err}");
     Ok(())
 }
 
@@ -124,14 +127,14 @@ fn text_is_zero_padded_to_text_len() -> Result<()> {
     let short = dit.text_context(&w["fixture.text"].narrow(1, 0, 10)?)?;
     let out =
         dit.forward(&w["fixture.latents"], &w["fixture.timesteps"], &short, None, AttentionMask::Bidirectional)?;
-    assert!(max_abs_diff(&out, &w["fixture.output"])? < 1e-4);
+    assert!(max_abs_diff(&out, &w["fixture.output"])? < f32_tol(1e-4));
     Ok(())
 }
 
 #[test]
 fn wan_names_fixture_holds_the_same_weights() -> Result<()> {
     let diffusers = fixture()?;
-    let wan = candle_core::safetensors::load(WAN_NAMES_FIXTURE, &Device::Cpu)?;
+    let wan = candle_core::safetensors::load(WAN_NAMES_FIXTURE, &test_device())?;
     let pairs = [
         ("condition_embedder.time_embedder.linear_1.weight", "time_embedding.0.weight"),
         ("condition_embedder.text_embedder.linear_2.bias", "text_embedding.2.bias"),
@@ -165,7 +168,7 @@ fn streaming_equals_block_causal_forward() -> Result<()> {
     let latents = randn(&mut rng, &[1, c.in_channels, frames, 8, 8], 1.0, 0.0)?;
     let mut t: Vec<f32> = (0..frames).map(|_| rng.random_range(1.0..999.0)).collect();
     t[0] = 0.0;
-    let t = Tensor::from_vec(t, (1, frames), &Device::Cpu)?;
+    let t = Tensor::from_vec(t, (1, frames), &test_device())?;
     let audio = random_audio(&mut rng, frames)?;
 
     let full = dit.forward(&latents, &t, &text, Some(&audio), AttentionMask::BlockCausal { chunk_frames: chunk })?;
@@ -193,7 +196,7 @@ fn streaming_equals_block_causal_forward() -> Result<()> {
         worst = worst.max(max_abs_diff(&out, &full.narrow(2, s, chunk)?)?);
     }
     println!("streaming vs block-causal max abs err: {worst:e}");
-    assert!(worst < 1e-5, "streaming differs from block-causal by {worst}");
+    assert!(worst < f32_tol(1e-5), "streaming differs from block-causal by {worst}");
     assert_eq!(cache.frame_ids(), (0..10).collect::<Vec<_>>());
     // Block-causal differs from bidirectional (the mask matters).
     let bidi = dit.forward(&latents, &t, &text, Some(&audio), AttentionMask::Bidirectional)?;
@@ -222,7 +225,7 @@ fn long_stream_with_rapr_and_eviction_stays_bounded() -> Result<()> {
         for k in 0..20 {
             let s = 1 + k * chunk;
             let x = randn(&mut rng, &[1, c.in_channels, chunk, h, wd], 1.0, 0.0)?;
-            let t = Tensor::new(&[500f32], &Device::Cpu)?;
+            let t = Tensor::new(&[500f32], &test_device())?;
             let out = dit.forward_chunk(&x, &t, &text, Some(&random_audio(&mut rng, chunk)?), &mut cache, s, true)?;
             let v: Vec<f32> = out.flatten_all()?.to_vec1()?;
             assert!(v.iter().all(|x| x.is_finite()), "chunk {k}: non-finite output");
@@ -291,7 +294,7 @@ fn zero_out_projection_equals_no_audio() -> Result<()> {
         dit.forward(&w["fixture.latents"], &w["fixture.timesteps"], &text, None, AttentionMask::Bidirectional)?;
     assert_eq!(max_abs_diff(&with, &without)?, 0.0);
     // ... and equals diffusers (no audio weights at all).
-    assert!(max_abs_diff(&with, &w["fixture.output"])? < 1e-4);
+    assert!(max_abs_diff(&with, &w["fixture.output"])? < f32_tol(1e-4));
     Ok(())
 }
 
@@ -308,19 +311,19 @@ fn bad_inputs_are_clear_errors() -> Result<()> {
     let e = dit.forward(lat, t, &text, Some(&audio), AttentionMask::Bidirectional).unwrap_err();
     assert!(matches!(e, DitError::AudioNotSupported));
     // wrong channel count / odd spatial size / wrong timesteps
-    let bad_lat = Tensor::zeros((1, 3, 4, 8, 8), DType::F32, &Device::Cpu)?;
+    let bad_lat = Tensor::zeros((1, 3, 4, 8, 8), DType::F32, &test_device())?;
     assert!(matches!(
         dit.forward(&bad_lat, t, &text, None, AttentionMask::Bidirectional),
         Err(DitError::BadInput { .. })
     ));
-    let odd = Tensor::zeros((1, 8, 4, 7, 8), DType::F32, &Device::Cpu)?;
+    let odd = Tensor::zeros((1, 8, 4, 7, 8), DType::F32, &test_device())?;
     assert!(dit.forward(&odd, t, &text, None, AttentionMask::Bidirectional).is_err());
-    let bad_t = Tensor::zeros((1, 3), DType::F32, &Device::Cpu)?;
+    let bad_t = Tensor::zeros((1, 3), DType::F32, &test_device())?;
     assert!(matches!(
         dit.forward(lat, &bad_t, &text, None, AttentionMask::Bidirectional),
         Err(DitError::BadInput { .. })
     ));
-    let long_text = Tensor::zeros((1, 17, 24), DType::F32, &Device::Cpu)?;
+    let long_text = Tensor::zeros((1, 17, 24), DType::F32, &test_device())?;
     assert!(dit.text_context(&long_text).is_err());
     // chunk overlapping the cache
     let mut cache = KvCache::from_stream(dit.num_layers(), &ModelConfig::tiny().stream);

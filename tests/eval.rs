@@ -93,7 +93,7 @@ fn random_weights_fail() {
     let mut model = GeneratorModel::new(
         config,
         EvalWeights::Random { seed: RANDOM_WEIGHTS_SEED },
-        GeneratorOptions { device: "cpu".into(), seed: spec.seed },
+        GeneratorOptions { device: "cpu".into(), seed: spec.seed, ..Default::default() },
     )
     .unwrap();
     let m = evaluate(&mut model, &spec, &scripts).unwrap();
@@ -160,7 +160,7 @@ fn trained_mini_weights_pass() {
     let scripts = prepare_scripts(&spec).unwrap();
     let weights = EvalWeights::from_paths(&[dir]).unwrap();
     let mut model =
-        GeneratorModel::new(config, weights, GeneratorOptions { device: "cpu".into(), seed: spec.seed }).unwrap();
+        GeneratorModel::new(config, weights, GeneratorOptions { device: "cpu".into(), seed: spec.seed, ..Default::default() }).unwrap();
     let m = evaluate(&mut model, &spec, &scripts).unwrap();
     print("mini, trained weights", &m);
     let verdict = Thresholds::default().check(&m);

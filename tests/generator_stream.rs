@@ -24,7 +24,7 @@ fn generator(seed: u64) -> StreamingGenerator {
 
 fn generator_with(cfg: ModelConfig, seed: u64) -> StreamingGenerator {
     let weights = GeneratorWeights::from_cli(&cfg, &[]).unwrap();
-    StreamingGenerator::new(cfg, weights, &reference(), &GeneratorOptions { device: "cpu".into(), seed }).unwrap()
+    StreamingGenerator::new(cfg, weights, &reference(), &GeneratorOptions { device: "cpu".into(), seed, ..Default::default() }).unwrap()
 }
 
 /// Speech-like talk audio (a chirp with an envelope), sample `i` of the stream.
@@ -158,4 +158,29 @@ fn sixty_second_stream_has_bounded_memory() {
     let bound = ((cfg.audio.left_context_s + cfg.audio.lookahead_s) * 16_000.0) as usize + s + 320;
     assert!(max_seen_audio <= bound, "audio buffer reached {max_seen_audio} samples (bound {bound})");
     assert_eq!(g.dropped_audio_samples(), 0);
+}
+
+/// The half-precision path a GPU runs (bf16 there), here in f16 on the CPU:
+/// f32 PCM and f32 sampler state meet half-precision weights in the audio
+/// encoder, the projection, the DiT and the VAE. Chunks come out, full size
+/// and not one flat colour.
+#[test]
+fn half_precision_stream_runs() {
+    let cfg = ModelConfig::tiny();
+    let weights = GeneratorWeights::from_cli(&cfg, &[]).unwrap();
+    let options = GeneratorOptions { device: "cpu".into(), seed: 3, dtype: Some(candle_core::DType::F16) };
+    let mut g = StreamingGenerator::new(cfg, weights, &reference(), &options).unwrap();
+    let (s, lookahead) = (g.samples_per_chunk(), g.lookahead_samples());
+    push_audio(&mut g, 0, s + lookahead);
+    let first = g.next_chunk().unwrap();
+    push_audio(&mut g, s + lookahead, s);
+    let second = g.next_chunk().unwrap();
+    let (w, h) = g.frame_size();
+    for c in [&first, &second] {
+        assert_eq!(c.frames.len(), g.frames_per_chunk());
+        let px = frames_of(c);
+        assert_eq!(px.len(), c.frames.len() * w * h * 3);
+        let (lo, hi) = (px.iter().min().unwrap(), px.iter().max().unwrap());
+        assert!(hi > lo, "flat frames");
+    }
 }

@@ -27,6 +27,10 @@
 #   CUDAFORGE_THREADS parallel nvcc processes in candle-kernels' build script
 #                     (default: nproc)
 #   PYTHON            python with pip (default python3)
+#   CUDA_TESTS        space-separated integration tests to build too (e.g.
+#                     "dit_parity vae_parity"); their executables go to
+#                     $CARRY_DIR/tests/<name>(.xz), run there with
+#                     STREAMAVATAR_TEST_DEVICE=cuda:0 (deploy/cuda/gpu-checks.sh)
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -102,3 +106,18 @@ else
 fi
 say "needed shared libraries (readelf -d):"
 readelf -d "$built" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/  \1/p' >&2
+
+# ---- 5. test executables (optional) ---------------------------------------------
+if [ -n "${CUDA_TESTS:-}" ]; then
+    mkdir -p "$carry/tests"
+    for t in $CUDA_TESTS; do
+        say "$(stamp) cargo test --no-run --test $t"
+        exe=$(cargo test --release --locked --features cuda --no-run --test "$t" --message-format=json 2>/dev/null \
+            | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+        [ -n "$exe" ] && [ -x "$exe" ] || { say "test $t: no executable built"; exit 1; }
+        rm -f "$carry/tests/$t" "$carry/tests/$t.xz"
+        objcopy --strip-debug "$exe" "$carry/tests/$t"
+        xz -T0 -6 "$carry/tests/$t"
+        say "carry: $carry/tests/$t.xz ($(( $(stat -c %s "$carry/tests/$t.xz") / 1048576 )) MiB)"
+    done
+fi

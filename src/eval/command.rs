@@ -50,7 +50,7 @@ pub fn run_eval(req: &EvalRequest) -> Result<EvalReport, EvalError> {
     }
     spec.validate()?;
     let scripts = prepare_scripts(&spec)?;
-    let options = GeneratorOptions { device: req.device.clone(), seed: spec.seed };
+    let options = GeneratorOptions { device: req.device.clone(), seed: spec.seed, ..Default::default() };
     let mut measured: Vec<(ModelConfig, EvalWeights, ModelMetrics)> = Vec::new();
 
     let model = match &req.target {

@@ -66,6 +66,37 @@ impl DevicePlan {
     }
 }
 
+impl DevicePlan {
+    /// (ordinal, used MiB, total MiB) of each distinct GPU of the plan, as
+    /// the driver reports them now (all processes' allocations included);
+    /// empty on CPU or when the driver cannot say.
+    pub fn gpu_memory_mib(&self) -> Vec<(usize, f64, f64)> {
+        let mut out: Vec<(usize, f64, f64)> = Vec::new();
+        for dev in [&self.dit, &self.vae] {
+            if let Some(entry) = gpu_memory_of(dev) {
+                if !out.iter().any(|e| e.0 == entry.0) {
+                    out.push(entry);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_memory_of(dev: &Device) -> Option<(usize, f64, f64)> {
+    let Device::Cuda(cuda) = dev else { return None };
+    let context = cuda.cuda_stream().context().clone();
+    let (free, total) = context.mem_get_info().ok()?;
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    Some((context.ordinal(), mib(total - free), mib(total)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_memory_of(_dev: &Device) -> Option<(usize, f64, f64)> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

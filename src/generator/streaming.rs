@@ -109,11 +109,14 @@ pub struct GeneratorOptions {
     pub device: String,
     /// Seed of the sampling noise; a stream is reproducible for a seed.
     pub seed: u64,
+    /// Compute dtype instead of the device's default (f32 on CPU, bf16 on
+    /// CUDA); f16 on CPU runs the half-precision code paths of the GPU.
+    pub dtype: Option<DType>,
 }
 
 impl Default for GeneratorOptions {
     fn default() -> Self {
-        Self { device: "cpu".into(), seed: 0 }
+        Self { device: "cpu".into(), seed: 0, dtype: None }
     }
 }
 
@@ -147,7 +150,10 @@ impl StreamingGenerator {
         options: &GeneratorOptions,
     ) -> Result<Self, GeneratorError> {
         config.validate().map_err(|e| GeneratorError::Model(e.to_string()))?;
-        let plan = DevicePlan::parse(&options.device)?;
+        let mut plan = DevicePlan::parse(&options.device)?;
+        if let Some(dtype) = options.dtype {
+            plan.dtype = dtype;
+        }
         let dtype = plan.dtype;
         let (dit_vb, vae_vb, w2v_vb) = match weights {
             GeneratorWeights::Files(paths) => {

@@ -4,6 +4,8 @@
 //! attention helper. Used for the DiT self-attention, the text
 //! cross-attention and StreamAvatar's talk/listen audio attention.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
@@ -91,17 +93,33 @@ pub fn rms_norm_f32(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     crate::model::grad_ops::rms_norm(&x.to_dtype(DType::F32)?.contiguous()?, weight, eps)?.to_dtype(dtype)
 }
 
-/// Upper bound on f32 attention-score elements materialised at once; larger
-/// problems are split over heads (keeps the full model's chunk attention,
-/// 2,640 queries x ~17k keys x 24 heads, within a few hundred MB).
+/// Upper bound on attention-score elements materialised at once on the CPU;
+/// larger problems are split over heads (keeps the full model's chunk
+/// attention, 2,640 queries x ~17k keys x 24 heads, within a few hundred MB).
 const MAX_SCORE_ELEMENTS: usize = 1 << 27;
+/// The same on a GPU (4 GiB of f32 scores), where fewer, larger launches pay.
+const MAX_SCORE_ELEMENTS_GPU: usize = 1 << 30;
+
+static HALF_SCORES: AtomicBool = AtomicBool::new(false);
+
+/// Keep the attention scores in the inputs' dtype (bf16/f16) instead of f32:
+/// the scale is folded into `q`, and the softmax kernel still accumulates in
+/// f32. It cuts the memory traffic of the materialised score matrix (the
+/// full model's largest cost on a GPU without a fused attention kernel) by
+/// about half, at a precision cost that `bench generator --attention-scores`
+/// and the bf16 parity test measure. Off by default; f32 inputs are
+/// unaffected.
+pub fn set_half_precision_scores(on: bool) {
+    HALF_SCORES.store(on, Ordering::Relaxed);
+}
 
 /// `softmax(q k^T / sqrt(d) + mask) v` for `[B, H, L, d]` inputs. Scores and
 /// softmax are computed in f32; `mask` is an additive f32 mask broadcastable
 /// to `[B, H, Lq, Lk]` (0 = attend, -inf = blocked; every query must see at
 /// least one key). Large problems are processed a few heads at a time.
 pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    sdpa_split_heads(q, k, v, mask, MAX_SCORE_ELEMENTS)
+    let limit = if q.device().is_cpu() { MAX_SCORE_ELEMENTS } else { MAX_SCORE_ELEMENTS_GPU };
+    sdpa_split_heads(q, k, v, mask, limit)
 }
 
 fn sdpa_split_heads(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, max_elements: usize) -> Result<Tensor> {
@@ -123,8 +141,21 @@ fn sdpa_split_heads(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, m
 }
 
 fn sdpa_once(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    sdpa_scores_in(q, k, v, mask, HALF_SCORES.load(Ordering::Relaxed))
+}
+
+fn sdpa_scores_in(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, half_scores: bool) -> Result<Tensor> {
     let dtype = q.dtype();
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    if dtype != DType::F32 && dtype != DType::F64 && half_scores {
+        let scores = (q * scale)?.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(&m.to_dtype(dtype)?)?,
+            None => scores,
+        };
+        let probs = crate::model::grad_ops::softmax_last_dim(&scores)?;
+        return probs.matmul(&v.contiguous()?);
+    }
     let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)?;
     let scores = (scores * scale)?;
     let scores = match mask {
@@ -155,6 +186,24 @@ mod tests {
         let o = scaled_dot_product_attention(&q, &k, &v, Some(&mask)).unwrap();
         let o = o.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(&o[..2], &[10.0, 0.0]);
+    }
+
+    /// bf16 scores (scale folded into q, f32 softmax accumulation) stay
+    /// close to f32 scores for bf16 inputs, mask included.
+    #[test]
+    fn half_precision_scores_stay_close() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1., (1, 2, 16, 32), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+        let k = Tensor::randn(0f32, 1., (1, 2, 24, 32), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+        let v = Tensor::randn(0f32, 1., (1, 2, 24, 32), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+        let blocked: Vec<f32> = (0..16 * 24).map(|i| if i % 24 >= 20 { f32::NEG_INFINITY } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(blocked, (16, 24), &dev).unwrap();
+        let a = sdpa_scores_in(&q, &k, &v, Some(&mask), false).unwrap();
+        let b = sdpa_scores_in(&q, &k, &v, Some(&mask), true).unwrap();
+        let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+        let d = d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 0.05, "bf16 scores differ by {d}");
+        assert!(d > 0.0, "the half-precision path was not taken");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod audio;
 pub mod dit;
 pub mod grad_ops;
 pub mod kv_cache;
+pub mod profile;
 pub mod rope;
 pub mod sampler;
 pub mod vae;

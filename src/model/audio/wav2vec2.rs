@@ -108,15 +108,18 @@ impl ConvLayer {
         let h = match &self.norm {
             ConvNorm::None => h,
             ConvNorm::Group(w, b) => {
+                // Statistics and normalisation in f32 whatever the weights' dtype.
+                let dtype = h.dtype();
+                let hf = h.to_dtype(DType::F32)?;
                 let (mean, var) = match group_stats {
-                    Some((m, v)) => (m.clone(), v.clone()),
+                    Some((m, v)) => (m.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?),
                     None => {
-                        let mean = h.mean_keepdim(2)?;
-                        let var = h.broadcast_sub(&mean)?.sqr()?.mean_keepdim(2)?;
+                        let mean = hf.mean_keepdim(2)?;
+                        let var = hf.broadcast_sub(&mean)?.sqr()?.mean_keepdim(2)?;
                         (mean, var)
                     }
                 };
-                let normed = h.broadcast_sub(&mean)?.broadcast_div(&(var + CONV_NORM_EPS)?.sqrt()?)?;
+                let normed = hf.broadcast_sub(&mean)?.broadcast_div(&(var + CONV_NORM_EPS)?.sqrt()?)?.to_dtype(dtype)?;
                 normed.broadcast_mul(&w.reshape((1, (), 1))?)?.broadcast_add(&b.reshape((1, (), 1))?)?
             }
             ConvNorm::Layer(ln) => ln.forward(&h.transpose(1, 2)?.contiguous()?)?.transpose(1, 2)?,
@@ -268,6 +271,8 @@ impl EncoderLayer {
 pub struct Wav2Vec2Model {
     cfg: Wav2Vec2Config,
     device: candle_core::Device,
+    /// The weights' dtype; inputs are cast to it after normalisation.
+    dtype: DType,
     conv_layers: Vec<ConvLayer>,
     projection_norm: LayerNorm,
     projection: Linear,
@@ -315,6 +320,7 @@ impl Wav2Vec2Model {
         Ok(Self {
             cfg: cfg.clone(),
             device: vb.device().clone(),
+            dtype: vb.dtype(),
             conv_layers,
             projection_norm: candle_nn::layer_norm(c_last, cfg.layer_norm_eps, fp.pp("layer_norm"))?,
             projection: candle_nn::linear(c_last, cfg.hidden_size, fp.pp("projection"))?,
@@ -351,7 +357,7 @@ impl Wav2Vec2Model {
             InputNormalization::None => waveform.clone(),
             InputNormalization::ZeroMeanUnitVariance => zero_mean_unit_var_norm(waveform)?,
         };
-        self.encode(&x, None)
+        self.encode(&x.to_dtype(self.dtype)?, None)
     }
 
     /// Forward for a window of a stream: row b of `waveform` [B, S] is the
@@ -404,6 +410,8 @@ impl Wav2Vec2Model {
                 waveform.broadcast_sub(&m)?.broadcast_div(&sd)?
             }
         };
+        // Normalised in the input's dtype (f32 PCM), then run in the weights'.
+        let x = x.to_dtype(self.dtype)?;
         // 2. per-channel moments of the new first-conv frames (GroupNorm layout only).
         let group_stats = match self.conv_layers.first().map(|c| &c.norm) {
             Some(ConvNorm::Group(..)) => {
@@ -434,11 +442,7 @@ impl Wav2Vec2Model {
                     }
                 }
                 let dev = waveform.device();
-                let dt = waveform.dtype();
-                Some((
-                    Tensor::from_vec(means, (b, c, 1), dev)?.to_dtype(dt)?,
-                    Tensor::from_vec(vars, (b, c, 1), dev)?.to_dtype(dt)?,
-                ))
+                Some((Tensor::from_vec(means, (b, c, 1), dev)?, Tensor::from_vec(vars, (b, c, 1), dev)?))
             }
             _ => None,
         };
@@ -551,6 +555,25 @@ mod tests {
         let v: f32 = y[0].iter().map(|a| (a - m) * (a - m)).sum::<f32>() / 4.0;
         assert!(m.abs() < 1e-6 && (v - 1.0).abs() < 1e-5, "mean {m} var {v}");
         assert!(y[1].iter().all(|a| *a == 0.0), "silence stays zero");
+        Ok(())
+    }
+
+    /// bf16 weights take f32 PCM (the GPU path: the generator always feeds
+    /// f32 samples) in both the whole-clip and the streaming forward.
+    #[test]
+    fn half_precision_weights_take_f32_pcm() -> anyhow::Result<()> {
+        let cfg = Wav2Vec2Config::tiny();
+        let vb = crate::model::weights::SeededInitBackend::var_builder(3, DType::BF16, &Device::Cpu);
+        let model = Wav2Vec2Model::new(&cfg, InputNormalization::ZeroMeanUnitVariance, vb)?;
+        let pcm: Vec<f32> = (0..4000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+        let x = Tensor::from_vec(pcm, (1, 4000), &Device::Cpu)?;
+        let whole = model.forward(&x)?.hidden_states;
+        assert_eq!(whole.dtype(), DType::BF16);
+        let mut stats = vec![StreamNormStats::default()];
+        let streamed = model.forward_streaming(&x, 0, &mut stats)?.hidden_states;
+        assert_eq!(streamed.dims(), whole.dims());
+        let v = streamed.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        assert!(v.iter().all(|a| a.is_finite()));
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use super::norm::{gated_residual, modulate, Fp32LayerNorm};
 use crate::config::DitConfig;
 use crate::model::attention::{scaled_dot_product_attention, WanAttention};
 use crate::model::kv_cache::LayerKv;
+use crate::model::profile;
 use crate::model::rope::apply_rope;
 
 /// Cached keys/values of earlier frames for one layer, with the RoPE tables
@@ -108,29 +109,37 @@ impl DitBlock {
         let (c_shift, c_scale, c_gate) = (part(3)?, part(4)?, part(5)?);
 
         // 1. self-attention
-        let h = modulate(&self.norm1, x, &shift_msa, &scale_msa, self.dtype)?;
-        let (attn, kv) = self.self_attention(&h, sa)?;
-        let x = gated_residual(x, &attn, &gate_msa)?;
+        let dev = x.device();
+        let (x, kv) = profile::section("dit.self_attn", dev, || {
+            let h = modulate(&self.norm1, x, &shift_msa, &scale_msa, self.dtype)?;
+            let (attn, kv) = self.self_attention(&h, sa)?;
+            Ok((gated_residual(x, &attn, &gate_msa)?, kv))
+        })?;
 
         // 2. text cross-attention
-        let h = match &self.norm2 {
-            Some(n) => n.forward(&x)?.to_dtype(self.dtype)?,
-            None => x.clone(),
-        };
-        let q = self.attn2.split_heads(&self.attn2.query(&h)?)?;
-        let o = scaled_dot_product_attention(&q, &text_kv.0, &text_kv.1, None)?;
-        let x = (x + self.attn2.project_out(&o)?)?;
+        let x = profile::section("dit.cross_attn", dev, || {
+            let h = match &self.norm2 {
+                Some(n) => n.forward(&x)?.to_dtype(self.dtype)?,
+                None => x.clone(),
+            };
+            let q = self.attn2.split_heads(&self.attn2.query(&h)?)?;
+            let o = scaled_dot_product_attention(&q, &text_kv.0, &text_kv.1, None)?;
+            &x + self.attn2.project_out(&o)?
+        })?;
 
         // 3. talk / listen audio attention
         let x = match (&self.audio, audio) {
-            (Some(a), Some((talk, listen))) => a.forward(&x, talk, listen)?,
+            (Some(a), Some((talk, listen))) => profile::section("dit.audio_attn", dev, || a.forward(&x, talk, listen))?,
             _ => x,
         };
 
         // 4. feed-forward
-        let h = modulate(&self.norm3, &x, &c_shift, &c_scale, self.dtype)?;
-        let ff = self.ffn_out.forward(&self.ffn_in.forward(&h)?.gelu()?)?;
-        Ok((gated_residual(&x, &ff, &c_gate)?, kv))
+        let x = profile::section("dit.ffn", dev, || {
+            let h = modulate(&self.norm3, &x, &c_shift, &c_scale, self.dtype)?;
+            let ff = self.ffn_out.forward(&self.ffn_in.forward(&h)?.gelu()?)?;
+            gated_residual(&x, &ff, &c_gate)
+        })?;
+        Ok((x, kv))
     }
 
     fn self_attention(&self, h: &Tensor, sa: &SelfAttnInput<'_>) -> Result<(Tensor, Option<LayerKv>)> {
@@ -147,7 +156,9 @@ impl DitBlock {
             }
             None => (k_cur, v_cur),
         };
-        let o = scaled_dot_product_attention(&q, &k_all, &v_all, sa.mask)?;
+        let o = profile::section("dit.self_attn.sdpa", h.device(), || {
+            scaled_dot_product_attention(&q, &k_all, &v_all, sa.mask)
+        })?;
         let kv = sa.collect_kv.then_some(LayerKv { k, v });
         Ok((a.project_out(&o)?, kv))
     }

@@ -71,9 +71,12 @@ impl ResidualBlock {
             Some(c) => c.forward(x, None)?,
             None => x.clone(),
         };
-        let y = self.norm1.forward(x)?.silu()?;
+        let norm_silu = |n: &RmsNorm, t: &Tensor| {
+            crate::model::profile::section("vae.norm_silu", t.device(), || n.forward(t)?.silu())
+        };
+        let y = norm_silu(&self.norm1, x)?;
         let y = self.conv1.forward_cached(&y, &mut cache[self.slot1])?;
-        let y = self.norm2.forward(&y)?.silu()?;
+        let y = norm_silu(&self.norm2, &y)?;
         let y = self.conv2.forward_cached(&y, &mut cache[self.slot2])?;
         y + h
     }

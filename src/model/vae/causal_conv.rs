@@ -98,6 +98,38 @@ pub struct CausalConv3d {
     out_channels: usize,
 }
 
+/// Most im2col elements one `conv2d` call may materialise: candle's CUDA
+/// conv2d (without cuDNN) unfolds `[frames * H * W, C_in * 9]` before its
+/// matmul, 37 GB in bf16 for the full decoder's last stage at 1280x704 if
+/// done for all 12 frames at once. 2^29 elements = 1 GiB in bf16.
+const MAX_IM2COL_ELEMENTS: usize = 1 << 29;
+
+/// `conv2d` (stride 1) over `[N, C, H, W]`, run a few images at a time when
+/// the unfolded input would exceed [`MAX_IM2COL_ELEMENTS`].
+fn conv2d_bounded(frames: &Tensor, weight: &Tensor, pad: usize) -> Result<Tensor> {
+    crate::model::profile::section("vae.conv", frames.device(), || {
+        conv2d_in_groups(frames, weight, pad, MAX_IM2COL_ELEMENTS)
+    })
+}
+
+fn conv2d_in_groups(frames: &Tensor, weight: &Tensor, pad: usize, max_elements: usize) -> Result<Tensor> {
+    let (n, c, h, w) = frames.dims4()?;
+    let (_, _, kh, kw) = weight.dims4()?;
+    let per_image = (c * kh * kw * h * w).max(1);
+    let group = (max_elements / per_image).clamp(1, n.max(1));
+    if group >= n {
+        return frames.conv2d(weight, pad, 1, 1, 1);
+    }
+    let mut outs = Vec::with_capacity(n.div_ceil(group));
+    let mut i = 0;
+    while i < n {
+        let m = group.min(n - i);
+        outs.push(frames.narrow(0, i, m)?.conv2d(weight, pad, 1, 1, 1)?);
+        i += m;
+    }
+    Tensor::cat(&outs, 0)
+}
+
 impl CausalConv3d {
     /// `kernel` = (kt, kh, kw); `padding` = (pt, ps) applied as `2 * pt`
     /// front frames and `ps` on each spatial side. Weights
@@ -171,7 +203,7 @@ impl CausalConv3d {
         let t_out = (t_in - self.kt) / self.stride_t + 1;
         match &self.imp {
             ConvImpl::CpuKernel { weight } => {
-                let y = cpu_conv::conv(&x, weight, self.pad_s)?;
+                let y = crate::model::profile::section("vae.conv", x.device(), || cpu_conv::conv(&x, weight, self.pad_s))?;
                 debug_assert_eq!(y.dim(1)?, t_out);
                 y.broadcast_add(&self.bias.unsqueeze(0)?)
             }
@@ -197,7 +229,7 @@ impl CausalConv3d {
                     }
                 };
                 let frames = stacked.reshape((b * t_out, self.kt * c, h, w))?;
-                let y = frames.conv2d(weight, self.pad_s, 1, 1, 1)?.broadcast_add(&self.bias)?;
+                let y = conv2d_bounded(&frames, weight, self.pad_s)?.broadcast_add(&self.bias)?;
                 let (_, _, ho, wo) = y.dims4()?;
                 y.reshape((b, t_out, self.out_channels, ho, wo))
             }
@@ -333,6 +365,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A conv2d split over images (memory bound) equals one call.
+    #[test]
+    fn grouped_conv2d_equals_one_call() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (7, 3, 5, 6), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (4, 3, 3, 3), &dev).unwrap();
+        let whole = x.conv2d(&w, 1, 1, 1, 1).unwrap();
+        // 3*9*30 = 810 elements per image: groups of 2, 2, 2, 1.
+        let split = conv2d_in_groups(&x, &w, 1, 2 * 810 + 5).unwrap();
+        assert_eq!(max_diff(&whole, &split), 0.0);
     }
 
     /// The CPU kernel path and the stacked conv2d path agree, for the

@@ -9,6 +9,12 @@
 //! rank >= 2 weights get Kaiming-normal (fan-in, gain 1), rank-1 weights and
 //! norm gains get ones; `scale_shift_table`/`prompt_embeds` get N(0, 1/sqrt(d));
 //! everything else honours the hint.
+//!
+//! On CPU the values come from a seeded `StdRng` (bit-identical everywhere).
+//! On a GPU they are drawn on the device by cuRAND, seeded per tensor the
+//! same way (deterministic for a device, but different values from the CPU
+//! draw): the `full` config's ~5 B parameters take seconds there instead of
+//! minutes of host RNG and copies.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -91,6 +97,30 @@ impl SeededInitBackend {
     }
 }
 
+impl SeededInitBackend {
+    /// The same init policy as [`draw`](Self::draw), drawn in f32 by the
+    /// device's own generator, reseeded with (seed, tensor name).
+    fn draw_on_device(&self, name: &str, shape: &Shape, hint: Init, dev: &Device) -> candle_core::Result<Tensor> {
+        dev.set_seed(self.seed ^ fnv1a(name))?;
+        match Self::effective_init(name, shape, hint) {
+            Init::Const(v) => Tensor::full(v as f32, shape, dev),
+            Init::Randn { mean, stdev } => Tensor::randn(mean as f32, stdev as f32, shape, dev),
+            Init::Uniform { lo, up } => Tensor::rand(lo as f32, up as f32, shape, dev),
+            Init::Kaiming { dist, fan, non_linearity } => {
+                let fan = fan.for_shape(shape).max(1);
+                let std = (non_linearity.gain() / (fan as f64).sqrt()) as f32;
+                match dist {
+                    candle_nn::init::NormalOrUniform::Normal => Tensor::randn(0f32, std, shape, dev),
+                    candle_nn::init::NormalOrUniform::Uniform => {
+                        let b = 3f32.sqrt() * std;
+                        Tensor::rand(-b, b, shape, dev)
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl SimpleBackend for SeededInitBackend {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let mut cache =
@@ -101,8 +131,12 @@ impl SimpleBackend for SeededInitBackend {
             }
             return t.to_dtype(dtype)?.to_device(dev);
         }
-        let values = self.draw(name, &s, h);
-        let t = Tensor::from_vec(values, s, &Device::Cpu)?.to_dtype(dtype)?.to_device(dev)?;
+        let t = if dev.is_cpu() {
+            let values = self.draw(name, &s, h);
+            Tensor::from_vec(values, s, &Device::Cpu)?.to_dtype(dtype)?
+        } else {
+            self.draw_on_device(name, &s, h, dev)?.to_dtype(dtype)?
+        };
         cache.insert(name.to_string(), t.clone());
         Ok(t)
     }
