@@ -162,6 +162,9 @@ pub struct TrainArgs {
     /// vae: weight of the low-passed chroma L1 term (0 = off).
     #[arg(long, default_value_t = 0.0)]
     chroma_weight: f64,
+    /// vae: decode mu instead of a posterior sample (a plain autoencoder).
+    #[arg(long)]
+    no_posterior_sample: bool,
     /// recon: clips to reconstruct.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
     clips: u64,
@@ -516,7 +519,12 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let report = match a.stage.as_str() {
         "vae" => {
-            let weights = vae_stage::VaeLossWeights { kl: a.kl_weight, chroma: a.chroma_weight, ..Default::default() };
+            let weights = vae_stage::VaeLossWeights {
+                kl: a.kl_weight,
+                chroma: a.chroma_weight,
+                sample_posterior: !a.no_posterior_sample,
+                ..Default::default()
+            };
             let mut st = vae_stage::VaeStage::new(cfg, data, a.batch, weights, a.seed);
             if let Some(side) = a.crop {
                 st = st.with_crop(side)?;

@@ -100,6 +100,15 @@ fn streaming_chunks_equal_whole_decode() -> Result<()> {
     }
     let d = max_abs_diff(&Tensor::cat(&outs, 2)?, &whole)?;
     assert!(d < f32_tol(1e-5), "uneven chunking differs by {d}");
+    // Frame-by-frame decoder steps inside a chunk (the GPU setting) too.
+    stream.reset();
+    stream.set_max_step_frames(1);
+    let mut outs = Vec::new();
+    for (start, n) in [(0, 3), (3, 4)] {
+        outs.push(stream.decode_chunk(&z.narrow(2, start, n)?)?);
+    }
+    let d = max_abs_diff(&Tensor::cat(&outs, 2)?, &whole)?;
+    assert!(d < f32_tol(1e-5), "frame-by-frame steps differ by {d}");
     Ok(())
 }
 

@@ -31,11 +31,16 @@ pub struct VaeLossWeights {
     /// drown (see docs/TRAINING.md, session 4: the decoder never learned to
     /// read chroma from the latent).
     pub chroma: f64,
+    /// Decode a posterior sample `mu + sigma * eps` (a VAE, default) or
+    /// `mu` itself (a plain autoencoder; the KL term then only regularises
+    /// `mu`'s scale): isolates whether the sampling noise limits what the
+    /// latent carries.
+    pub sample_posterior: bool,
 }
 
 impl Default for VaeLossWeights {
     fn default() -> Self {
-        Self { kl: 1e-4, edge: 0.5, chroma: 0.0 }
+        Self { kl: 1e-4, edge: 0.5, chroma: 0.0, sample_posterior: true }
     }
 }
 
@@ -177,7 +182,11 @@ impl Stage for VaeStage {
             candle_core::DType::F32,
             &self.device,
         )?;
-        let z = (&post.mu + (eps * (&post.logvar * 0.5)?.exp()?)?)?;
+        let z = if self.weights.sample_posterior {
+            (&post.mu + (eps * (&post.logvar * 0.5)?.exp()?)?)?
+        } else {
+            post.mu.clone()
+        };
         let recon = vae.decode_unclamped(&z)?;
         let l1 = (&recon - &video)?.abs()?.mean_all()?;
         let l2 = (&recon - &video)?.sqr()?.mean_all()?;

@@ -27,6 +27,10 @@
 #   CUDAFORGE_THREADS parallel nvcc processes in candle-kernels' build script
 #                     (default: nproc)
 #   PYTHON            python with pip (default python3)
+#   CARGO_FEATURES    cargo features (default "cuda"; "cuda cudnn" adds candle's
+#                     cuDNN convolutions: the pinned cuDNN wheel of
+#                     requirements-cudnn.txt is installed for linking, and
+#                     the carried binary needs libcudnn.so.9 on the GPU host)
 #   CUDA_TESTS        space-separated integration tests to build too (e.g.
 #                     "dit_parity vae_parity"); their executables go to
 #                     $CARRY_DIR/tests/<name>(.xz), run there with
@@ -81,10 +85,23 @@ export LD_LIBRARY_PATH="$root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export LIBRARY_PATH="$root/lib:$root/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CARGO_TARGET_DIR="$target_dir"
 export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
+features="${CARGO_FEATURES:-cuda}"
+case " $features " in
+    *" cudnn "*)
+        cudnn_lib="$prefix/cudnn-wheels/nvidia/cudnn/lib"
+        if [ ! -e "$cudnn_lib/libcudnn.so.9" ]; then
+            say "$(stamp) installing the pinned cuDNN wheel into $prefix/cudnn-wheels"
+            "$python" -m pip install --no-cache-dir --no-deps --only-binary=:all: \
+                --require-hashes --target "$prefix/cudnn-wheels" -r "$here/requirements-cudnn.txt"
+        fi
+        ln -sf libcudnn.so.9 "$cudnn_lib/libcudnn.so"
+        export LIBRARY_PATH="$cudnn_lib:$LIBRARY_PATH" LD_LIBRARY_PATH="$cudnn_lib:$LD_LIBRARY_PATH"
+        ;;
+esac
 say "$(stamp) nvcc: $("$NVCC" --version | tail -1)"
-say "$(stamp) cargo build --release --features cuda (CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, target $target_dir)"
+say "$(stamp) cargo build --release --features \"$features\" (CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, target $target_dir)"
 start=$(date +%s)
-cargo build --release --locked --features cuda --bin streamavatar
+cargo build --release --locked --features "$features" --bin streamavatar
 say "$(stamp) cargo finished in $(( $(date +%s) - start )) s"
 
 # ---- 4. carry -----------------------------------------------------------------
@@ -112,7 +129,7 @@ if [ -n "${CUDA_TESTS:-}" ]; then
     mkdir -p "$carry/tests"
     for t in $CUDA_TESTS; do
         say "$(stamp) cargo test --no-run --test $t"
-        exe=$(cargo test --release --locked --features cuda --no-run --test "$t" --message-format=json 2>/dev/null \
+        exe=$(cargo test --release --locked --features "$features" --no-run --test "$t" --message-format=json 2>/dev/null \
             | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
         [ -n "$exe" ] && [ -x "$exe" ] || { say "test $t: no executable built"; exit 1; }
         rm -f "$carry/tests/$t" "$carry/tests/$t.xz"

@@ -20,6 +20,7 @@
 #   parity-dit      tests/dit_parity on cuda:0 (f32, bf16, f16 vs diffusers)
 #   parity-vae      tests/vae_parity on cuda:0
 #   bench-pair      full on cuda:0,cuda:0 (two device handles, two stages)
+# Another carried build (e.g. the cuDNN one): STREAMAVATAR_CARRY=target/gpu-carry-cudnn
 # Pick steps: STEPS="bench-full parity-dit" deploy/cuda/gpu-checks.sh
 set -u
 
@@ -39,7 +40,7 @@ say "$(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_versio
 "$STREAMAVATAR_BIN" --version >> "$log" 2>&1
 
 unpack() { # carried test executable -> /tmp/<name>
-    src="$repo/target/gpu-carry/tests/$1"
+    src="${STREAMAVATAR_CARRY:-$repo/target/gpu-carry}/tests/$1"
     if [ -f "$src.xz" ]; then
         { xz -dc "$src.xz" 2>/dev/null \
           || python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$src.xz"; } \

@@ -8,7 +8,8 @@
 #   deploy/cuda/run-on-gpu.sh --env           # print the exports and stop
 #
 # What it does:
-#   1. finds the binary: $STREAMAVATAR_BIN, else target/gpu-carry/streamavatar
+#   1. finds the binary: $STREAMAVATAR_BIN, else $STREAMAVATAR_CARRY (default
+#      target/gpu-carry)/streamavatar
 #      (or streamavatar.xz / .zst / .gz there, unpacked to /tmp);
 #   2. finds every CUDA library the binary links (libcudart.so.13,
 #      libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13):
@@ -30,7 +31,7 @@ say() { echo "run-on-gpu: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 # ---- 1. the binary ----------------------------------------------------------------
-carry="$repo/target/gpu-carry"
+carry="${STREAMAVATAR_CARRY:-$repo/target/gpu-carry}"
 bin="${STREAMAVATAR_BIN:-}"
 if [ -z "$bin" ]; then
     if [ -x "$carry/streamavatar" ]; then
@@ -53,7 +54,7 @@ fi
 
 # ---- 2. CUDA libraries ----------------------------------------------------------
 needed=$(readelf -d "$bin" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' \
-    | grep -E '^lib(cudart|cublas|cublasLt|curand|nvrtc)\.so' || true)
+    | grep -E '^lib(cudart|cublas|cublasLt|curand|nvrtc|cudnn)\.so' || true)
 [ -n "$needed" ] || say "note: $bin links no CUDA library (built without --features cuda?)"
 
 search="${STREAMAVATAR_CUDA_LIBS:-}"

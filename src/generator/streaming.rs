@@ -191,7 +191,12 @@ impl StreamingGenerator {
         let cache = KvCache::from_stream(dit.num_layers(), &config.stream);
 
         let vae = WanVae::new(&config.vae, vae_vb).map_err(|e| GeneratorError::Model(format!("VAE: {e}")))?;
-        let decoder = vae.streaming_decoder();
+        let mut decoder = vae.streaming_decoder();
+        if !plan.vae.is_cpu() {
+            // Frame by frame on a GPU: the full decoder's activations for a
+            // whole chunk at 1280x704 overflow an 80 GB card (measured).
+            decoder.set_max_step_frames(1);
+        }
 
         let audio = AudioBranch::new(&config, w2v_vb, dit_vb.pp("audio_proj"))?;
         let schedule =
