@@ -53,6 +53,13 @@ pub struct ReconReport {
     pub luma_r2_recon: f64,
     /// [`chroma_r2_latent`](Self::chroma_r2_latent) for the mean luminance.
     pub luma_r2_latent: Option<f64>,
+    /// Participation ratio `(sum l)^2 / sum l^2` of the eigenvalues `l` of
+    /// the covariance of `mu`'s channel vectors over every latent position
+    /// of every clip: how many latent channels carry variance (z_dim at
+    /// most; ~1-2 means the latent collapsed onto a line or a plane).
+    pub latent_effective_rank: f64,
+    /// Those eigenvalues, largest first, as shares of their sum.
+    pub latent_spectrum: Vec<f64>,
 }
 
 /// Reconstruct `clips` clips of `data`; write side-by-side PNGs into `out`
@@ -80,13 +87,17 @@ pub fn reconstruct(
         chroma_r2_latent: None,
         luma_r2_recon: 0.0,
         luma_r2_latent: None,
+        latent_effective_rank: 0.0,
+        latent_spectrum: Vec::new(),
     };
+    let mut moments = PositionMoments::new(cfg.vae.z_dim);
     let (mut colour_orig, mut colour_rec, mut latent_means) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..clips {
         let index = RECON_FIRST_CLIP + i;
         let video = data.clip(index, &dev)?.video;
         let mu = vae.encode(&video)?.mu;
         latent_means.push(channel_means(&mu)?);
+        moments.add(&mu)?;
         let raw = vae.decode_unclamped(&mu)?;
         let clipped_share =
             raw.abs()?.gt(1f64)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
@@ -121,7 +132,82 @@ pub fn reconstruct(
     report.chroma_r2_latent = latent_colour_probe(&latent_means, &part(&colour_orig, 0..2));
     report.luma_r2_recon = explained(&part(&colour_orig, 2..3), &part(&colour_rec, 2..3));
     report.luma_r2_latent = latent_colour_probe(&latent_means, &part(&colour_orig, 2..3));
+    let mut eig = symmetric_eigenvalues(moments.covariance());
+    eig.sort_by(|a, b| b.total_cmp(a));
+    let total: f64 = eig.iter().map(|l| l.max(0.0)).sum();
+    let squares: f64 = eig.iter().map(|l| l.max(0.0).powi(2)).sum();
+    report.latent_effective_rank = if squares > 0.0 { total * total / squares } else { 0.0 };
+    report.latent_spectrum = eig.iter().map(|l| if total > 0.0 { l.max(0.0) / total } else { 0.0 }).collect();
     Ok(report)
+}
+
+/// Running first and second moments of the channel vectors of latents
+/// `[1, C, T, h, w]` over all their positions.
+struct PositionMoments {
+    n: f64,
+    sum: Vec<f64>,
+    /// Row-major `C x C` sum of outer products.
+    outer: Vec<f64>,
+}
+
+impl PositionMoments {
+    fn new(channels: usize) -> Self {
+        Self { n: 0.0, sum: vec![0.0; channels], outer: vec![0.0; channels * channels] }
+    }
+
+    fn add(&mut self, mu: &Tensor) -> Result<(), TrainError> {
+        let c = self.sum.len();
+        let x = mu.to_dtype(candle_core::DType::F64)?.reshape((c, ()))?; // [C, N]
+        let n = x.dim(1)?;
+        let outer = x.matmul(&x.t()?)?.flatten_all()?.to_vec1::<f64>()?;
+        let sum = x.sum(1)?.to_vec1::<f64>()?;
+        self.n += n as f64;
+        self.sum.iter_mut().zip(sum).for_each(|(a, b)| *a += b);
+        self.outer.iter_mut().zip(outer).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn covariance(&self) -> Vec<Vec<f64>> {
+        let c = self.sum.len();
+        let n = self.n.max(1.0);
+        (0..c)
+            .map(|i| (0..c).map(|j| self.outer[i * c + j] / n - self.sum[i] * self.sum[j] / (n * n)).collect())
+            .collect()
+    }
+}
+
+/// Eigenvalues of a small symmetric matrix (cyclic Jacobi rotations).
+fn symmetric_eigenvalues(mut a: Vec<Vec<f64>>) -> Vec<f64> {
+    let n = a.len();
+    for _sweep in 0..100 {
+        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j].powi(2)).sum();
+        let scale: f64 = (0..n).map(|i| a[i][i].powi(2)).sum::<f64>().max(f64::MIN_POSITIVE);
+        if off <= 1e-24 * scale {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                if a[p][q].abs() < f64::MIN_POSITIVE {
+                    continue;
+                }
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let (cs, sn) = (1.0 / (t * t + 1.0).sqrt(), t / (t * t + 1.0).sqrt());
+                for k in 0..n {
+                    let (akp, akq) = (a[k][p], a[k][q]);
+                    a[k][p] = cs * akp - sn * akq;
+                    a[k][q] = sn * akp + cs * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[p][k], a[q][k]);
+                    a[p][k] = cs * apk - sn * aqk;
+                    a[q][k] = sn * apk + cs * aqk;
+                }
+            }
+        }
+    }
+    (0..n).map(|i| a[i][i]).collect()
 }
 
 /// Mean over (T, H, W) of each channel of `[1, C, T, H, W]`.
@@ -246,6 +332,34 @@ mod tests {
         assert!((explained(&colours, &colours) - 1.0).abs() < 1e-12);
         // Too few clips for the fit.
         assert!(latent_colour_probe(&latents[..9], &colours[..9]).is_none());
+    }
+
+    #[test]
+    fn jacobi_eigenvalues_of_known_matrices() {
+        let mut e = symmetric_eigenvalues(vec![vec![2.0, 1.0], vec![1.0, 2.0]]);
+        e.sort_by(|a, b| a.total_cmp(b));
+        assert!((e[0] - 1.0).abs() < 1e-10 && (e[1] - 3.0).abs() < 1e-10, "{e:?}");
+        // A rank-1 covariance of 3 channels: one eigenvalue, trace 14.
+        let v = [1.0, 2.0, 3.0];
+        let m: Vec<Vec<f64>> = v.iter().map(|a| v.iter().map(|b| a * b).collect()).collect();
+        let mut e = symmetric_eigenvalues(m);
+        e.sort_by(|a, b| b.total_cmp(a));
+        assert!((e[0] - 14.0).abs() < 1e-9 && e[1].abs() < 1e-9 && e[2].abs() < 1e-9, "{e:?}");
+    }
+
+    #[test]
+    fn position_moments_give_the_covariance() -> candle_core::Result<()> {
+        // Channel 1 = 2 x channel 0, channel 2 constant: covariance rank 1.
+        let c0: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let data: Vec<f32> = c0.iter().copied().chain(c0.iter().map(|v| 2.0 * v)).chain(std::iter::repeat(5.0).take(8)).collect();
+        let mu = Tensor::from_vec(data, (1, 3, 2, 2, 2), &Device::Cpu)?;
+        let mut m = PositionMoments::new(3);
+        m.add(&mu).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let cov = m.covariance();
+        let var0 = 5.25; // variance of 0..8
+        assert!((cov[0][0] - var0).abs() < 1e-9 && (cov[1][1] - 4.0 * var0).abs() < 1e-9);
+        assert!((cov[0][1] - 2.0 * var0).abs() < 1e-9 && cov[2][2].abs() < 1e-9);
+        Ok(())
     }
 }
 
