@@ -115,6 +115,16 @@ fn matches_diffusers_bf16_and_f16() -> Result<()> {
         println!("{dtype:?} max abs err vs diffusers f32: {err:e}");
         assert!(err < tol, "{dtype:?} max abs err {err} >= {tol}");
     }
+    // `--half-scores`: attention scores kept in bf16 (the GPU speed-up).
+    // Only this test runs half precision in this binary, so flipping the
+    // process-wide switch here affects no other test.
+    streamavatar::model::attention::set_half_precision_scores(true);
+    let run = diffusers_run(DType::BF16);
+    streamavatar::model::attention::set_half_precision_scores(false);
+    let (out, want) = run?;
+    let err = max_abs_diff(&out, &want)?;
+    println!("BF16 with bf16 attention scores: max abs err vs diffusers f32: {err:e}");
+    assert!(err < 0.06, "bf16 scores: max abs err {err} >= 0.06");
     Ok(())
 }
 
