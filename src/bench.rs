@@ -121,8 +121,12 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
     let reference = crate::generator::factory::default_reference(cfg.stream.width, cfg.stream.height);
     let name = cfg.name.clone();
     let t_setup = Instant::now();
-    let mut g =
-        StreamingGenerator::new(cfg, weights, &reference, &GeneratorOptions { device: spec.device.clone(), seed: 0, ..Default::default() })?;
+    let mut g = StreamingGenerator::new(
+        cfg,
+        weights,
+        &reference,
+        &GeneratorOptions { device: spec.device.clone(), seed: 0, ..Default::default() },
+    )?;
     g.devices().synchronize();
     let setup_ms = ms_since(t_setup);
     tracing::info!(setup_ms, "generator built and primed");
@@ -150,7 +154,8 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
     let wall = t0.elapsed().as_secs_f64();
     crate::model::profile::set_enabled(false);
     let n = chunks.len() as f64;
-    let profile = crate::model::profile::take().into_iter().map(|(name, ms, calls)| (name, ms / n, calls as f64 / n)).collect();
+    let profile =
+        crate::model::profile::take().into_iter().map(|(name, ms, calls)| (name, ms / n, calls as f64 / n)).collect();
     let fpc = g.frames_per_chunk();
     Ok(GeneratorBenchReport {
         config: name,
@@ -349,7 +354,10 @@ impl std::fmt::Display for GeneratorBenchReport {
             writeln!(f, "first chunk (first-frame latency once audio is there, warm-up included): {ms:.0} ms")?;
         }
         if !self.profile.is_empty() {
-            writeln!(f, "profile (--profile: synchronised sections, ms per chunk; nested ones count in their parent too):")?;
+            writeln!(
+                f,
+                "profile (--profile: synchronised sections, ms per chunk; nested ones count in their parent too):"
+            )?;
             for (name, ms, calls) in &self.profile {
                 writeln!(f, "  {name:<22} {ms:>10.1} ms  ({calls:.0} calls)")?;
             }

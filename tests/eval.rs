@@ -159,8 +159,12 @@ fn trained_mini_weights_pass() {
     let spec = ci_spec(config.stream.width);
     let scripts = prepare_scripts(&spec).unwrap();
     let weights = EvalWeights::from_paths(&[dir]).unwrap();
-    let mut model =
-        GeneratorModel::new(config, weights, GeneratorOptions { device: "cpu".into(), seed: spec.seed, ..Default::default() }).unwrap();
+    let mut model = GeneratorModel::new(
+        config,
+        weights,
+        GeneratorOptions { device: "cpu".into(), seed: spec.seed, ..Default::default() },
+    )
+    .unwrap();
     let m = evaluate(&mut model, &spec, &scripts).unwrap();
     print("mini, trained weights", &m);
     let verdict = Thresholds::default().check(&m);

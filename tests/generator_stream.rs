@@ -24,7 +24,13 @@ fn generator(seed: u64) -> StreamingGenerator {
 
 fn generator_with(cfg: ModelConfig, seed: u64) -> StreamingGenerator {
     let weights = GeneratorWeights::from_cli(&cfg, &[]).unwrap();
-    StreamingGenerator::new(cfg, weights, &reference(), &GeneratorOptions { device: "cpu".into(), seed, ..Default::default() }).unwrap()
+    StreamingGenerator::new(
+        cfg,
+        weights,
+        &reference(),
+        &GeneratorOptions { device: "cpu".into(), seed, ..Default::default() },
+    )
+    .unwrap()
 }
 
 /// Speech-like talk audio (a chirp with an envelope), sample `i` of the stream.

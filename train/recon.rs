@@ -180,7 +180,10 @@ impl PositionMoments {
 fn symmetric_eigenvalues(mut a: Vec<Vec<f64>>) -> Vec<f64> {
     let n = a.len();
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j].powi(2)).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i][j].powi(2))
+            .sum();
         let scale: f64 = (0..n).map(|i| a[i][i].powi(2)).sum::<f64>().max(f64::MIN_POSITIVE);
         if off <= 1e-24 * scale {
             break;
@@ -351,7 +354,8 @@ mod tests {
     fn position_moments_give_the_covariance() -> candle_core::Result<()> {
         // Channel 1 = 2 x channel 0, channel 2 constant: covariance rank 1.
         let c0: Vec<f32> = (0..8).map(|i| i as f32).collect();
-        let data: Vec<f32> = c0.iter().copied().chain(c0.iter().map(|v| 2.0 * v)).chain(std::iter::repeat(5.0).take(8)).collect();
+        let data: Vec<f32> =
+            c0.iter().copied().chain(c0.iter().map(|v| 2.0 * v)).chain(std::iter::repeat(5.0).take(8)).collect();
         let mu = Tensor::from_vec(data, (1, 3, 2, 2, 2), &Device::Cpu)?;
         let mut m = PositionMoments::new(3);
         m.add(&mu).map_err(|e| candle_core::Error::Msg(e.to_string()))?;

@@ -119,7 +119,8 @@ impl ConvLayer {
                         (mean, var)
                     }
                 };
-                let normed = hf.broadcast_sub(&mean)?.broadcast_div(&(var + CONV_NORM_EPS)?.sqrt()?)?.to_dtype(dtype)?;
+                let normed =
+                    hf.broadcast_sub(&mean)?.broadcast_div(&(var + CONV_NORM_EPS)?.sqrt()?)?.to_dtype(dtype)?;
                 normed.broadcast_mul(&w.reshape((1, (), 1))?)?.broadcast_add(&b.reshape((1, (), 1))?)?
             }
             ConvNorm::Layer(ln) => ln.forward(&h.transpose(1, 2)?.contiguous()?)?.transpose(1, 2)?,

@@ -203,7 +203,8 @@ impl CausalConv3d {
         let t_out = (t_in - self.kt) / self.stride_t + 1;
         match &self.imp {
             ConvImpl::CpuKernel { weight } => {
-                let y = crate::model::profile::section("vae.conv", x.device(), || cpu_conv::conv(&x, weight, self.pad_s))?;
+                let y =
+                    crate::model::profile::section("vae.conv", x.device(), || cpu_conv::conv(&x, weight, self.pad_s))?;
                 debug_assert_eq!(y.dim(1)?, t_out);
                 y.broadcast_add(&self.bias.unsqueeze(0)?)
             }
