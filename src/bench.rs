@@ -1,5 +1,9 @@
 //! `streamavatar bench generator`: per-chunk wall time of every generator
-//! stage (audio encoder, each DiT step, VAE), fps and peak memory.
+//! stage (audio encoder, each DiT step, VAE), fps, peak memory (RSS and,
+//! on a GPU, device memory), setup and first-chunk time, the pipelined-pair
+//! estimate (1 / slowest stage) and, with `--profile`, the time of the
+//! model's sections ([`crate::model::profile`]). A config without weight
+//! files runs on seeded random weights (drawn on the device on a GPU).
 //!
 //! Two modes:
 //! * streaming: the real [`StreamingGenerator`] over synthetic talk audio
