@@ -177,12 +177,12 @@ impl Stage for VaeStage {
             video = video.narrow(3, y, side)?.narrow(4, x, side)?.contiguous()?;
         }
         let post = vae.encode(&video)?;
-        let eps = crate::model::sampler::NoiseSource::new(self.seed ^ step.wrapping_mul(0x2545_F491)).sample(
-            post.mu.shape().clone(),
-            candle_core::DType::F32,
-            &self.device,
-        )?;
         let z = if self.weights.sample_posterior {
+            let eps = crate::model::sampler::NoiseSource::new(self.seed ^ step.wrapping_mul(0x2545_F491)).sample(
+                post.mu.shape().clone(),
+                candle_core::DType::F32,
+                &self.device,
+            )?;
             (&post.mu + (eps * (&post.logvar * 0.5)?.exp()?)?)?
         } else {
             post.mu.clone()

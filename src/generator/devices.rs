@@ -64,9 +64,7 @@ impl DevicePlan {
             let _ = self.vae.synchronize();
         }
     }
-}
 
-impl DevicePlan {
     /// (ordinal, used MiB, total MiB) of each distinct GPU of the plan, as
     /// the driver reports them now (all processes' allocations included);
     /// empty on CPU or when the driver cannot say.

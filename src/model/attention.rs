@@ -106,7 +106,7 @@ static HALF_SCORES: AtomicBool = AtomicBool::new(false);
 /// the scale is folded into `q`, and the softmax kernel still accumulates in
 /// f32. It cuts the memory traffic of the materialised score matrix (the
 /// full model's largest cost on a GPU without a fused attention kernel) by
-/// about half, at a precision cost that `bench generator --attention-scores`
+/// about half, at a precision cost that `bench generator --half-scores`
 /// and the bf16 parity test measure. Off by default; f32 inputs are
 /// unaffected.
 pub fn set_half_precision_scores(on: bool) {
@@ -114,7 +114,8 @@ pub fn set_half_precision_scores(on: bool) {
 }
 
 /// `softmax(q k^T / sqrt(d) + mask) v` for `[B, H, L, d]` inputs. Scores and
-/// softmax are computed in f32; `mask` is an additive f32 mask broadcastable
+/// softmax are computed in f32 (or in the inputs' half dtype, see
+/// [`set_half_precision_scores`]); `mask` is an additive f32 mask broadcastable
 /// to `[B, H, Lq, Lk]` (0 = attend, -inf = blocked; every query must see at
 /// least one key). Large problems are processed a few heads at a time.
 pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
@@ -147,19 +148,14 @@ fn sdpa_once(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Resul
 fn sdpa_scores_in(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, half_scores: bool) -> Result<Tensor> {
     let dtype = q.dtype();
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
-    if dtype != DType::F32 && dtype != DType::F64 && half_scores {
-        let scores = (q * scale)?.contiguous()?.matmul(&k.t()?.contiguous()?)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(&m.to_dtype(dtype)?)?,
-            None => scores,
-        };
-        let probs = crate::model::grad_ops::softmax_last_dim(&scores)?;
-        return probs.matmul(&v.contiguous()?);
-    }
-    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)?;
-    let scores = (scores * scale)?;
+    let scores = if half_scores && !matches!(dtype, DType::F32 | DType::F64) {
+        // Scale first so the half-precision scores stay in range.
+        (q * scale)?.contiguous()?.matmul(&k.t()?.contiguous()?)?
+    } else {
+        (q.contiguous()?.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)? * scale)?
+    };
     let scores = match mask {
-        Some(m) => scores.broadcast_add(m)?,
+        Some(m) => scores.broadcast_add(&m.to_dtype(scores.dtype())?)?,
         None => scores,
     };
     let probs = crate::model::grad_ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;

@@ -7,27 +7,26 @@
 #![allow(dead_code)]
 
 use candle_core::Device;
+use streamavatar::generator::DevicePlan;
 
-/// The device named by `STREAMAVATAR_TEST_DEVICE` (default `cpu`).
+fn device_spec() -> Option<String> {
+    std::env::var("STREAMAVATAR_TEST_DEVICE").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// The device named by `STREAMAVATAR_TEST_DEVICE` (default `cpu`), parsed
+/// like `--device` (the DiT device of the plan).
 pub fn test_device() -> Device {
-    match std::env::var("STREAMAVATAR_TEST_DEVICE").ok().as_deref().map(str::trim) {
-        None | Some("") | Some("cpu") => Device::Cpu,
-        Some(spec) => {
-            let ordinal = spec
-                .strip_prefix("cuda:")
-                .and_then(|i| i.parse().ok())
-                .unwrap_or_else(|| panic!("STREAMAVATAR_TEST_DEVICE={spec}: expected cpu or cuda:N"));
-            Device::new_cuda(ordinal).unwrap_or_else(|e| panic!("STREAMAVATAR_TEST_DEVICE={spec}: {e}"))
-        }
+    match device_spec() {
+        None => Device::Cpu,
+        Some(spec) => DevicePlan::parse(&spec).unwrap_or_else(|e| panic!("STREAMAVATAR_TEST_DEVICE={spec}: {e}")).dit,
     }
 }
 
 /// An f32 tolerance set for the CPU, widened 10x (to at least 1e-4) on a
 /// GPU, where cuBLAS and the CUDA kernels sum in other orders.
 pub fn f32_tol(cpu: f32) -> f32 {
-    if test_device().is_cpu() {
-        cpu
-    } else {
-        (cpu * 10.0).max(1e-4)
+    match device_spec().as_deref() {
+        None | Some("cpu") => cpu,
+        Some(_) => (cpu * 10.0).max(1e-4),
     }
 }

@@ -105,13 +105,7 @@ pub struct CausalConv3d {
 const MAX_IM2COL_ELEMENTS: usize = 1 << 29;
 
 /// `conv2d` (stride 1) over `[N, C, H, W]`, run a few images at a time when
-/// the unfolded input would exceed [`MAX_IM2COL_ELEMENTS`].
-fn conv2d_bounded(frames: &Tensor, weight: &Tensor, pad: usize) -> Result<Tensor> {
-    crate::model::profile::section("vae.conv", frames.device(), || {
-        conv2d_in_groups(frames, weight, pad, MAX_IM2COL_ELEMENTS)
-    })
-}
-
+/// the unfolded input would exceed `max_elements` ([`MAX_IM2COL_ELEMENTS`]).
 fn conv2d_in_groups(frames: &Tensor, weight: &Tensor, pad: usize, max_elements: usize) -> Result<Tensor> {
     let (n, c, h, w) = frames.dims4()?;
     let (_, _, kh, kw) = weight.dims4()?;
@@ -201,10 +195,10 @@ impl CausalConv3d {
             candle_core::bail!("causal conv needs at least {} frames after padding, got {t_in}", self.kt);
         }
         let t_out = (t_in - self.kt) / self.stride_t + 1;
-        match &self.imp {
+        let device = x.device().clone();
+        crate::model::profile::section("vae.conv", &device, || match &self.imp {
             ConvImpl::CpuKernel { weight } => {
-                let y =
-                    crate::model::profile::section("vae.conv", x.device(), || cpu_conv::conv(&x, weight, self.pad_s))?;
+                let y = cpu_conv::conv(&x, weight, self.pad_s)?;
                 debug_assert_eq!(y.dim(1)?, t_out);
                 y.broadcast_add(&self.bias.unsqueeze(0)?)
             }
@@ -230,11 +224,12 @@ impl CausalConv3d {
                     }
                 };
                 let frames = stacked.reshape((b * t_out, self.kt * c, h, w))?;
-                let y = conv2d_bounded(&frames, weight, self.pad_s)?.broadcast_add(&self.bias)?;
+                let y =
+                    conv2d_in_groups(&frames, weight, self.pad_s, MAX_IM2COL_ELEMENTS)?.broadcast_add(&self.bias)?;
                 let (_, _, ho, wo) = y.dims4()?;
                 y.reshape((b, t_out, self.out_channels, ho, wo))
             }
-        }
+        })
     }
 
     /// Streaming forward through one cache slot (diffusers' feat_cache

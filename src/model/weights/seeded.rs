@@ -71,54 +71,60 @@ impl SeededInitBackend {
         hint
     }
 
-    fn draw(&self, name: &str, shape: &Shape, hint: Init) -> Vec<f32> {
-        let n = shape.elem_count();
-        let mut rng = StdRng::seed_from_u64(self.seed ^ fnv1a(name));
-        let normal = |rng: &mut StdRng, mean: f64, std: f64| -> f32 {
-            let z: f64 = StandardNormal.sample(rng);
-            (mean + std * z) as f32
-        };
+    /// The distribution a tensor is drawn from: the init policy with
+    /// Kaiming resolved to its normal / uniform bounds.
+    fn distribution(name: &str, shape: &Shape, hint: Init) -> Draw {
         match Self::effective_init(name, shape, hint) {
-            Init::Const(v) => vec![v as f32; n],
-            Init::Randn { mean, stdev } => (0..n).map(|_| normal(&mut rng, mean, stdev)).collect(),
-            Init::Uniform { lo, up } => (0..n).map(|_| rng.random_range(lo..=up) as f32).collect(),
+            Init::Const(v) => Draw::Const(v),
+            Init::Randn { mean, stdev } => Draw::Normal { mean, std: stdev },
+            Init::Uniform { lo, up } => Draw::Uniform { lo, up },
             Init::Kaiming { dist, fan, non_linearity } => {
                 let fan = fan.for_shape(shape).max(1);
                 let std = non_linearity.gain() / (fan as f64).sqrt();
                 match dist {
-                    candle_nn::init::NormalOrUniform::Normal => (0..n).map(|_| normal(&mut rng, 0.0, std)).collect(),
+                    candle_nn::init::NormalOrUniform::Normal => Draw::Normal { mean: 0.0, std },
                     candle_nn::init::NormalOrUniform::Uniform => {
                         let b = 3f64.sqrt() * std;
-                        (0..n).map(|_| rng.random_range(-b..=b) as f32).collect()
+                        Draw::Uniform { lo: -b, up: b }
                     }
                 }
             }
+        }
+    }
+
+    /// Host draw from a `StdRng` seeded by (seed, tensor name).
+    fn draw(&self, name: &str, shape: &Shape, hint: Init) -> Vec<f32> {
+        let n = shape.elem_count();
+        let mut rng = StdRng::seed_from_u64(self.seed ^ fnv1a(name));
+        match Self::distribution(name, shape, hint) {
+            Draw::Const(v) => vec![v as f32; n],
+            Draw::Normal { mean, std } => (0..n)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    (mean + std * z) as f32
+                })
+                .collect(),
+            Draw::Uniform { lo, up } => (0..n).map(|_| rng.random_range(lo..=up) as f32).collect(),
+        }
+    }
+
+    /// The same distribution drawn in f32 by the device's own generator,
+    /// reseeded with (seed, tensor name).
+    fn draw_on_device(&self, name: &str, shape: &Shape, hint: Init, dev: &Device) -> candle_core::Result<Tensor> {
+        dev.set_seed(self.seed ^ fnv1a(name))?;
+        match Self::distribution(name, shape, hint) {
+            Draw::Const(v) => Tensor::full(v as f32, shape, dev),
+            Draw::Normal { mean, std } => Tensor::randn(mean as f32, std as f32, shape, dev),
+            Draw::Uniform { lo, up } => Tensor::rand(lo as f32, up as f32, shape, dev),
         }
     }
 }
 
-impl SeededInitBackend {
-    /// The same init policy as [`draw`](Self::draw), drawn in f32 by the
-    /// device's own generator, reseeded with (seed, tensor name).
-    fn draw_on_device(&self, name: &str, shape: &Shape, hint: Init, dev: &Device) -> candle_core::Result<Tensor> {
-        dev.set_seed(self.seed ^ fnv1a(name))?;
-        match Self::effective_init(name, shape, hint) {
-            Init::Const(v) => Tensor::full(v as f32, shape, dev),
-            Init::Randn { mean, stdev } => Tensor::randn(mean as f32, stdev as f32, shape, dev),
-            Init::Uniform { lo, up } => Tensor::rand(lo as f32, up as f32, shape, dev),
-            Init::Kaiming { dist, fan, non_linearity } => {
-                let fan = fan.for_shape(shape).max(1);
-                let std = (non_linearity.gain() / (fan as f64).sqrt()) as f32;
-                match dist {
-                    candle_nn::init::NormalOrUniform::Normal => Tensor::randn(0f32, std, shape, dev),
-                    candle_nn::init::NormalOrUniform::Uniform => {
-                        let b = 3f32.sqrt() * std;
-                        Tensor::rand(-b, b, shape, dev)
-                    }
-                }
-            }
-        }
-    }
+/// A resolved init distribution.
+enum Draw {
+    Const(f64),
+    Normal { mean: f64, std: f64 },
+    Uniform { lo: f64, up: f64 },
 }
 
 impl SimpleBackend for SeededInitBackend {
