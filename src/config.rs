@@ -161,6 +161,63 @@ pub struct ModelConfig {
     pub audio: AudioConfig,
     pub vae: VaeConfig,
     pub stream: StreamConfig,
+    /// The light streaming decoder (`--decoder light`); absent in a JSON
+    /// config = the published taew2_2 widths.
+    #[serde(default)]
+    pub light_decoder: LightDecoderConfig,
+}
+
+/// A TAEHV-style light decoder (madebyollin/taehv `TAEHV.decoder`, base
+/// variant): conv2d-only, three stages of three memory blocks, each stage
+/// followed by a 2x nearest upsample and a temporal grow. Latent channels and
+/// the output pixel-shuffle come from the VAE config (`z_dim`, `patch_size`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LightDecoderConfig {
+    /// Widths of the three stages and of the output head
+    /// (taew2_2: `[256, 128, 64, 64]`).
+    pub channels: [usize; 4],
+    /// Per stage: the temporal grow doubles the frames (taew2_2: no, yes, yes).
+    pub time_upscale: [bool; 3],
+    /// Per stage: the 2x nearest upsample is on (taew2_2: all).
+    pub space_upscale: [bool; 3],
+}
+
+impl Default for LightDecoderConfig {
+    fn default() -> Self {
+        Self { channels: [256, 128, 64, 64], time_upscale: [false, true, true], space_upscale: [true, true, true] }
+    }
+}
+
+impl LightDecoderConfig {
+    /// Narrow widths for the `tiny` test model.
+    pub fn tiny() -> Self {
+        Self { channels: [16, 12, 8, 8], ..Self::default() }
+    }
+
+    /// Check it decodes latents of `vae` to the same video geometry as the
+    /// full decoder: `patch_size * 2^(space ups) == scale_factor_spatial`,
+    /// `2^(time ups) == scale_factor_temporal`.
+    pub fn check_against(&self, vae: &VaeConfig) -> Result<(), ConfigError> {
+        let ups = self.space_upscale.iter().filter(|u| **u).count();
+        let spatial = vae.patch_size << ups;
+        if spatial != vae.scale_factor_spatial {
+            return Err(ConfigError::Invalid(format!(
+                "light_decoder upsamples {spatial}x (patch {} x 2^{ups}), the VAE {}x",
+                vae.patch_size, vae.scale_factor_spatial
+            )));
+        }
+        let temporal = 1usize << self.time_upscale.iter().filter(|u| **u).count();
+        if temporal != vae.scale_factor_temporal {
+            return Err(ConfigError::Invalid(format!(
+                "light_decoder grows time {temporal}x, the VAE {}x",
+                vae.scale_factor_temporal
+            )));
+        }
+        if self.channels.contains(&0) {
+            return Err(ConfigError::Invalid("light_decoder channels must be >= 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// Wan2.2 VAE latent statistics (diffusers `AutoencoderKLWan` for
@@ -263,6 +320,7 @@ impl ModelConfig {
                 height: 704,
                 width: 1280,
             },
+            light_decoder: LightDecoderConfig::default(),
         }
     }
 
@@ -327,6 +385,7 @@ impl ModelConfig {
                 height: 128,
                 width: 128,
             },
+            light_decoder: LightDecoderConfig { channels: [32, 24, 16, 16], ..LightDecoderConfig::default() },
         }
     }
 
@@ -389,6 +448,7 @@ impl ModelConfig {
                 height: 64,
                 width: 64,
             },
+            light_decoder: LightDecoderConfig::tiny(),
         }
     }
 
@@ -425,6 +485,7 @@ impl ModelConfig {
         if self.dit.in_channels != self.vae.z_dim {
             return bad("dit.in_channels must equal vae.z_dim".into());
         }
+        self.light_decoder.check_against(&self.vae)?;
         Ok(())
     }
 }

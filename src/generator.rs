@@ -8,11 +8,14 @@ use crate::media::frame::RgbFrame;
 pub mod audio_branch;
 pub mod devices;
 pub mod factory;
+pub mod frame_decoder;
 pub mod reference;
 pub mod streaming;
+pub mod vae_stage;
 
 pub use audio_branch::AudioBranch;
 pub use devices::DevicePlan;
+pub use frame_decoder::DecoderKind;
 pub use streaming::{GeneratorOptions, GeneratorWeights, StreamingGenerator};
 
 /// Errors of a frame source.
@@ -84,6 +87,31 @@ pub trait AvatarSource: Send {
     /// True when `next_chunk` would not return `NotEnoughAudio`.
     fn ready(&self) -> bool;
     fn next_chunk(&mut self) -> Result<VideoChunk, GeneratorError>;
+    /// Chunks that may be in flight at once. 1 (the default): the source is
+    /// driven by `next_chunk` alone. 2: its VAE runs on its own thread and it
+    /// is driven by `begin_chunk` (audio + DiT of the next chunk; returns
+    /// while the VAE of the previous one may still run) and
+    /// `finish_chunk` / `try_finish_chunk` (frames, in order).
+    fn pipeline_depth(&self) -> usize {
+        1
+    }
+    /// Start the next chunk (see `pipeline_depth`); same audio rule as
+    /// `next_chunk`.
+    fn begin_chunk(&mut self) -> Result<(), GeneratorError> {
+        Err(GeneratorError::Model("this source is not pipelined; call next_chunk".into()))
+    }
+    /// The oldest begun chunk, waiting for its frames.
+    fn finish_chunk(&mut self) -> Result<VideoChunk, GeneratorError> {
+        Err(GeneratorError::Model("this source is not pipelined; call next_chunk".into()))
+    }
+    /// The oldest begun chunk if its frames are ready.
+    fn try_finish_chunk(&mut self) -> Option<Result<VideoChunk, GeneratorError>> {
+        None
+    }
+    /// Chunks begun and not finished.
+    fn chunks_in_flight(&self) -> usize {
+        0
+    }
     /// Start over with a new reference image (RGB frame of any size).
     fn reset(&mut self, reference: Option<&RgbFrame>) -> Result<(), GeneratorError>;
 }

@@ -174,7 +174,7 @@ fn sixty_second_stream_has_bounded_memory() {
 fn half_precision_stream_runs() {
     let cfg = ModelConfig::tiny();
     let weights = GeneratorWeights::from_cli(&cfg, &[]).unwrap();
-    let options = GeneratorOptions { device: "cpu".into(), seed: 3, dtype: Some(candle_core::DType::F16) };
+    let options = GeneratorOptions { seed: 3, dtype: Some(candle_core::DType::F16), ..Default::default() };
     let mut g = StreamingGenerator::new(cfg, weights, &reference(), &options).unwrap();
     let (s, lookahead) = (g.samples_per_chunk(), g.lookahead_samples());
     push_audio(&mut g, 0, s + lookahead);
@@ -189,4 +189,107 @@ fn half_precision_stream_runs() {
         let (lo, hi) = (px.iter().min().unwrap(), px.iter().max().unwrap());
         assert!(hi > lo, "flat frames");
     }
+}
+
+fn generator_opts(seed: u64, options: GeneratorOptions) -> StreamingGenerator {
+    let cfg = ModelConfig::tiny();
+    let weights = GeneratorWeights::from_cli(&cfg, &[]).unwrap();
+    StreamingGenerator::new(cfg, weights, &reference(), &GeneratorOptions { seed, ..options }).unwrap()
+}
+
+/// The VAE on its own thread (`begin_chunk` twice, then `finish_chunk`
+/// twice: chunk 1's DiT runs while chunk 0 decodes) gives the same frames as
+/// the inline stream, in order; a reset with chunks in flight drops them and
+/// restarts at chunk 0.
+#[test]
+fn pipelined_vae_stage_matches_inline() {
+    let mut inline = generator_opts(5, GeneratorOptions { pipeline: Some(false), ..Default::default() });
+    let mut piped = generator_opts(5, GeneratorOptions { pipeline: Some(true), ..Default::default() });
+    assert_eq!((inline.pipeline_depth(), piped.pipeline_depth()), (1, 2));
+    let s = inline.samples_per_chunk();
+    let need = 4 * s + inline.lookahead_samples();
+    push_audio(&mut inline, 0, need);
+    push_audio(&mut piped, 0, need);
+    let expected: Vec<_> = (0..4).map(|_| inline.next_chunk().unwrap()).collect();
+
+    piped.begin_chunk().unwrap();
+    piped.begin_chunk().unwrap();
+    assert_eq!(piped.chunks_in_flight(), 2);
+    let err = piped.next_chunk().unwrap_err().to_string();
+    assert!(err.contains("in flight"), "{err}");
+    let mut got = vec![piped.finish_chunk().unwrap()];
+    piped.begin_chunk().unwrap();
+    got.push(piped.finish_chunk().unwrap());
+    got.push(piped.finish_chunk().unwrap());
+    piped.begin_chunk().unwrap();
+    // try_finish_chunk hands the chunk over once decoded (poll until then).
+    let last = loop {
+        if let Some(c) = piped.try_finish_chunk() {
+            break c.unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    got.push(last);
+    assert!(piped.try_finish_chunk().is_none());
+    assert!(piped.finish_chunk().is_err(), "nothing in flight");
+    for (k, (a, b)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(b.index, k as u64);
+        assert!(frames_of(a) == frames_of(b), "pipelined chunk {k} differs from inline");
+        assert!(b.timings.vae_ms > 0.0 && b.timings.dit_step_ms.len() == 3);
+    }
+
+    // Reset with a chunk in flight: dropped; the stream starts over.
+    push_audio(&mut piped, need, 2 * s);
+    piped.begin_chunk().unwrap();
+    piped.reset(None).unwrap();
+    assert_eq!(piped.chunks_in_flight(), 0);
+    push_audio(&mut piped, 0, need);
+    let mut fresh = generator_opts(5, GeneratorOptions { pipeline: Some(false), ..Default::default() });
+    push_audio(&mut fresh, 0, need);
+    piped.begin_chunk().unwrap();
+    let again = piped.finish_chunk().unwrap();
+    assert_eq!(again.index, 0);
+    assert!(frames_of(&again) == frames_of(&fresh.next_chunk().unwrap()));
+}
+
+/// `--decoder light` on the tiny model (seeded random light decoder): the
+/// same frame geometry and chunking as the full decoder, different pixels.
+#[test]
+fn light_decoder_stream_runs() {
+    use streamavatar::generator::DecoderKind;
+    let mut full = generator_opts(3, GeneratorOptions::default());
+    let mut light = generator_opts(3, GeneratorOptions { decoder: DecoderKind::Light, ..Default::default() });
+    let s = full.samples_per_chunk();
+    let need = 2 * s + full.lookahead_samples();
+    push_audio(&mut full, 0, need);
+    push_audio(&mut light, 0, need);
+    for k in 0..2 {
+        let (a, b) = (full.next_chunk().unwrap(), light.next_chunk().unwrap());
+        assert_eq!(b.index, k);
+        assert_eq!(b.frames.len(), 12);
+        assert_eq!((b.frames[0].width, b.frames[0].height), (64, 64));
+        assert!(frames_of(&a) != frames_of(&b));
+        let px = frames_of(&b);
+        assert!(px.iter().any(|v| *v != px[0]), "light chunk {k} is one flat colour");
+    }
+}
+
+/// Weights without a light decoder: a clear error, not random pixels.
+#[test]
+fn light_decoder_without_weights_is_a_clear_error() {
+    use candle_core::{DType, Device};
+    use streamavatar::generator::DecoderKind;
+    use streamavatar::model::weights::SeededInitBackend;
+    let vb = |seed| SeededInitBackend::var_builder(seed, DType::F32, &Device::Cpu);
+    let weights = GeneratorWeights::VarBuilders { dit: vb(1), vae: vb(2), wav2vec2: vb(3) };
+    let err = StreamingGenerator::new(
+        ModelConfig::tiny(),
+        weights,
+        &reference(),
+        &GeneratorOptions { decoder: DecoderKind::Light, ..Default::default() },
+    )
+    .err()
+    .expect("light decoder without weights must fail")
+    .to_string();
+    assert!(err.contains("--decoder light needs the light decoder's weights"), "{err}");
 }

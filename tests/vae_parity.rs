@@ -6,6 +6,9 @@
 //! - streaming chunked decode vs whole decode (same code, other batching): 1e-5
 //! - f16 (weights and activations) vs diffusers f32: decode 0.03, encode 0.005 (measured 0.013 / 0.0006);
 //!   bf16 on a GPU: 0.12 / 0.02
+//! - light decoder (tests/parity/make_light_decoder_fixtures.py, PyTorch
+//!   modules with taew2_2's architecture) f32: 1e-4, streamed in the
+//!   product's chunks; f16 / bf16: 0.03 / 0.06
 
 mod common;
 use common::{f32_tol, test_device};
@@ -16,7 +19,7 @@ use anyhow::Result;
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use streamavatar::config::ModelConfig;
-use streamavatar::model::vae::{VaeError, WanVae};
+use streamavatar::model::vae::{LightDecoder, VaeError, WanVae};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vae_tiny.safetensors");
 
@@ -141,6 +144,61 @@ fn half_precision_is_close_to_diffusers() -> Result<()> {
         let err = vae_result(&t, DType::BF16).unwrap_err();
         assert!(matches!(err, VaeError::Unsupported(_)), "{err}");
     }
+    Ok(())
+}
+
+const LIGHT_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/light_decoder_tiny.safetensors");
+
+fn light_decoder(dtype: DType) -> Result<(LightDecoder, HashMap<String, Tensor>)> {
+    let t = candle_core::safetensors::load(LIGHT_FIXTURE, &test_device())?;
+    let cfg = ModelConfig::tiny();
+    let vb = VarBuilder::from_tensors(t.clone(), dtype, &test_device());
+    Ok((LightDecoder::new(&cfg.light_decoder, &cfg.vae, vb)?, t))
+}
+
+/// The light decoder streamed as the product does (reference frame, then
+/// chunks of 3) against the PyTorch whole-sequence decode; the fixture's
+/// stride-2 grow weight at index 7 is cut to the stride-1 layer.
+#[test]
+fn light_decoder_matches_pytorch() -> Result<()> {
+    let device_is_cpu = test_device().is_cpu();
+    let dtypes: &[(DType, f32)] = if device_is_cpu {
+        &[(DType::F32, 1e-4), (DType::F16, 0.03)]
+    } else {
+        &[(DType::F32, 1e-4), (DType::BF16, 0.06)]
+    };
+    for &(dtype, tol) in dtypes {
+        let (dec, t) = light_decoder(dtype)?;
+        let z = &t["in.latents"];
+        let mut stream = dec.streaming();
+        let mut parts = Vec::new();
+        for (start, len) in [(0, 1), (1, 3), (4, 3)] {
+            parts.push(stream.decode_chunk(&z.narrow(2, start, len)?)?);
+        }
+        let out = Tensor::cat(&parts, 2)?;
+        assert_eq!(out.dims(), &[1, 3, 25, 32, 48]);
+        let d = max_abs_diff(&out, &t["out.decoded"])?;
+        let tol = if dtype == DType::F32 { f32_tol(tol) } else { tol };
+        assert!(d < tol, "light decoder {dtype:?} differs from PyTorch by {d} (tolerance {tol})");
+        eprintln!("light decoder {dtype:?}: max abs diff {d:.2e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn light_decoder_refuses_mis_shaped_weights() -> Result<()> {
+    let good = candle_core::safetensors::load(LIGHT_FIXTURE, &candle_core::Device::Cpu)?;
+    let mut t = good.clone();
+    let cfg = ModelConfig::tiny();
+    t.insert("decoder.7.conv.weight".into(), Tensor::zeros((5, 16, 1, 1), DType::F32, &candle_core::Device::Cpu)?);
+    let vb = VarBuilder::from_tensors(t.clone(), DType::F32, &candle_core::Device::Cpu);
+    let err = LightDecoder::new(&cfg.light_decoder, &cfg.vae, vb).unwrap_err().to_string();
+    assert!(err.contains("TGrow"), "{err}");
+    let mut t = good;
+    t.remove("decoder.22.bias");
+    let vb = VarBuilder::from_tensors(t, DType::F32, &candle_core::Device::Cpu);
+    let err = LightDecoder::new(&cfg.light_decoder, &cfg.vae, vb).unwrap_err().to_string();
+    assert!(err.contains("decoder.22.bias") || err.contains("cannot find"), "{err}");
     Ok(())
 }
 

@@ -146,11 +146,13 @@ pub fn export(cfg: &ModelConfig, src: &ExportSources, out: &Path) -> Result<Expo
             FileKind::StreamAvatarAudio => "streamavatar_audio.safetensors",
             FileKind::Vae => "vae.safetensors",
             FileKind::Wav2Vec2 => "wav2vec2.safetensors",
+            // Not in the expected list: no light decoder is trained here.
+            FileKind::LightDecoder => continue,
         };
         let (source, from) = match kind {
             FileKind::Transformer | FileKind::StreamAvatarAudio => (&dit, &src.dit),
             FileKind::Vae => (&vae, &src.vae),
-            FileKind::Wav2Vec2 => (&w2v, &w2v_from),
+            FileKind::Wav2Vec2 | FileKind::LightDecoder => (&w2v, &w2v_from),
         };
         let mut written = HashMap::with_capacity(tensors.len());
         for (name, shape) in tensors {

@@ -16,8 +16,12 @@
 //!    reads the KV cache; only the last step commits the K/V of its input
 //!    x_t (StreamAvatar) or, with `CacheUpdate::CleanRerun`, one extra pass
 //!    on the clean x0 at t = 0 commits (Self-Forcing);
-//! 3. VAE: the chunk's x0 is de-normalised and decoded by the streaming
-//!    decoder (on the second device of a GPU pair) into 12 RGB frames.
+//! 3. VAE: the chunk's x0 is decoded by the session's streaming decoder
+//!    (`DecoderKind`: the full Wan2.2 decoder, de-normalised first, or the
+//!    light one) on the VAE device into 12 RGB frames. On a GPU pair the VAE
+//!    stage runs on its own thread (`vae_stage`): `begin_chunk` returns once
+//!    the DiT is done and the VAE of chunk k overlaps the DiT of chunk k+1;
+//!    `finish_chunk` hands the frames over in order.
 //!
 //! Memory is bounded: the KV cache holds at most reference + sink chunk +
 //! window (policy), the VAE cache two frames per causal conv, the audio
@@ -32,15 +36,17 @@ use candle_nn::VarBuilder;
 
 use super::audio_branch::AudioBranch;
 use super::devices::DevicePlan;
-use super::reference::{fit_reference, frame_to_tensor, video_to_frames};
+use super::frame_decoder::{DecoderKind, FrameDecoder};
+use super::reference::{fit_reference, frame_to_tensor};
+use super::vae_stage::VaeStage;
 use super::{AvatarSource, ChunkTimings, GeneratorError, VideoChunk};
 use crate::config::{CacheUpdate, ModelConfig};
 use crate::media::frame::RgbFrame;
 use crate::model::dit::{AudioTokens, TextContext, WanDit};
 use crate::model::kv_cache::KvCache;
 use crate::model::sampler::{predict_x0, renoise, FlowMatchSchedule, NoiseSource};
-use crate::model::vae::{StreamingDecoder, WanVae};
-use crate::model::weights::{load_prompt_embeds, ModelWeights, SeededInitBackend};
+use crate::model::vae::{LightDecoder, WanVae};
+use crate::model::weights::{load_prompt_embeds, Component, ModelWeights, SeededInitBackend};
 
 /// Seed of the random weights used when a `tiny` model has no files.
 pub const RANDOM_WEIGHTS_SEED: u64 = 0x5eed_a7a7;
@@ -112,11 +118,18 @@ pub struct GeneratorOptions {
     /// Compute dtype instead of the device's default (f32 on CPU, bf16 on
     /// CUDA); f16 on CPU runs the half-precision code paths of the GPU.
     pub dtype: Option<DType>,
+    /// Full Wan2.2 decoder or the light one (its weights: a TAEHV file among
+    /// the weight files; seeded random ones with random model weights).
+    pub decoder: DecoderKind,
+    /// Run the VAE on its own thread, overlapping the next chunk's DiT.
+    /// Default (None): on when the VAE has its own GPU (`cuda:A,cuda:B`,
+    /// also `cuda:0,cuda:0`: two streams on one card).
+    pub pipeline: Option<bool>,
 }
 
 impl Default for GeneratorOptions {
     fn default() -> Self {
-        Self { device: "cpu".into(), seed: 0, dtype: None }
+        Self { device: "cpu".into(), seed: 0, dtype: None, decoder: DecoderKind::Full, pipeline: None }
     }
 }
 
@@ -129,7 +142,9 @@ pub struct StreamingGenerator {
     text: TextContext,
     cache: KvCache,
     vae: WanVae,
-    decoder: StreamingDecoder,
+    vae_stage: VaeStage,
+    /// Audio and DiT timings of the chunks the VAE stage holds, oldest first.
+    pending: std::collections::VecDeque<(u64, ChunkTimings)>,
     audio: AudioBranch,
     schedule: FlowMatchSchedule,
     noise: NoiseSource,
@@ -155,14 +170,16 @@ impl StreamingGenerator {
             plan.dtype = dtype;
         }
         let dtype = plan.dtype;
-        let (dit_vb, vae_vb, w2v_vb) = match weights {
+        let from_files = |w: &ModelWeights| {
+            let light =
+                w.has(Component::LightDecoder).then(|| w.var_builder(Component::LightDecoder, dtype, &plan.vae));
+            (w.dit_vb(dtype, &plan.dit), w.vae_vb(dtype, &plan.vae), w.wav2vec2_vb(dtype, &plan.dit), light)
+        };
+        let (dit_vb, vae_vb, w2v_vb, light_vb) = match weights {
             GeneratorWeights::Files(paths) => {
-                let w = ModelWeights::open(&paths).map_err(|e| GeneratorError::Model(e.to_string()))?;
-                (w.dit_vb(dtype, &plan.dit), w.vae_vb(dtype, &plan.vae), w.wav2vec2_vb(dtype, &plan.dit))
+                from_files(&ModelWeights::open(&paths).map_err(|e| GeneratorError::Model(e.to_string()))?)
             }
-            GeneratorWeights::Opened(w) => {
-                (w.dit_vb(dtype, &plan.dit), w.vae_vb(dtype, &plan.vae), w.wav2vec2_vb(dtype, &plan.dit))
-            }
+            GeneratorWeights::Opened(w) => from_files(&w),
             GeneratorWeights::Random { seed } => {
                 tracing::warn!(
                     config = %config.name,
@@ -172,9 +189,10 @@ impl StreamingGenerator {
                     SeededInitBackend::var_builder(seed, dtype, &plan.dit),
                     SeededInitBackend::var_builder(seed.wrapping_add(1), dtype, &plan.vae),
                     SeededInitBackend::var_builder(seed.wrapping_add(2), dtype, &plan.dit),
+                    Some(SeededInitBackend::var_builder(seed.wrapping_add(3), dtype, &plan.vae)),
                 )
             }
-            GeneratorWeights::VarBuilders { dit, vae, wav2vec2 } => (dit, vae, wav2vec2),
+            GeneratorWeights::VarBuilders { dit, vae, wav2vec2 } => (dit, vae, wav2vec2, None),
         };
 
         let dit = WanDit::new(&config.dit, dit_vb.clone()).map_err(|e| GeneratorError::Model(format!("DiT: {e}")))?;
@@ -191,12 +209,35 @@ impl StreamingGenerator {
         let cache = KvCache::from_stream(dit.num_layers(), &config.stream);
 
         let vae = WanVae::new(&config.vae, vae_vb).map_err(|e| GeneratorError::Model(format!("VAE: {e}")))?;
-        let mut decoder = vae.streaming_decoder();
-        if !plan.vae.is_cpu() {
-            // Frame by frame on a GPU: the full decoder's activations for a
-            // whole chunk at 1280x704 overflow an 80 GB card (measured).
-            decoder.set_max_step_frames(1);
-        }
+        let frame_decoder = match options.decoder {
+            DecoderKind::Full => {
+                let mut decoder = vae.streaming_decoder();
+                if !plan.vae.is_cpu() {
+                    // Frame by frame on a GPU: the full decoder's activations for a
+                    // whole chunk at 1280x704 overflow an 80 GB card (measured).
+                    decoder.set_max_step_frames(1);
+                }
+                FrameDecoder::Full { decoder, norm: vae.latent_norm().clone() }
+            }
+            DecoderKind::Light => {
+                let vb = light_vb.ok_or_else(|| {
+                    GeneratorError::Model(
+                        "--decoder light needs the light decoder's weights: add a TAEHV file \
+                         (taew2_2.safetensors, madebyollin/taehv) to the weight files (docs/GPU.md)"
+                            .into(),
+                    )
+                })?;
+                let light = LightDecoder::new(&config.light_decoder, &config.vae, vb)
+                    .map_err(|e| GeneratorError::Model(format!("light decoder: {e}")))?;
+                FrameDecoder::Light(light.streaming())
+            }
+        };
+        let pipelined = options.pipeline.unwrap_or(!plan.vae.is_cpu() && !plan.vae.same_device(&plan.dit));
+        let vae_stage = if pipelined {
+            VaeStage::worker(frame_decoder, plan.vae.clone())?
+        } else {
+            VaeStage::inline(frame_decoder, plan.vae.clone())
+        };
 
         let audio = AudioBranch::new(&config, w2v_vb, dit_vb.pp("audio_proj"))?;
         let schedule =
@@ -216,7 +257,8 @@ impl StreamingGenerator {
             text,
             cache,
             vae,
-            decoder,
+            vae_stage,
+            pending: std::collections::VecDeque::new(),
             audio,
             schedule,
             noise: NoiseSource::new(options.seed),
@@ -241,20 +283,18 @@ impl StreamingGenerator {
         self.dit
             .prime_reference(&self.reference_latent, &self.text, None, &mut self.cache)
             .map_err(|e| GeneratorError::Model(format!("DiT reference: {e}")))?;
-        self.decoder.reset();
-        let z = self.denormalize_for_vae(&self.reference_latent)?;
-        // The reference decodes to one frame; it only primes the conv caches.
-        self.decoder.decode_chunk(&z).map_err(|e| GeneratorError::Model(format!("VAE decode (reference): {e}")))?;
+        // The reference decodes to one frame; it only primes the decoder's
+        // caches. Chunks still in the VAE stage are dropped.
+        self.pending.clear();
+        self.vae_stage.prime(&self.reference_latent).map_err(|e| match e {
+            GeneratorError::Model(m) => GeneratorError::Model(format!("{m} (reference frame)")),
+            other => other,
+        })?;
         self.audio.talk.reset();
         self.audio.listen.reset();
         self.noise = NoiseSource::new(self.seed);
         self.chunk_index = 0;
         Ok(())
-    }
-
-    fn denormalize_for_vae(&self, z: &Tensor) -> Result<Tensor, GeneratorError> {
-        let z = z.to_device(&self.plan.vae).map_err(|e| GeneratorError::Model(e.to_string()))?;
-        self.vae.latent_norm().denormalize(&z).map_err(|e| GeneratorError::Model(e.to_string()))
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -350,6 +390,36 @@ impl StreamingGenerator {
         Ok((x0, times))
     }
 
+    /// A decoded chunk with its audio/DiT timings, checked.
+    fn chunk_done(&mut self, decoded: super::vae_stage::Decoded) -> Result<VideoChunk, GeneratorError> {
+        let (index, mut timings) = self.pending.pop_front().ok_or_else(|| {
+            GeneratorError::Model(format!("VAE stage returned chunk {} that was not submitted", decoded.index))
+        })?;
+        if index != decoded.index {
+            return Err(GeneratorError::Model(format!(
+                "VAE stage returned chunk {} while chunk {index} was expected",
+                decoded.index
+            )));
+        }
+        let frames = decoded.frames?;
+        timings.vae_ms = decoded.vae_ms;
+        if frames.len() != self.frames_per_chunk() {
+            return Err(GeneratorError::Model(format!(
+                "VAE produced {} frames, expected {}",
+                frames.len(),
+                self.frames_per_chunk()
+            )));
+        }
+        tracing::debug!(
+            index,
+            audio_ms = timings.audio_ms,
+            dit_ms = timings.dit_ms(),
+            vae_ms = timings.vae_ms,
+            "chunk done"
+        );
+        Ok(VideoChunk { index, audio_sample_start: index * self.samples_per_chunk() as u64, frames, timings })
+    }
+
     fn needed_and_have(&self) -> (usize, usize) {
         let needed = self.audio.talk.samples_needed().max(self.audio.listen.samples_needed());
         let have = self.audio.talk.pushed_samples().min(self.audio.listen.pushed_samples());
@@ -391,6 +461,22 @@ impl AvatarSource for StreamingGenerator {
     }
 
     fn next_chunk(&mut self) -> Result<VideoChunk, GeneratorError> {
+        if self.vae_stage.in_flight() > 0 {
+            return Err(GeneratorError::Model("chunks are in flight: finish_chunk them first".into()));
+        }
+        self.begin_chunk()?;
+        self.finish_chunk()
+    }
+
+    fn pipeline_depth(&self) -> usize {
+        if self.vae_stage.is_pipelined() {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn begin_chunk(&mut self) -> Result<(), GeneratorError> {
         if !self.ready() {
             let (needed, have) = self.needed_and_have();
             return Err(GeneratorError::NotEnoughAudio { needed, have });
@@ -407,29 +493,26 @@ impl AvatarSource for StreamingGenerator {
         let chunk_start = 1 + index as usize * self.cfg.stream.chunk_frames;
         let (x0, steps) = self.denoise(&audio, chunk_start)?;
         timings.dit_step_ms = steps;
-
-        let t0 = Instant::now();
-        let z =
-            self.denormalize_for_vae(&x0.to_dtype(self.plan.dtype).map_err(|e| GeneratorError::Model(e.to_string()))?)?;
-        let video = self.decoder.decode_chunk(&z).map_err(|e| GeneratorError::Model(format!("VAE decode: {e}")))?;
-        let frames = video_to_frames(&video)?;
-        timings.vae_ms = t0.elapsed().as_secs_f64() * 1e3;
-        if frames.len() != self.frames_per_chunk() {
-            return Err(GeneratorError::Model(format!(
-                "VAE produced {} frames, expected {}",
-                frames.len(),
-                self.frames_per_chunk()
-            )));
-        }
-        tracing::debug!(
-            index,
-            audio_ms = timings.audio_ms,
-            dit_ms = timings.dit_ms(),
-            vae_ms = timings.vae_ms,
-            "chunk done"
-        );
+        let z = x0.to_dtype(self.plan.dtype).map_err(|e| GeneratorError::Model(e.to_string()))?;
+        self.plan.synchronize();
+        self.vae_stage.submit(index, z)?;
+        self.pending.push_back((index, timings));
         self.chunk_index += 1;
-        Ok(VideoChunk { index, audio_sample_start: index * self.samples_per_chunk() as u64, frames, timings })
+        Ok(())
+    }
+
+    fn finish_chunk(&mut self) -> Result<VideoChunk, GeneratorError> {
+        let decoded = self.vae_stage.collect()?;
+        self.chunk_done(decoded)
+    }
+
+    fn try_finish_chunk(&mut self) -> Option<Result<VideoChunk, GeneratorError>> {
+        let decoded = self.vae_stage.try_collect()?;
+        Some(decoded.and_then(|d| self.chunk_done(d)))
+    }
+
+    fn chunks_in_flight(&self) -> usize {
+        self.vae_stage.in_flight()
     }
 
     fn reset(&mut self, reference: Option<&RgbFrame>) -> Result<(), GeneratorError> {

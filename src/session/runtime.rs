@@ -434,28 +434,54 @@ fn generator_loop(
     input: Receiver<GenInput>,
     output: mpsc::Sender<Result<VideoChunk, String>>,
 ) {
-    while let Ok(GenInput::Audio { talk, listen }) = input.recv() {
-        source.push_talk(&talk);
-        source.push_listen(&listen);
+    let depth = source.pipeline_depth().max(1);
+    loop {
+        // Wait for audio only when there is nothing to start or collect.
+        if source.chunks_in_flight() == 0 && !source.ready() {
+            match input.recv() {
+                Ok(GenInput::Audio { talk, listen }) => {
+                    source.push_talk(&talk);
+                    source.push_listen(&listen);
+                }
+                Err(_) => return,
+            }
+        }
         // Take everything already queued before generating.
         while let Ok(GenInput::Audio { talk, listen }) = input.try_recv() {
             source.push_talk(&talk);
             source.push_listen(&listen);
         }
-        while source.ready() {
-            let started = Instant::now();
-            match source.next_chunk() {
-                Ok(chunk) => {
-                    tracing::debug!(index = chunk.index, ms = started.elapsed().as_millis() as u64, "chunk generated");
-                    if output.blocking_send(Ok(chunk)).is_err() {
-                        return;
-                    }
-                }
-                Err(GeneratorError::NotEnoughAudio { .. }) => break,
-                Err(e) => {
-                    let _ = output.blocking_send(Err(e.to_string()));
+        let started = Instant::now();
+        let step = if depth == 1 {
+            if !source.ready() {
+                continue;
+            }
+            Some(source.next_chunk())
+        } else if let Some(done) = source.try_finish_chunk() {
+            // Frames first: a decoded chunk never waits for the next DiT.
+            Some(done)
+        } else if source.ready() && source.chunks_in_flight() < depth {
+            match source.begin_chunk() {
+                Ok(()) => None,
+                Err(e) => Some(Err(e)),
+            }
+        } else if source.chunks_in_flight() > 0 {
+            Some(source.finish_chunk())
+        } else {
+            None
+        };
+        match step {
+            None => {}
+            Some(Ok(chunk)) => {
+                tracing::debug!(index = chunk.index, ms = started.elapsed().as_millis() as u64, "chunk generated");
+                if output.blocking_send(Ok(chunk)).is_err() {
                     return;
                 }
+            }
+            Some(Err(GeneratorError::NotEnoughAudio { .. })) => {}
+            Some(Err(e)) => {
+                let _ = output.blocking_send(Err(e.to_string()));
+                return;
             }
         }
     }

@@ -106,7 +106,7 @@ const MAX_IM2COL_ELEMENTS: usize = 1 << 29;
 
 /// `conv2d` (stride 1) over `[N, C, H, W]`, run a few images at a time when
 /// the unfolded input would exceed `max_elements` ([`MAX_IM2COL_ELEMENTS`]).
-fn conv2d_in_groups(frames: &Tensor, weight: &Tensor, pad: usize, max_elements: usize) -> Result<Tensor> {
+pub(super) fn conv2d_in_groups(frames: &Tensor, weight: &Tensor, pad: usize, max_elements: usize) -> Result<Tensor> {
     let (n, c, h, w) = frames.dims4()?;
     let (_, _, kh, kw) = weight.dims4()?;
     let per_image = (c * kh * kw * h * w).max(1);

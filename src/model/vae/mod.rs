@@ -20,12 +20,14 @@ mod causal_conv;
 mod cpu_conv;
 mod decoder;
 mod encoder;
+mod light_decoder;
 mod streaming;
 
 pub use blocks::ResampleMode;
 pub use causal_conv::{CacheSlot, CausalConv3d, CACHE_T};
 pub use decoder::{Decoder3d, VaeDecoder};
 pub use encoder::{Encoder3d, VaeEncoder};
+pub use light_decoder::{LightDecoder, LightStreamingDecoder};
 pub use streaming::StreamingDecoder;
 
 use candle_core::{DType, Device, Tensor};

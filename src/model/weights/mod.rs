@@ -78,6 +78,8 @@ pub enum Component {
     Dit,
     Vae,
     Wav2Vec2,
+    /// The light decoder (`--decoder light`).
+    LightDecoder,
 }
 
 impl Component {
@@ -85,6 +87,7 @@ impl Component {
         match self {
             Component::Dit => &[FileKind::Transformer, FileKind::StreamAvatarAudio],
             Component::Vae => &[FileKind::Vae],
+            Component::LightDecoder => &[FileKind::LightDecoder],
             Component::Wav2Vec2 => &[FileKind::Wav2Vec2],
         }
     }
@@ -94,6 +97,7 @@ impl Component {
             Component::Dit => "DiT / StreamAvatar audio",
             Component::Vae => "VAE",
             Component::Wav2Vec2 => "wav2vec2",
+            Component::LightDecoder => "light decoder",
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum FileKind {
     /// `blocks.N.{norm_talk,talk_audio_attn,norm_listen,listen_audio_attn}.*`,
     /// `prompt_embeds`.
     StreamAvatarAudio,
+    /// A TAEHV light decoder (madebyollin/taehv, e.g. `taew2_2.safetensors`):
+    /// `decoder.{layer index}.*` (its encoder, if present, is not used).
+    LightDecoder,
 }
 
 impl FileKind {
@@ -30,6 +33,7 @@ impl FileKind {
             FileKind::Vae => "Wan2.2 VAE",
             FileKind::Wav2Vec2 => "wav2vec2",
             FileKind::StreamAvatarAudio => "StreamAvatar audio modules",
+            FileKind::LightDecoder => "light decoder (TAEHV)",
         }
     }
 }
@@ -68,6 +72,14 @@ pub fn is_streamavatar_audio_name(canonical: &str) -> bool {
     owner_of(canonical) == FileKind::StreamAvatarAudio
 }
 
+/// `decoder.<digits>.`: TAEHV's `nn.Sequential` decoder (the Wan VAE's
+/// decoder names are `decoder.conv_in.`, `decoder.up_blocks.`, ...).
+fn is_light_decoder_name(name: &str) -> bool {
+    name.strip_prefix("decoder.")
+        .and_then(|rest| rest.split('.').next())
+        .is_some_and(|idx| !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Guess kind and scheme of a file from its stored tensor names.
 pub fn classify<'a>(names: impl IntoIterator<Item = &'a str> + Clone) -> Option<(FileKind, NameScheme)> {
     let any = |f: &dyn Fn(&str) -> bool| names.clone().into_iter().any(f);
@@ -82,6 +94,9 @@ pub fn classify<'a>(names: impl IntoIterator<Item = &'a str> + Clone) -> Option<
         if !any(&|n| n.starts_with("patch_embedding.")) {
             return Some((FileKind::StreamAvatarAudio, NameScheme::Canonical));
         }
+    }
+    if any(&|n| is_light_decoder_name(n)) {
+        return Some((FileKind::LightDecoder, NameScheme::Canonical));
     }
     if any(&|n| n.starts_with("wav2vec2.")) {
         return Some((FileKind::Wav2Vec2, NameScheme::Prefixed("wav2vec2.")));
@@ -356,6 +371,14 @@ mod tests {
         assert_eq!(
             c(&["prompt_embeds", "blocks.0.norm_talk.weight"]),
             Some((FileKind::StreamAvatarAudio, NameScheme::Canonical))
+        );
+        assert_eq!(
+            c(&["encoder.0.weight", "decoder.1.weight", "decoder.3.conv.0.weight"]),
+            Some((FileKind::LightDecoder, NameScheme::Canonical))
+        );
+        assert_eq!(
+            c(&["decoder.conv_in.weight", "decoder.up_blocks.0.resnets.0.conv1.weight"]).unwrap().0,
+            FileKind::Vae
         );
         assert_eq!(c(&["something.else"]), None);
     }
