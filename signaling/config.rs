@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub model: ModelConfig,
     pub weights: Vec<PathBuf>,
     pub device: String,
+    /// Decoder of sessions that do not choose one (`"decoder"` in the body).
+    pub decoder: crate::generator::DecoderKind,
     /// Concurrent agents (API sessions plus room avatars); more -> 503.
     pub max_sessions: usize,
     /// Seconds a client is told to wait (`Retry-After`) when full.
@@ -71,6 +73,7 @@ impl ServerConfig {
             model,
             weights: Vec::new(),
             device: "cpu".into(),
+            decoder: Default::default(),
             max_sessions: 4,
             retry_after_s: 10,
             cors_origins: Vec::new(),

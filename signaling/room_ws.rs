@@ -128,7 +128,7 @@ fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage, may_r
     let error = |message: String| {
         state.rooms.notify(room, peer_id, &ServerMessage::Error { message });
     };
-    if let ClientMessage::RequestAvatar { avatar, seed } = msg {
+    if let ClientMessage::RequestAvatar { avatar, seed, decoder } = msg {
         if !may_request_avatar {
             return error(AVATAR_NEEDS_KEY.to_string());
         }
@@ -143,7 +143,7 @@ fn handle(state: &AppState, room: &str, peer_id: &str, msg: ClientMessage, may_r
         let (state, room, peer_id) = (state.clone(), room.to_string(), peer_id.to_string());
         tokio::spawn(async move {
             let origin = SessionOrigin::Room { room: room.clone(), peer_id: peer_id.clone() };
-            match state.start_session(reference, seed, origin).await {
+            match state.start_session(reference, seed, decoder, origin).await {
                 Err(e) => state.rooms.notify(
                     &room,
                     &peer_id,

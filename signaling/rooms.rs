@@ -35,6 +35,9 @@ pub enum ClientMessage {
         avatar: Option<String>,
         #[serde(default)]
         seed: Option<u64>,
+        /// `"full"` or `"light"` (default: the server's `--decoder`).
+        #[serde(default)]
+        decoder: Option<crate::generator::DecoderKind>,
     },
 }
 

@@ -13,6 +13,7 @@ use super::error::ApiError;
 use super::registry::{SessionOrigin, WhipState};
 use super::state::AppState;
 use super::TokenQuery;
+use crate::generator::DecoderKind;
 use crate::media::frame::RgbFrame;
 use crate::session::SessionStats;
 
@@ -24,6 +25,16 @@ pub struct CreateSessionJson {
     pub avatar: Option<String>,
     /// Noise seed (random when absent).
     pub seed: Option<u64>,
+    /// `"full"` or `"light"` decoder (default: the server's `--decoder`).
+    pub decoder: Option<DecoderKind>,
+}
+
+/// What a create request asks for, whichever body shape carried it.
+#[derive(Debug, Default)]
+struct CreateRequest {
+    avatar: Option<RgbFrame>,
+    seed: Option<u64>,
+    decoder: Option<DecoderKind>,
 }
 
 /// 201 body of `POST /v1/sessions`.
@@ -54,15 +65,15 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Read the avatar (and seed) from whichever body shape the client chose.
-async fn read_create_body(state: &AppState, req: Request) -> Result<(Option<RgbFrame>, Option<u64>), ApiError> {
+/// Read the avatar, seed and decoder from whichever body shape the client chose.
+async fn read_create_body(state: &AppState, req: Request) -> Result<CreateRequest, ApiError> {
     let limits = ImageLimits { max_bytes: state.config.max_image_bytes, max_side: state.config.max_image_side };
     let ctype = content_type(req.headers());
     match ctype.as_str() {
         "application/json" => {
             let body = read_bytes(req).await?;
             if body.is_empty() {
-                return Ok((None, None));
+                return Ok(CreateRequest::default());
             }
             let json: CreateSessionJson =
                 serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
@@ -70,7 +81,7 @@ async fn read_create_body(state: &AppState, req: Request) -> Result<(Option<RgbF
                 Some(text) => Some(decode_base64_image(text, limits)?),
                 None => None,
             };
-            Ok((avatar, json.seed))
+            Ok(CreateRequest { avatar, seed: json.seed, decoder: json.decoder })
         }
         "multipart/form-data" => {
             let mut multipart = Multipart::from_request(req, state)
@@ -78,6 +89,7 @@ async fn read_create_body(state: &AppState, req: Request) -> Result<(Option<RgbF
                 .map_err(|e| ApiError::BadRequest(format!("invalid multipart body: {e}")))?;
             let mut avatar = None;
             let mut seed = None;
+            let mut decoder = None;
             while let Some(field) =
                 multipart.next_field().await.map_err(|e| multipart_error(e.status(), e.body_text()))?
             {
@@ -94,24 +106,28 @@ async fn read_create_body(state: &AppState, req: Request) -> Result<(Option<RgbF
                                 .map_err(|_| ApiError::BadRequest(format!("seed {text:?} is not an integer")))?,
                         );
                     }
+                    Some("decoder") => {
+                        let text = field.text().await.map_err(|e| multipart_error(e.status(), e.body_text()))?;
+                        decoder = Some(text.parse::<DecoderKind>().map_err(ApiError::BadRequest)?);
+                    }
                     other => {
                         return Err(ApiError::BadRequest(format!(
-                            "unexpected multipart part {:?} (expected `image`, `seed`)",
+                            "unexpected multipart part {:?} (expected `image`, `seed`, `decoder`)",
                             other.unwrap_or("")
                         )))
                     }
                 }
             }
-            Ok((avatar, seed))
+            Ok(CreateRequest { avatar, seed, decoder })
         }
         "image/png" | "image/jpeg" => {
             let body = read_bytes(req).await?;
-            Ok((Some(decode_image(&body, limits)?), None))
+            Ok(CreateRequest { avatar: Some(decode_image(&body, limits)?), ..Default::default() })
         }
         "" => {
             let body = read_bytes(req).await?;
             if body.is_empty() {
-                Ok((None, None))
+                Ok(CreateRequest::default())
             } else {
                 Err(ApiError::UnsupportedMediaType {
                     got: String::new(),
@@ -148,8 +164,8 @@ pub(crate) async fn read_bytes(req: Request) -> Result<bytes::Bytes, ApiError> {
 pub async fn create_session(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     // Before the body is read: an unauthenticated upload costs nothing.
     state.config.api_keys.check_headers(req.headers()).into_result()?;
-    let (avatar, seed) = read_create_body(&state, req).await?;
-    let entry = state.start_session(avatar, seed, SessionOrigin::Api).await?;
+    let request = read_create_body(&state, req).await?;
+    let entry = state.start_session(request.avatar, request.seed, request.decoder, SessionOrigin::Api).await?;
     let id = entry.id.clone();
     let body = CreatedSession {
         id: id.clone(),

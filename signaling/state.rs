@@ -17,6 +17,7 @@ use super::metrics::{Metrics, Stage};
 use super::rate_limit::TokenBuckets;
 use super::registry::{Registry, SessionEntry, SessionOrigin};
 use super::rooms::RoomHub;
+use crate::generator::DecoderKind;
 use crate::media::frame::RgbFrame;
 use crate::session::{SessionError, SessionSpec};
 
@@ -54,6 +55,7 @@ impl AppState {
         &self,
         reference: Option<RgbFrame>,
         seed: Option<u64>,
+        decoder: Option<DecoderKind>,
         origin: SessionOrigin,
     ) -> Result<Arc<SessionEntry>, ApiError> {
         if self.drain.is_draining() {
@@ -70,6 +72,7 @@ impl AppState {
             device: self.config.device.clone(),
             reference,
             seed: seed.unwrap_or_else(rand::random),
+            decoder: decoder.unwrap_or(self.config.decoder),
         };
         let factory = self.factory.clone();
         let started = Instant::now();

@@ -22,8 +22,8 @@ use candle_core::{DType, Tensor};
 
 use crate::config::ModelConfig;
 use crate::generator::{
-    AudioBranch, AvatarSource, ChunkTimings, DevicePlan, GeneratorError, GeneratorOptions, GeneratorWeights,
-    StreamingGenerator,
+    AudioBranch, AvatarSource, ChunkTimings, DecoderKind, DevicePlan, GeneratorError, GeneratorOptions,
+    GeneratorWeights, StreamingGenerator,
 };
 use crate::model::dit::{AudioTokens, WanDit};
 use crate::model::kv_cache::KvCache;
@@ -45,6 +45,11 @@ pub struct GeneratorBenchSpec {
     /// Attention scores in bf16/f16 instead of f32
     /// ([`crate::model::attention::set_half_precision_scores`]).
     pub half_scores: bool,
+    /// Full or light decoder.
+    pub decoder: DecoderKind,
+    /// Force the VAE stage on / off its own thread (default: on for a GPU
+    /// pair, see `GeneratorOptions::pipeline`).
+    pub pipeline: Option<bool>,
 }
 
 /// Measured numbers.
@@ -103,6 +108,12 @@ pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport
     let plan = DevicePlan::parse(&spec.device)?;
     crate::model::attention::set_half_precision_scores(spec.half_scores);
     if cfg.name == "full" && plan.dit.is_cpu() {
+        if spec.decoder != DecoderKind::Full || spec.pipeline == Some(true) {
+            return Err(GeneratorError::Model(
+                "`full` on the CPU is extrapolated from single stages; --decoder light and --pipeline need a GPU"
+                    .into(),
+            ));
+        }
         return bench_full_cpu_extrapolated(&cfg, spec);
     }
     bench_streaming(cfg, spec)
@@ -129,7 +140,13 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
         cfg,
         weights,
         &reference,
-        &GeneratorOptions { device: spec.device.clone(), seed: 0, ..Default::default() },
+        &GeneratorOptions {
+            device: spec.device.clone(),
+            seed: 0,
+            decoder: spec.decoder,
+            pipeline: spec.pipeline,
+            ..Default::default()
+        },
     )?;
     g.devices().synchronize();
     let setup_ms = ms_since(t_setup);
@@ -150,10 +167,23 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
     let mut chunks = Vec::with_capacity(spec.chunks);
     crate::model::profile::take();
     crate::model::profile::set_enabled(spec.profile);
+    let pipelined = g.pipeline_depth() > 1;
     let t0 = Instant::now();
     for _ in 0..spec.chunks.max(1) {
         feed(&mut g, s);
-        chunks.push(g.next_chunk()?.timings);
+        if pipelined {
+            // Audio for every chunk is there: the DiT of chunk k+1 runs while
+            // the VAE stage decodes chunk k.
+            g.begin_chunk()?;
+            if g.chunks_in_flight() == g.pipeline_depth() {
+                chunks.push(g.finish_chunk()?.timings);
+            }
+        } else {
+            chunks.push(g.next_chunk()?.timings);
+        }
+    }
+    while g.chunks_in_flight() > 0 {
+        chunks.push(g.finish_chunk()?.timings);
     }
     let wall = t0.elapsed().as_secs_f64();
     crate::model::profile::set_enabled(false);
@@ -165,11 +195,17 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
         config: name,
         device: spec.device.clone(),
         method: format!(
-            "streaming: real StreamingGenerator, {} weights, 1 warm-up + {} timed chunks, attention scores in {}",
+            "streaming: real StreamingGenerator, {} weights, {} decoder, {}, 1 warm-up + {} timed chunks, attention scores in {}",
             match (&weights_kind, g.devices().dit.is_cpu()) {
                 (WeightsKind::Random, true) => "random (seeded)",
                 (WeightsKind::Random, false) => "random (seeded, drawn on the device)",
                 (WeightsKind::Files, _) => "file",
+            },
+            spec.decoder.as_str(),
+            if pipelined {
+                "VAE stage on its own thread (pipelined; fps is measured wall-clock throughput)"
+            } else {
+                "stages in sequence"
             },
             chunks.len(),
             if spec.half_scores && g.devices().dtype != DType::F32 { "the compute dtype" } else { "f32" }

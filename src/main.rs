@@ -208,6 +208,11 @@ pub struct ServeArgs {
     /// cpu | cuda:N (DiT and VAE on one device) | cuda:0,cuda:1 (DiT, VAE).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Default decoder of sessions that do not choose one ("decoder" in
+    /// POST /v1/sessions): full (Wan2.2) or light (taew2_2-style; its
+    /// safetensors among --weights, or seeded random with random weights).
+    #[arg(long, default_value = "full")]
+    decoder: streamavatar::generator::DecoderKind,
     /// Folder with the web page.
     #[arg(long, default_value = "web")]
     web_dir: String,
@@ -262,6 +267,10 @@ pub struct JoinArgs {
     weights: Vec<String>,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// VAE decoder: full (Wan2.2) or light (taew2_2-style; its safetensors
+    /// among --weights, or seeded random with random model weights).
+    #[arg(long, default_value = "full")]
+    decoder: streamavatar::generator::DecoderKind,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -289,6 +298,10 @@ pub struct RenderArgs {
     out: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// VAE decoder: full (Wan2.2) or light (taew2_2-style; its safetensors
+    /// among --weights, or seeded random with random model weights).
+    #[arg(long, default_value = "full")]
+    decoder: streamavatar::generator::DecoderKind,
 }
 
 #[derive(Subcommand)]
@@ -318,6 +331,14 @@ pub struct BenchGeneratorArgs {
     /// f32: less memory traffic, a little less precision.
     #[arg(long)]
     half_scores: bool,
+    /// full: the Wan2.2 VAE decoder; light: the taew2_2-style light decoder
+    /// (weights: its safetensors among --weights, else seeded random).
+    #[arg(long, default_value = "full")]
+    decoder: streamavatar::generator::DecoderKind,
+    /// Run the VAE stage on its own thread (default: on for a GPU pair
+    /// `cuda:A,cuda:B`, off otherwise); `--pipeline false` turns it off.
+    #[arg(long)]
+    pipeline: Option<bool>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -629,6 +650,7 @@ async fn run_join(a: JoinArgs) -> anyhow::Result<()> {
         device: a.device.clone(),
         reference: None,
         seed: 0,
+        decoder: a.decoder,
     };
     let whip = WhipClient::new(&a.whip, a.token.clone())?;
     let whep = a.whep.as_deref().map(|u| WhipClient::new(u, a.token.clone())).transpose()?;
@@ -708,6 +730,7 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = ServerConfig::new(model);
     cfg.weights = a.weights.iter().map(std::path::PathBuf::from).collect();
     cfg.device = a.device.clone();
+    cfg.decoder = a.decoder;
     cfg.max_sessions = a.max_sessions;
     cfg.cors_origins = a.cors_origins.clone();
     cfg.drain_grace = std::time::Duration::from_secs(a.drain_grace_s);
@@ -810,6 +833,8 @@ fn run_bench_generator(a: BenchGeneratorArgs) -> anyhow::Result<()> {
         chunks: a.chunks,
         profile: a.profile,
         half_scores: a.half_scores,
+        decoder: a.decoder,
+        pipeline: a.pipeline,
     })?;
     println!("{report}");
     Ok(())
@@ -826,6 +851,7 @@ fn run_render(a: RenderArgs) -> anyhow::Result<()> {
         seconds: a.seconds,
         out: a.out.clone().into(),
         seed: a.seed,
+        decoder: a.decoder,
     })?;
     println!(
         "wrote {} frames ({} chunks) to {} in {:.1} s of generation",

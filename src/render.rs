@@ -40,6 +40,7 @@ pub struct RenderSpec {
     pub seconds: f64,
     pub out: PathBuf,
     pub seed: u64,
+    pub decoder: crate::generator::DecoderKind,
 }
 
 /// Summary of a render.
@@ -88,7 +89,7 @@ pub fn render(spec: &RenderSpec) -> Result<RenderSummary, RenderError> {
         cfg,
         weights,
         &reference,
-        &GeneratorOptions { device: spec.device.clone(), seed: spec.seed, ..Default::default() },
+        &GeneratorOptions { device: spec.device.clone(), seed: spec.seed, decoder: spec.decoder, ..Default::default() },
     )?;
     let fpc = g.frames_per_chunk();
     let total_frames = (spec.seconds * g.fps() as f64).ceil() as usize;

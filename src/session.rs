@@ -31,6 +31,8 @@ pub struct SessionSpec {
     pub reference: Option<crate::media::frame::RgbFrame>,
     /// Deterministic noise seed.
     pub seed: u64,
+    /// Full or light VAE decoder.
+    pub decoder: crate::generator::DecoderKind,
 }
 
 /// Errors a session reports to the signaling layer.

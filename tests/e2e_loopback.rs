@@ -136,7 +136,14 @@ impl AvatarSource for PatternSource {
 }
 
 fn spec() -> SessionSpec {
-    SessionSpec { model: ModelConfig::tiny(), weights: vec![], device: "cpu".into(), reference: None, seed: 0 }
+    SessionSpec {
+        model: ModelConfig::tiny(),
+        weights: vec![],
+        device: "cpu".into(),
+        reference: None,
+        seed: 0,
+        decoder: Default::default(),
+    }
 }
 
 fn start_session() -> Result<(Session, Arc<Probe>)> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use streamavatar::config::ModelConfig;
+use streamavatar::generator::DecoderKind;
 use streamavatar::session::{SessionError, SessionSpec, SessionStats, TalkCommand, TalkEvent};
 use streamavatar::signaling::api_key::ApiKeys;
 use streamavatar::signaling::{AgentFactory, AgentStartError, AppState, CallAgent, ServerConfig};
@@ -316,6 +317,7 @@ async fn create_session_returns_scoped_credentials() {
     assert_eq!(s.talk_url, format!("/v1/sessions/{}/talk", s.id));
     assert_eq!(srv.agent(0).spec.seed, 7);
     assert_eq!(srv.agent(0).spec.model.name, "tiny");
+    assert_eq!(srv.agent(0).spec.decoder, DecoderKind::Full, "the server's default decoder");
 
     let info: serde_json::Value =
         srv.http.get(srv.url(&location)).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
@@ -375,6 +377,29 @@ async fn avatar_upload_in_all_three_shapes() {
     }
 }
 
+/// The decoder is chosen per session (JSON or multipart), defaulting to the
+/// server's `--decoder`.
+#[tokio::test]
+async fn decoder_is_chosen_per_session() {
+    let srv = start_with(|c| c.decoder = DecoderKind::Light).await;
+    srv.create_json(serde_json::json!({ "decoder": "full" })).await;
+    srv.create_json(serde_json::json!({})).await;
+    let boundary = "XyZ";
+    let body =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"decoder\"\r\n\r\nfull\r\n--{boundary}--\r\n");
+    let r = srv
+        .http
+        .post(srv.url("/v1/sessions"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let kinds: Vec<DecoderKind> = (0..3).map(|i| srv.agent(i).spec.decoder).collect();
+    assert_eq!(kinds, [DecoderKind::Full, DecoderKind::Light, DecoderKind::Full]);
+}
+
 #[tokio::test]
 async fn bad_uploads_are_refused_clearly() {
     let srv = start_with(|c| c.max_image_bytes = 64 * 1024).await;
@@ -400,6 +425,22 @@ async fn bad_uploads_are_refused_clearly() {
     assert_eq!(r.status(), 400);
     let r = post("application/json", br#"{"avatr":"x"}"#.to_vec()).await.unwrap();
     assert_eq!(r.status(), 400);
+    // unknown decoder, in JSON and in multipart
+    let r = post("application/json", br#"{"decoder":"tiny"}"#.to_vec()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let boundary = "B0uNd";
+    let body =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"decoder\"\r\n\r\nfancy\r\n--{boundary}--\r\n");
+    let r = srv
+        .http
+        .post(srv.url("/v1/sessions"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("unknown decoder `fancy`"));
     // oversized body (tower-http limit)
     let r = post("image/png", vec![0u8; 200 * 1024]).await.unwrap();
     assert_eq!(r.status(), 413);

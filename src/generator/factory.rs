@@ -27,7 +27,8 @@ pub fn build_source(spec: &SessionSpec) -> Result<Box<dyn AvatarSource>, String>
         Some(frame) => frame.clone(),
         None => default_reference(spec.model.stream.width, spec.model.stream.height),
     };
-    let options = GeneratorOptions { device: spec.device.clone(), seed: spec.seed, ..Default::default() };
+    let options =
+        GeneratorOptions { device: spec.device.clone(), seed: spec.seed, decoder: spec.decoder, ..Default::default() };
     let generator =
         StreamingGenerator::new(spec.model.clone(), weights, &reference, &options).map_err(|e| e.to_string())?;
     Ok(Box::new(generator))
