@@ -19,7 +19,13 @@
 #   half-full       full with --half-scores (bf16 attention scores)
 #   parity-dit      tests/dit_parity on cuda:0 (f32, bf16, f16 vs diffusers)
 #   parity-vae      tests/vae_parity on cuda:0
-#   bench-pair      full on cuda:0,cuda:0 (two device handles, two stages)
+#   bench-pair      full on cuda:0,cuda:0 (two device handles, two stages;
+#                   the VAE stage on its own thread: measured pipelined fps)
+#   tiny-pair       tiny on cuda:0,cuda:0 (the VAE worker thread on CUDA)
+#   light-full      full with --decoder light (taew2_2-size light decoder)
+#   light-half      full, light decoder, --half-scores (best one-GPU setup)
+#   light-pair      the same pipelined on cuda:0,cuda:0 (one card, two streams)
+#   render-light    render 1 s of full + light decoder on cuda:0 (the render path)
 # Another carried build (e.g. the cuDNN one): STREAMAVATAR_CARRY=target/gpu-carry-cudnn
 # Pick steps: STEPS="bench-full parity-dit" deploy/cuda/gpu-checks.sh
 set -u
@@ -74,7 +80,12 @@ for s in $steps; do
         bench-full) run_step "$s" 120 "$bin" bench generator --config full --device cuda:0 --chunks 3 ;;
         profile-full) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 1 --profile ;;
         half-full) run_step "$s" 70 "$bin" bench generator --config full --device cuda:0 --chunks 2 --half-scores ;;
-        bench-pair) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0,cuda:0 --chunks 2 ;;
+        bench-pair) run_step "$s" 120 "$bin" bench generator --config full --device cuda:0,cuda:0 --chunks 3 ;;
+        tiny-pair) run_step "$s" 40 "$bin" bench generator --config tiny --device cuda:0,cuda:0 --chunks 8 ;;
+        light-full) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light ;;
+        light-half) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light --half-scores ;;
+        light-pair) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0,cuda:0 --chunks 4 --decoder light --half-scores ;;
+        render-light) run_step "$s" 90 "$bin" render --config full --device cuda:0 --decoder light --seconds 1 --out /tmp/render-light ;;
         parity-dit|parity-vae)
             t=${s#parity-}_parity
             exe=$(unpack "$t")
