@@ -25,7 +25,9 @@
 #   light-full      full with --decoder light (taew2_2-size light decoder)
 #   light-half      full, light decoder, --half-scores (best one-GPU setup)
 #   light-pair      the same pipelined on cuda:0,cuda:0 (one card, two streams)
-#   render-light    render 1 s of full + light decoder on cuda:0 (the render path)
+#   profile-light   light-half with --profile (where the one-GPU time goes)
+#   render-tiny     render 2 s of tiny (random weights) + light decoder on
+#                   cuda:0: the render path on CUDA (full needs weight files)
 # Another carried build (e.g. the cuDNN one): STREAMAVATAR_CARRY=target/gpu-carry-cudnn
 # Pick steps: STEPS="bench-full parity-dit" deploy/cuda/gpu-checks.sh
 set -u
@@ -85,7 +87,8 @@ for s in $steps; do
         light-full) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light ;;
         light-half) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light --half-scores ;;
         light-pair) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0,cuda:0 --chunks 4 --decoder light --half-scores ;;
-        render-light) run_step "$s" 90 "$bin" render --config full --device cuda:0 --decoder light --seconds 1 --out /tmp/render-light ;;
+        profile-light) run_step "$s" 60 "$bin" bench generator --config full --device cuda:0 --chunks 2 --decoder light --half-scores --profile ;;
+        render-tiny) run_step "$s" 60 "$bin" render --config tiny --device cuda:0 --decoder light --seconds 2 --out /tmp/render-tiny ;;
         parity-dit|parity-vae)
             t=${s#parity-}_parity
             exe=$(unpack "$t")
