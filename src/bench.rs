@@ -50,6 +50,8 @@ pub struct GeneratorBenchSpec {
     /// Force the VAE stage on / off its own thread (default: on for a GPU
     /// pair, see `GeneratorOptions::pipeline`).
     pub pipeline: Option<bool>,
+    /// Use the fused attention kernel where it applies (CUDA, bf16).
+    pub flash: bool,
 }
 
 /// Measured numbers.
@@ -107,6 +109,7 @@ pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport
     let cfg = ModelConfig::load(&spec.config).map_err(|e| GeneratorError::Model(e.to_string()))?;
     let plan = DevicePlan::parse(&spec.device)?;
     crate::model::attention::set_half_precision_scores(spec.half_scores);
+    crate::model::flash_attention::set_enabled(spec.flash);
     if cfg.name == "full" && plan.dit.is_cpu() {
         if spec.decoder != DecoderKind::Full || spec.pipeline == Some(true) {
             return Err(GeneratorError::Model(
@@ -195,7 +198,7 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
         config: name,
         device: spec.device.clone(),
         method: format!(
-            "streaming: real StreamingGenerator, {} weights, {} decoder, {}, 1 warm-up + {} timed chunks, attention scores in {}",
+            "streaming: real StreamingGenerator, {} weights, {} decoder, {}, 1 warm-up + {} timed chunks, attention {}",
             match (&weights_kind, g.devices().dit.is_cpu()) {
                 (WeightsKind::Random, true) => "random (seeded)",
                 (WeightsKind::Random, false) => "random (seeded, drawn on the device)",
@@ -208,7 +211,13 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
                 "stages in sequence"
             },
             chunks.len(),
-            if spec.half_scores && g.devices().dtype != DType::F32 { "the compute dtype" } else { "f32" }
+            if spec.flash && g.devices().dtype == DType::BF16 && !g.devices().dit.is_cpu() {
+                "fused (flash kernel) where it applies, else scores in the compute dtype or f32"
+            } else if spec.half_scores && g.devices().dtype != DType::F32 {
+                "scores in the compute dtype"
+            } else {
+                "scores in f32"
+            }
         ),
         fps: (chunks.len() * fpc) as f64 / wall,
         frames_per_chunk: fpc,

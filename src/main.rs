@@ -339,6 +339,10 @@ pub struct BenchGeneratorArgs {
     /// `cuda:A,cuda:B`, off otherwise); `--pipeline false` turns it off.
     #[arg(long)]
     pipeline: Option<bool>,
+    /// Do not use the fused attention kernel (CUDA, bf16): the materialised
+    /// score matrix instead, for A/B runs.
+    #[arg(long)]
+    no_flash: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -835,6 +839,7 @@ fn run_bench_generator(a: BenchGeneratorArgs) -> anyhow::Result<()> {
         half_scores: a.half_scores,
         decoder: a.decoder,
         pipeline: a.pipeline,
+        flash: !a.no_flash,
     })?;
     println!("{report}");
     Ok(())

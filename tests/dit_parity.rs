@@ -351,3 +351,56 @@ fn bad_inputs_are_clear_errors() -> Result<()> {
     assert!(matches!(model(&partial, &cfg(), DType::F32), Err(e) if e.to_string().contains("block 1")));
     Ok(())
 }
+
+/// The fused attention kernel (CUDA, bf16, head dim 128) against the
+/// materialised path with f32 scores, on shapes that leave partial query
+/// and key tiles, and at the full model's chunk size (2,640 queries over a
+/// 16,720-key cache, 24 heads), where both are also timed. On the CPU the
+/// kernel does not exist: the test checks that it is not dispatched.
+#[test]
+fn flash_attention_matches_materialised() -> Result<()> {
+    use streamavatar::model::attention::{scaled_dot_product_attention, scaled_dot_product_attention_materialised};
+    use streamavatar::model::flash_attention;
+    let dev = test_device();
+    let shapes: [(usize, usize, usize); 3] = [(1, 70, 130), (2, 200, 333), (24, 2640, 16720)];
+    for (i, &(h, lq, lk)) in shapes.iter().enumerate() {
+        if dev.is_cpu() && i > 0 {
+            break;
+        }
+        let dtype = if dev.is_cpu() { DType::F32 } else { DType::BF16 };
+        let q = Tensor::randn(0f32, 1.0, (1, h, lq, 128), &dev)?.to_dtype(dtype)?;
+        let k = Tensor::randn(0f32, 1.0, (1, h, lk, 128), &dev)?.to_dtype(dtype)?;
+        let v = Tensor::randn(0f32, 1.0, (1, h, lk, 128), &dev)?.to_dtype(dtype)?;
+        if dev.is_cpu() {
+            assert!(!flash_attention::applies(&q, &k, &v, false), "no fused kernel on the CPU");
+            return Ok(());
+        }
+        assert!(flash_attention::applies(&q, &k, &v, false));
+        assert!(!flash_attention::applies(&q, &k, &v, true), "masks go the materialised way");
+        let fused = scaled_dot_product_attention(&q, &k, &v, None)?;
+        let reference = scaled_dot_product_attention_materialised(&q, &k, &v, None)?;
+        let d = max_abs_diff(&fused, &reference)?;
+        let scale = reference.to_dtype(DType::F32)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        eprintln!("flash attention h {h} lq {lq} lk {lk}: max abs diff {d:.3e} (outputs up to {scale:.3})");
+        assert!(d < 2e-2, "fused attention differs by {d}");
+        let time = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> Result<f64> {
+            f()?;
+            dev.synchronize()?;
+            let t0 = std::time::Instant::now();
+            for _ in 0..5 {
+                f()?;
+            }
+            dev.synchronize()?;
+            Ok(t0.elapsed().as_secs_f64() * 1e3 / 5.0)
+        };
+        let t_fused = time(&|| scaled_dot_product_attention(&q, &k, &v, None))?;
+        let t_ref = time(&|| scaled_dot_product_attention_materialised(&q, &k, &v, None))?;
+        let flop = 4.0 * (h * lq * lk * 128) as f64;
+        eprintln!(
+            "  fused {t_fused:.2} ms ({:.0} TFLOP/s), materialised f32 scores {t_ref:.2} ms: {:.1}x",
+            flop / t_fused / 1e9,
+            t_ref / t_fused
+        );
+    }
+    Ok(())
+}

@@ -118,7 +118,24 @@ pub fn set_half_precision_scores(on: bool) {
 /// [`set_half_precision_scores`]); `mask` is an additive f32 mask broadcastable
 /// to `[B, H, Lq, Lk]` (0 = attend, -inf = blocked; every query must see at
 /// least one key). Large problems are processed a few heads at a time.
+/// Unmasked bf16 attention with head dim 128 on CUDA goes to the fused
+/// kernel instead ([`crate::model::flash_attention`]).
 pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    if crate::model::flash_attention::applies(q, k, v, mask.is_some()) {
+        let scale = 1.0 / (q.dim(D::Minus1)? as f32).sqrt();
+        return crate::model::flash_attention::attention(q, k, v, scale);
+    }
+    scaled_dot_product_attention_materialised(q, k, v, mask)
+}
+
+/// [`scaled_dot_product_attention`] with the score matrix materialised,
+/// never the fused kernel (the reference the kernel is tested against).
+pub fn scaled_dot_product_attention_materialised(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     let limit = if q.device().is_cpu() { MAX_SCORE_ELEMENTS } else { MAX_SCORE_ELEMENTS_GPU };
     sdpa_split_heads(q, k, v, mask, limit)
 }

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod audio;
 pub mod dit;
+pub mod flash_attention;
 pub mod grad_ops;
 pub mod kv_cache;
 pub mod profile;
