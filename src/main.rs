@@ -80,7 +80,7 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Stage: vae | teacher | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out) | recon (VAE reconstruction PSNR of --clips unseen clips, PNGs in --out).
+    /// Stage: vae | light_decoder (the light decoder for a trained --vae) | teacher | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out) | recon (VAE reconstruction PSNR of --clips unseen clips, PNGs in --out).
     stage: String,
     /// Checkpoint folder of this stage.
     #[arg(long, default_value = "runs/train")]
@@ -159,7 +159,7 @@ pub struct TrainArgs {
     /// default is small).
     #[arg(long, default_value_t = streamavatar::train::vae_stage::VaeLossWeights::default().kl)]
     kl_weight: f64,
-    /// vae: weight of the low-passed chroma L1 term (0 = off).
+    /// vae, light_decoder: weight of the low-passed chroma L1 term (0 = off).
     #[arg(long, default_value_t = 0.0)]
     chroma_weight: f64,
     /// vae: decode mu instead of a posterior sample (a plain autoencoder).
@@ -556,6 +556,20 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             }
             runner::run(&mut st, &opts)?
         }
+        "light_decoder" => {
+            use streamavatar::train::light_decoder_stage::{LightDecoderStage, LightLossWeights};
+            let vae =
+                a.vae.as_ref().map(std::path::PathBuf::from).ok_or_else(|| {
+                    anyhow::anyhow!("train light_decoder needs --vae <trained VAE params.safetensors>")
+                })?;
+            let frozen = streamavatar::train::teacher_stage::FrozenModules::load(&cfg, Some(&vae), None, a.seed)?;
+            let weights = LightLossWeights { chroma: a.chroma_weight.max(0.0), ..Default::default() };
+            let mut st = LightDecoderStage::new(cfg, frozen.vae, data, a.batch, weights, a.seed);
+            if let Some(side) = a.crop {
+                st = st.with_crop(side)?;
+            }
+            runner::run(&mut st, &opts)?
+        }
         "teacher" => {
             let mut st = teacher_stage_from_args(&a, cfg, data)?;
             runner::run(&mut st, &opts)?
@@ -599,7 +613,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 runner::run(&mut st, &opts)?
             }
         }
-        other => anyhow::bail!("unknown training stage `{other}` (known: vae, teacher, ode_init, dmd, gan, bench)"),
+        other => anyhow::bail!(
+            "unknown training stage `{other}` (known: vae, light_decoder, teacher, ode_init, dmd, gan, bench)"
+        ),
     };
     tracing::info!(
         first = report.first_step,

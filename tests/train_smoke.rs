@@ -107,6 +107,33 @@ fn vae_checkpoint_carries_latent_statistics_through_export(
     Ok(())
 }
 
+/// The light decoder learns to decode a (frozen, random) VAE's latents of
+/// a fixed clip; its checkpoint is a light-decoder weights file the
+/// generator recognises (`decoder.<index>.*`) and streams with.
+#[test]
+fn light_decoder_stage_loss_decreases_and_its_checkpoint_decodes() -> anyhow::Result<()> {
+    use streamavatar::train::light_decoder_stage::LightDecoderStage;
+    let dir = tempfile::tempdir()?;
+    let cfg = ModelConfig::tiny();
+    let frozen = FrozenModules::load(&cfg, None, None, 7)?;
+    let mut st = LightDecoderStage::new(cfg.clone(), frozen.vae, source(), 1, Default::default(), 7);
+    let r = run(&mut st, &opts(dir.path(), 8, 3e-3))?;
+    assert_eq!((r.first_step, r.last_step), (0, 8));
+    assert_decreases(&r.losses);
+
+    // The checkpoint's params file is a light-decoder weights file: it is
+    // recognised by its names and streams video.
+    use streamavatar::model::weights::{Component, ModelWeights};
+    let weights = ModelWeights::open(&[dir.path().join("params.safetensors")])?;
+    assert!(weights.has(Component::LightDecoder));
+    let vb = weights.var_builder(Component::LightDecoder, candle_core::DType::F32, &candle_core::Device::Cpu);
+    let decoder = streamavatar::model::vae::LightDecoder::new(&cfg.light_decoder, &cfg.vae, vb)?;
+    let z = candle_core::Tensor::randn(0f32, 1.0, (1, cfg.vae.z_dim, 4, 2, 2), &candle_core::Device::Cpu)?;
+    let video = decoder.streaming().decode_chunk(&z)?;
+    assert_eq!(video.dims(), &[1, 3, 13, 32, 32]);
+    Ok(())
+}
+
 #[test]
 fn teacher_stage_loss_decreases() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -38,6 +38,7 @@ pub mod dmd_stage;
 pub mod export;
 pub mod gan_stage;
 pub mod latent_stats;
+pub mod light_decoder_stage;
 pub mod ode_init_stage;
 pub mod optim;
 pub mod params;

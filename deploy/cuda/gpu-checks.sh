@@ -25,6 +25,7 @@
 #   light-full      full with --decoder light (taew2_2-size light decoder)
 #   light-half      full, light decoder, --half-scores (best one-GPU setup)
 #   light-pair      the same pipelined on cuda:0,cuda:0 (one card, two streams)
+#   light-noflash   light-half without the fused attention kernel (A/B)
 #   profile-light   light-half with --profile (where the one-GPU time goes)
 #   render-tiny     render 2 s of tiny (random weights) + light decoder on
 #                   cuda:0: the render path on CUDA (full needs weight files)
@@ -87,6 +88,7 @@ for s in $steps; do
         light-full) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light ;;
         light-half) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light --half-scores ;;
         light-pair) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0,cuda:0 --chunks 4 --decoder light --half-scores ;;
+        light-noflash) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light --half-scores --no-flash ;;
         profile-light) run_step "$s" 60 "$bin" bench generator --config full --device cuda:0 --chunks 2 --decoder light --half-scores --profile ;;
         render-tiny) run_step "$s" 60 "$bin" render --config tiny --device cuda:0 --decoder light --seconds 2 --out /tmp/render-tiny ;;
         parity-dit|parity-vae)

@@ -23,18 +23,25 @@ using namespace nvcuda;
 #define BLOCK_M 64
 #define BLOCK_N 64
 #define WARPS 4
+// Shared-memory row strides, padded past a multiple of 128 bytes so that the
+// 16 rows a WMMA load or store touches fall in different banks (unpadded,
+// a 256-byte K row stride put all 16 rows in the same banks).
+#define LD_KV (HEAD_DIM + 8)   // bf16
+#define LD_S (BLOCK_N + 4)     // f32
+#define LD_P (BLOCK_N + 8)     // bf16
+#define LD_O (HEAD_DIM + 4)    // f32
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 flash_attention_fwd_bf16_d128(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                               const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o, int lq, int lk,
                               float scale_log2) {
     extern __shared__ __align__(128) unsigned char smem[];
-    __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);   // BLOCK_N x HEAD_DIM
-    __nv_bfloat16* vs = ks + BLOCK_N * HEAD_DIM;                    // BLOCK_N x HEAD_DIM
-    float* ss = reinterpret_cast<float*>(vs + BLOCK_N * HEAD_DIM);  // WARPS x 16 x BLOCK_N
-    __nv_bfloat16* ps = reinterpret_cast<__nv_bfloat16*>(ss + WARPS * 16 * BLOCK_N);  // WARPS x 16 x BLOCK_N
-    float* os = reinterpret_cast<float*>(ps + WARPS * 16 * BLOCK_N);                  // WARPS x 16 x HEAD_DIM
-    float* row_max = os + WARPS * 16 * HEAD_DIM;                                      // WARPS x 16
+    __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);  // BLOCK_N x LD_KV
+    __nv_bfloat16* vs = ks + BLOCK_N * LD_KV;                      // BLOCK_N x LD_KV
+    float* ss = reinterpret_cast<float*>(vs + BLOCK_N * LD_KV);    // WARPS x 16 x LD_S
+    __nv_bfloat16* ps = reinterpret_cast<__nv_bfloat16*>(ss + WARPS * 16 * LD_S);  // WARPS x 16 x LD_P
+    float* os = reinterpret_cast<float*>(ps + WARPS * 16 * LD_P);                  // WARPS x 16 x LD_O
+    float* row_max = os + WARPS * 16 * LD_O;                                       // WARPS x 16
     float* row_sum = row_max + WARPS * 16;
     float* row_alpha = row_sum + WARPS * 16;
 
@@ -47,9 +54,9 @@ flash_attention_fwd_bf16_d128(const __nv_bfloat16* __restrict__ q, const __nv_bf
     __nv_bfloat16* ob = o + bh * (size_t)lq * HEAD_DIM;
     const int q0 = blockIdx.x * BLOCK_M + warp * 16;
 
-    float* o_w = os + warp * 16 * HEAD_DIM;
-    float* s_w = ss + warp * 16 * BLOCK_N;
-    __nv_bfloat16* p_w = ps + warp * 16 * BLOCK_N;
+    float* o_w = os + warp * 16 * LD_O;
+    float* s_w = ss + warp * 16 * LD_S;
+    __nv_bfloat16* p_w = ps + warp * 16 * LD_P;
     float* m_w = row_max + warp * 16;
     float* l_w = row_sum + warp * 16;
     float* a_w = row_alpha + warp * 16;
@@ -69,7 +76,7 @@ flash_attention_fwd_bf16_d128(const __nv_bfloat16* __restrict__ q, const __nv_bf
 #pragma unroll
     for (int kk = 0; kk < HEAD_DIM / 16; kk++) wmma::load_matrix_sync(qf[kk], q_stage + kk * 16, HEAD_DIM);
     __syncwarp();
-    for (int i = lane; i < 16 * HEAD_DIM; i += 32) o_w[i] = 0.f;
+    for (int i = lane; i < 16 * LD_O; i += 32) o_w[i] = 0.f;
     if (lane < 16) {
         m_w[lane] = -INFINITY;
         l_w[lane] = 0.f;
@@ -85,8 +92,8 @@ flash_attention_fwd_bf16_d128(const __nv_bfloat16* __restrict__ q, const __nv_bf
                 kv = reinterpret_cast<const int4*>(kb + (size_t)(kt + r) * HEAD_DIM)[c];
                 vv = reinterpret_cast<const int4*>(vb + (size_t)(kt + r) * HEAD_DIM)[c];
             }
-            reinterpret_cast<int4*>(ks)[i] = kv;
-            reinterpret_cast<int4*>(vs)[i] = vv;
+            reinterpret_cast<int4*>(ks + r * LD_KV)[c] = kv;
+            reinterpret_cast<int4*>(vs + r * LD_KV)[c] = vv;
         }
         __syncthreads();
 
@@ -98,18 +105,18 @@ flash_attention_fwd_bf16_d128(const __nv_bfloat16* __restrict__ q, const __nv_bf
 #pragma unroll
             for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kf;
-                wmma::load_matrix_sync(kf, ks + j * 16 * HEAD_DIM + kk * 16, HEAD_DIM);
+                wmma::load_matrix_sync(kf, ks + j * 16 * LD_KV + kk * 16, LD_KV);
                 wmma::mma_sync(acc, qf[kk], kf, acc);
             }
-            wmma::store_matrix_sync(s_w + j * 16, acc, BLOCK_N, wmma::mem_row_major);
+            wmma::store_matrix_sync(s_w + j * 16, acc, LD_S, wmma::mem_row_major);
         }
         __syncwarp();
 
         // Online softmax (base 2, scale folded in), one row at a time.
         const int valid = min(BLOCK_N, lk - kt);
         for (int r = 0; r < 16; r++) {
-            const float s0 = lane < valid ? s_w[r * BLOCK_N + lane] * scale_log2 : -INFINITY;
-            const float s1 = lane + 32 < valid ? s_w[r * BLOCK_N + lane + 32] * scale_log2 : -INFINITY;
+            const float s0 = lane < valid ? s_w[r * LD_S + lane] * scale_log2 : -INFINITY;
+            const float s1 = lane + 32 < valid ? s_w[r * LD_S + lane + 32] * scale_log2 : -INFINITY;
             float mx = fmaxf(s0, s1);
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
@@ -121,8 +128,8 @@ flash_attention_fwd_bf16_d128(const __nv_bfloat16* __restrict__ q, const __nv_bf
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
             const float alpha = exp2f(m_old - m_new);
-            p_w[r * BLOCK_N + lane] = __float2bfloat16(p0);
-            p_w[r * BLOCK_N + lane + 32] = __float2bfloat16(p1);
+            p_w[r * LD_P + lane] = __float2bfloat16(p0);
+            p_w[r * LD_P + lane + 32] = __float2bfloat16(p1);
             __syncwarp();
             if (lane == 0) {
                 m_w[r] = m_new;
@@ -131,29 +138,29 @@ flash_attention_fwd_bf16_d128(const __nv_bfloat16* __restrict__ q, const __nv_bf
             }
         }
         __syncwarp();
-        for (int i = lane; i < 16 * HEAD_DIM; i += 32) o_w[i] *= a_w[i / HEAD_DIM];
+        for (int i = lane; i < 16 * HEAD_DIM; i += 32) o_w[(i / HEAD_DIM) * LD_O + i % HEAD_DIM] *= a_w[i / HEAD_DIM];
         __syncwarp();
 
         // O += P V.
 #pragma unroll
         for (int n = 0; n < HEAD_DIM / 16; n++) {
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-            wmma::load_matrix_sync(acc, o_w + n * 16, HEAD_DIM, wmma::mem_row_major);
+            wmma::load_matrix_sync(acc, o_w + n * 16, LD_O, wmma::mem_row_major);
 #pragma unroll
             for (int kk = 0; kk < BLOCK_N / 16; kk++) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pf;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vf;
-                wmma::load_matrix_sync(pf, p_w + kk * 16, BLOCK_N);
-                wmma::load_matrix_sync(vf, vs + kk * 16 * HEAD_DIM + n * 16, HEAD_DIM);
+                wmma::load_matrix_sync(pf, p_w + kk * 16, LD_P);
+                wmma::load_matrix_sync(vf, vs + kk * 16 * LD_KV + n * 16, LD_KV);
                 wmma::mma_sync(acc, pf, vf, acc);
             }
-            wmma::store_matrix_sync(o_w + n * 16, acc, HEAD_DIM, wmma::mem_row_major);
+            wmma::store_matrix_sync(o_w + n * 16, acc, LD_O, wmma::mem_row_major);
         }
         __syncwarp();
     }
 
     for (int i = lane; i < 16 * HEAD_DIM; i += 32) {
         const int r = i / HEAD_DIM, c = i % HEAD_DIM;
-        if (q0 + r < lq) ob[(size_t)(q0 + r) * HEAD_DIM + c] = __float2bfloat16(o_w[i] / l_w[r]);
+        if (q0 + r < lq) ob[(size_t)(q0 + r) * HEAD_DIM + c] = __float2bfloat16(o_w[r * LD_O + c] / l_w[r]);
     }
 }

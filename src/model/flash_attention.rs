@@ -66,11 +66,12 @@ mod cuda {
     /// Query rows per block (4 warps x 16) and threads per block.
     pub const BLOCK_M: usize = 64;
     pub const THREADS: u32 = 128;
-    /// K and V tiles (2 x 64 x 128 bf16), per-warp scores (f32) and
+    /// K and V tiles (2 x 64 rows of 128 bf16), per-warp scores (f32) and
     /// probabilities (bf16) for 16 x 64, per-warp f32 output rows (16 x 128),
-    /// and max / sum / rescale per row: must match the `.cu` layout.
+    /// each row padded (`LD_*` in the `.cu`), and max / sum / rescale per
+    /// row: must match the `.cu` layout.
     pub const SHARED_BYTES: usize =
-        2 * 64 * 128 * 2 + 4 * 16 * 64 * 4 + 4 * 16 * 64 * 2 + 4 * 16 * 128 * 4 + 3 * 64 * 4;
+        2 * 64 * (128 + 8) * 2 + 4 * 16 * (64 + 4) * 4 + 4 * 16 * (64 + 8) * 2 + 4 * 16 * (128 + 4) * 4 + 3 * 64 * 4;
 }
 
 impl candle_core::CustomOp3 for FlashAttention {

@@ -231,6 +231,13 @@ impl LightStreamingDecoder {
     /// Decode the next chunk `z` `[B, z_dim, F, h, w]` (normalized latents)
     /// into video `[B, 3, T, 16h, 16w]` in [-1, 1].
     pub fn decode_chunk(&mut self, z: &Tensor) -> Result<Tensor, VaeError> {
+        Ok(self.decode_chunk_unclamped(z)?.clamp(-1f32, 1f32)?)
+    }
+
+    /// [`decode_chunk`](Self::decode_chunk) without the final clamp (the
+    /// network's [0, 1] output mapped to [-1, 1] as is): training decodes
+    /// through this, the clamp would pass no gradient outside the range.
+    pub fn decode_chunk_unclamped(&mut self, z: &Tensor) -> Result<Tensor, VaeError> {
         let dims = z.dims();
         if dims.len() != 5 {
             return Err(VaeError::InvalidInput(format!("latent chunk must be [B, z, F, h, w], got {dims:?}")));
@@ -295,7 +302,7 @@ impl LightStreamingDecoder {
             video = video.narrow(1, trim, frames - trim)?;
         }
         // [0, 1] -> [-1, 1], `[B, 3, T, H, W]`.
-        let video = video.clamp(0f32, 1f32)?.affine(2.0, -1.0)?;
+        let video = video.affine(2.0, -1.0)?;
         Ok(video.permute((0, 2, 1, 3, 4))?.contiguous()?)
     }
 }

@@ -1,0 +1,136 @@
+//! Light decoder stage: trains the TAEHV-style light decoder
+//! (`model::vae::light_decoder`, `--decoder light`) for a trained VAE, so a
+//! config can decode with it instead of the VAE's own decoder (on the CPU
+//! the `mini` light decoder costs ~40 % of the full one, docs/BENCHMARKS.md).
+//!
+//! The VAE is frozen: each clip is encoded to its posterior mean, normalised
+//! like the DiT's latents (the light decoder takes normalized latents), and
+//! the light decoder, streamed from the start of the clip like at inference,
+//! learns to reproduce the clip itself:
+//! `L1 + L2 + edge_weight * edge L1 + chroma_weight * chroma L1` (the same
+//! terms as the VAE stage; see `vae_stage.rs`). Targets are the real frames,
+//! not the VAE decoder's output, so the light decoder is not capped by the
+//! VAE decoder's blur.
+//!
+//! Random square crops as in the VAE stage (`crop`): both networks are
+//! fully convolutional.
+
+use candle_core::{Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::model::vae::{LightDecoder, WanVae};
+
+use super::data::ClipSource;
+use super::params::ParamStore;
+use super::runner::{Stage, StepLoss};
+use super::vae_stage::{chroma_l1, edge_l1};
+use super::TrainError;
+
+/// Loss weights of the light decoder stage.
+#[derive(Debug, Clone, Copy)]
+pub struct LightLossWeights {
+    pub edge: f64,
+    pub chroma: f64,
+}
+
+impl Default for LightLossWeights {
+    fn default() -> Self {
+        Self { edge: 0.5, chroma: 0.5 }
+    }
+}
+
+/// See module docs.
+pub struct LightDecoderStage {
+    cfg: ModelConfig,
+    vae: WanVae,
+    params: ParamStore,
+    data: ClipSource,
+    batch: usize,
+    weights: LightLossWeights,
+    device: Device,
+    seed: u64,
+    crop: Option<usize>,
+}
+
+impl LightDecoderStage {
+    /// `vae`: the frozen, trained VAE (its latent statistics normalise).
+    pub fn new(
+        cfg: ModelConfig,
+        vae: WanVae,
+        data: ClipSource,
+        batch: usize,
+        weights: LightLossWeights,
+        seed: u64,
+    ) -> Self {
+        let device = Device::Cpu;
+        Self {
+            params: ParamStore::new(seed, &device),
+            cfg,
+            vae,
+            data,
+            batch: batch.max(1),
+            weights,
+            device,
+            seed,
+            crop: None,
+        }
+    }
+
+    /// Train on random `side x side` crops.
+    pub fn with_crop(mut self, side: usize) -> Result<Self, TrainError> {
+        let factor = self.cfg.vae.scale_factor_spatial;
+        if side == 0 || side % factor != 0 || side > self.data.size {
+            return Err(TrainError::Invalid(format!(
+                "crop {side} must be a positive multiple of {factor} no larger than the clip size {}",
+                self.data.size
+            )));
+        }
+        self.crop = Some(side);
+        Ok(self)
+    }
+
+    /// (Re)build the light decoder from the current variables.
+    pub fn decoder(&self) -> Result<LightDecoder, TrainError> {
+        Ok(LightDecoder::new(&self.cfg.light_decoder, &self.cfg.vae, self.params.var_builder())?)
+    }
+}
+
+impl Stage for LightDecoderStage {
+    fn name(&self) -> &'static str {
+        "light_decoder"
+    }
+
+    fn init(&mut self) -> Result<(), TrainError> {
+        self.decoder()?;
+        Ok(())
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
+        let decoder = self.decoder()?;
+        let mut clips = Vec::with_capacity(self.batch);
+        for _ in 0..self.batch {
+            clips.push(self.data.clip(*cursor, &self.device)?.video);
+            *cursor += 1;
+        }
+        let mut video = Tensor::cat(&clips, 0)?;
+        if let Some(side) = self.crop {
+            let span = (self.data.size - side) as u64 + 1;
+            let h = step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.seed;
+            let (y, x) = ((h % span) as usize, ((h >> 32) % span) as usize);
+            video = video.narrow(3, y, side)?.narrow(4, x, side)?.contiguous()?;
+        }
+        let z = self.vae.latent_norm().normalize(&self.vae.encode(&video)?.mu)?.detach();
+        let recon = decoder.streaming().decode_chunk_unclamped(&z)?;
+        let l1 = (&recon - &video)?.abs()?.mean_all()?;
+        let l2 = (&recon - &video)?.sqr()?.mean_all()?;
+        let edge = edge_l1(&recon, &video)?;
+        let chroma = chroma_l1(&recon, &video)?;
+        let loss = (((&l1 + &l2)? + (&edge * self.weights.edge)?)? + (&chroma * self.weights.chroma)?)?;
+        let s = |t: &Tensor| t.to_scalar::<f32>().unwrap_or(f32::NAN);
+        Ok((loss, vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("chroma", s(&chroma))]))
+    }
+}
