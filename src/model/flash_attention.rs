@@ -1,6 +1,7 @@
 //! Fused attention on CUDA: `softmax(q k^T / sqrt(d)) v` without the score
-//! matrix in memory (FlashAttention-2's online softmax over key tiles, on the
-//! tensor cores through WMMA). The kernel is `flash_attention.cu`, compiled
+//! matrix in memory (FlashAttention-2's online softmax over key tiles, with
+//! scores and accumulators in registers, on the tensor cores through
+//! `mma.sync`). The kernel is `flash_attention.cu`, compiled
 //! to PTX by `build.rs` in `--features cuda` builds.
 //!
 //! Scope: bf16 inputs `[B, H, L, 128]` on a CUDA device, no mask (the
@@ -49,7 +50,15 @@ pub fn applies(q: &Tensor, k: &Tensor, v: &Tensor, has_mask: bool) -> bool {
 /// CUDA tensors.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
     let op = FlashAttention { scale_log2: scale * std::f32::consts::LOG2_E };
-    q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
+    // The kernel reads 16-byte vectors: contiguous, 16-byte aligned starts.
+    let aligned = |t: &Tensor| -> Result<Tensor> {
+        if t.is_contiguous() && t.layout().start_offset() % 8 == 0 {
+            Ok(t.clone())
+        } else {
+            t.force_contiguous()
+        }
+    };
+    aligned(q)?.apply_op3_no_bwd(&aligned(k)?, &aligned(v)?, &op)
 }
 
 struct FlashAttention {
@@ -66,12 +75,9 @@ mod cuda {
     /// Query rows per block (4 warps x 16) and threads per block.
     pub const BLOCK_M: usize = 64;
     pub const THREADS: u32 = 128;
-    /// K and V tiles (2 x 64 rows of 128 bf16), per-warp scores (f32) and
-    /// probabilities (bf16) for 16 x 64, per-warp f32 output rows (16 x 128),
-    /// each row padded (`LD_*` in the `.cu`), and max / sum / rescale per
-    /// row: must match the `.cu` layout.
-    pub const SHARED_BYTES: usize =
-        2 * 64 * (128 + 8) * 2 + 4 * 16 * (64 + 4) * 4 + 4 * 16 * (64 + 8) * 2 + 4 * 16 * (128 + 4) * 4 + 3 * 64 * 4;
+    /// The K tile (64 rows of 128 + 8 bf16) and the transposed V tile (128
+    /// rows of 64 + 8 bf16): must match `LD_K` / `LD_VT` in the `.cu`.
+    pub const SHARED_BYTES: usize = 64 * (128 + 8) * 2 + 128 * (64 + 8) * 2;
 }
 
 impl candle_core::CustomOp3 for FlashAttention {
