@@ -129,8 +129,15 @@ if [ -n "${CUDA_TESTS:-}" ]; then
     mkdir -p "$carry/tests"
     for t in $CUDA_TESTS; do
         say "$(stamp) cargo test --no-run --test $t"
+        # The test target's own artifact (the same call may also relink the
+        # streamavatar binary, whose artifact has an executable too).
         exe=$(cargo test --release --locked --features "$features" --no-run --test "$t" --message-format=json 2>/dev/null \
-            | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+            | python3 -c 'import json, sys
+t = sys.argv[1]
+exes = [m["executable"] for m in map(json.loads, sys.stdin)
+        if m.get("reason") == "compiler-artifact" and m.get("executable")
+        and m["target"]["name"] == t and "test" in m["target"]["kind"]]
+print(exes[-1] if exes else "")' "$t")
         [ -n "$exe" ] && [ -x "$exe" ] || { say "test $t: no executable built"; exit 1; }
         rm -f "$carry/tests/$t" "$carry/tests/$t.xz"
         objcopy --strip-debug "$exe" "$carry/tests/$t"

@@ -1,5 +1,6 @@
 //! The tensor list a config's model expects, learned by constructing every
-//! module (DiT with audio attention, VAE, wav2vec2, audio projection) on a
+//! module (DiT with audio attention, VAE, wav2vec2, audio projection, light
+//! decoder) on a
 //! [`RecordingBackend`] — the same constructors that load real weights, so
 //! the list can never drift from the code.
 
@@ -10,7 +11,7 @@ use super::{ExpectedTensors, RecordingBackend};
 use crate::config::ModelConfig;
 use crate::model::audio::{AudioProjection, InputNormalization, Wav2Vec2Model};
 use crate::model::dit::WanDit;
-use crate::model::vae::{WanVae, LATENTS_MEAN, LATENTS_STD};
+use crate::model::vae::{LightDecoder, WanVae, LATENTS_MEAN, LATENTS_STD};
 
 /// Construct the model of `cfg` on recording backends and collect the
 /// (name, shape) of every tensor it asks for, grouped by file kind.
@@ -40,6 +41,11 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Result<ExpectedTensors, String> {
     Wav2Vec2Model::new(&cfg.audio.wav2vec2, InputNormalization::ZeroMeanUnitVariance, vb)
         .map_err(|e| format!("wav2vec2: {e}"))?;
     expected.add(FileKind::Wav2Vec2, rec.recorded().required);
+
+    // The light decoder (`--decoder light`): its own file, checked when given.
+    let (vb, rec) = RecordingBackend::var_builder(dtype, &dev);
+    LightDecoder::new(&cfg.light_decoder, &cfg.vae, vb).map_err(|e| format!("light decoder: {e}"))?;
+    expected.add(FileKind::LightDecoder, rec.recorded().required);
     Ok(expected)
 }
 
