@@ -208,6 +208,21 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// `POST /v1/sessions` with a multipart body of one text part.
+    async fn post_multipart_field(&self, name: &str, value: &str) -> reqwest::Response {
+        let boundary = "XyZbOuNdArY";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n--{boundary}--\r\n"
+        );
+        self.http
+            .post(self.url("/v1/sessions"))
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn create(&self) -> Created {
         self.create_json(serde_json::json!({})).await
     }
@@ -384,17 +399,7 @@ async fn decoder_is_chosen_per_session() {
     let srv = start_with(|c| c.decoder = DecoderKind::Light).await;
     srv.create_json(serde_json::json!({ "decoder": "full" })).await;
     srv.create_json(serde_json::json!({})).await;
-    let boundary = "XyZ";
-    let body =
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"decoder\"\r\n\r\nfull\r\n--{boundary}--\r\n");
-    let r = srv
-        .http
-        .post(srv.url("/v1/sessions"))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = srv.post_multipart_field("decoder", "full").await;
     assert_eq!(r.status(), 201);
     let kinds: Vec<DecoderKind> = (0..3).map(|i| srv.agent(i).spec.decoder).collect();
     assert_eq!(kinds, [DecoderKind::Full, DecoderKind::Light, DecoderKind::Full]);
@@ -428,17 +433,7 @@ async fn bad_uploads_are_refused_clearly() {
     // unknown decoder, in JSON and in multipart
     let r = post("application/json", br#"{"decoder":"tiny"}"#.to_vec()).await.unwrap();
     assert_eq!(r.status(), 400);
-    let boundary = "B0uNd";
-    let body =
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"decoder\"\r\n\r\nfancy\r\n--{boundary}--\r\n");
-    let r = srv
-        .http
-        .post(srv.url("/v1/sessions"))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = srv.post_multipart_field("decoder", "fancy").await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("unknown decoder `fancy`"));
     // oversized body (tower-http limit)

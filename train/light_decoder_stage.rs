@@ -23,7 +23,7 @@ use crate::model::vae::{LightDecoder, WanVae};
 use super::data::ClipSource;
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
-use super::vae_stage::{chroma_l1, edge_l1};
+use super::vae_stage::{check_crop, chroma_l1, edge_l1, random_crop};
 use super::TrainError;
 
 /// Loss weights of the light decoder stage.
@@ -78,14 +78,7 @@ impl LightDecoderStage {
 
     /// Train on random `side x side` crops.
     pub fn with_crop(mut self, side: usize) -> Result<Self, TrainError> {
-        let factor = self.cfg.vae.scale_factor_spatial;
-        if side == 0 || side % factor != 0 || side > self.data.size {
-            return Err(TrainError::Invalid(format!(
-                "crop {side} must be a positive multiple of {factor} no larger than the clip size {}",
-                self.data.size
-            )));
-        }
-        self.crop = Some(side);
+        self.crop = Some(check_crop(&self.cfg, &self.data, side)?);
         Ok(self)
     }
 
@@ -118,10 +111,7 @@ impl Stage for LightDecoderStage {
         }
         let mut video = Tensor::cat(&clips, 0)?;
         if let Some(side) = self.crop {
-            let span = (self.data.size - side) as u64 + 1;
-            let h = step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.seed;
-            let (y, x) = ((h % span) as usize, ((h >> 32) % span) as usize);
-            video = video.narrow(3, y, side)?.narrow(4, x, side)?.contiguous()?;
+            video = random_crop(&video, self.data.size, side, step, self.seed)?;
         }
         let z = self.vae.latent_norm().normalize(&self.vae.encode(&video)?.mu)?.detach();
         let recon = decoder.streaming().decode_chunk_unclamped(&z)?;

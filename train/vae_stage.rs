@@ -99,14 +99,7 @@ impl VaeStage {
 
     /// Train on random `side x side` crops (see the module doc).
     pub fn with_crop(mut self, side: usize) -> Result<Self, TrainError> {
-        let factor = self.cfg.vae.scale_factor_spatial;
-        if side == 0 || side % factor != 0 || side > self.data.size {
-            return Err(TrainError::Invalid(format!(
-                "crop {side} must be a positive multiple of {factor} no larger than the clip size {}",
-                self.data.size
-            )));
-        }
-        self.crop = Some(side);
+        self.crop = Some(check_crop(&self.cfg, &self.data, side)?);
         Ok(self)
     }
 
@@ -114,6 +107,28 @@ impl VaeStage {
     pub fn vae(&self) -> Result<WanVae, TrainError> {
         Ok(WanVae::new(&self.cfg.vae, self.params.var_builder())?)
     }
+}
+
+/// A crop side the VAE can take: a positive multiple of its spatial factor,
+/// no larger than the clips.
+pub fn check_crop(cfg: &ModelConfig, data: &ClipSource, side: usize) -> Result<usize, TrainError> {
+    let factor = cfg.vae.scale_factor_spatial;
+    if side == 0 || side % factor != 0 || side > data.size {
+        return Err(TrainError::Invalid(format!(
+            "crop {side} must be a positive multiple of {factor} no larger than the clip size {}",
+            data.size
+        )));
+    }
+    Ok(side)
+}
+
+/// The `side x side` crop of `video` `[B, C, T, H, W]` (clips of `size`
+/// pixels) at a position drawn from (`step`, `seed`): reproducible runs.
+pub fn random_crop(video: &Tensor, size: usize, side: usize, step: u64, seed: u64) -> candle_core::Result<Tensor> {
+    let span = (size - side) as u64 + 1;
+    let h = step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+    let (y, x) = ((h % span) as usize, ((h >> 32) % span) as usize);
+    video.narrow(3, y, side)?.narrow(4, x, side)?.contiguous()
 }
 
 /// Mean absolute horizontal + vertical finite differences of `a - b`
@@ -171,10 +186,7 @@ impl Stage for VaeStage {
         }
         let mut video = Tensor::cat(&clips, 0)?;
         if let Some(side) = self.crop {
-            let span = (self.data.size - side) as u64 + 1;
-            let h = step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.seed;
-            let (y, x) = ((h % span) as usize, ((h >> 32) % span) as usize);
-            video = video.narrow(3, y, side)?.narrow(4, x, side)?.contiguous()?;
+            video = random_crop(&video, self.data.size, side, step, self.seed)?;
         }
         let post = vae.encode(&video)?;
         let z = if self.weights.sample_posterior {

@@ -34,7 +34,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use super::causal_conv::conv2d_in_groups;
-use super::{cpu_conv, VaeError};
+use super::{check_latent_chunk, cpu_conv, VaeError};
 use crate::config::{LightDecoderConfig, VaeConfig};
 
 /// Bound of one conv2d's im2col buffer on devices that unfold (elements).
@@ -238,28 +238,8 @@ impl LightStreamingDecoder {
     /// network's [0, 1] output mapped to [-1, 1] as is): training decodes
     /// through this, the clamp would pass no gradient outside the range.
     pub fn decode_chunk_unclamped(&mut self, z: &Tensor) -> Result<Tensor, VaeError> {
-        let dims = z.dims();
-        if dims.len() != 5 {
-            return Err(VaeError::InvalidInput(format!("latent chunk must be [B, z, F, h, w], got {dims:?}")));
-        }
-        let (b, c, f, h, w) = (dims[0], dims[1], dims[2], dims[3], dims[4]);
-        if c != self.decoder.z_dim {
-            return Err(VaeError::InvalidInput(format!(
-                "latent chunk has {c} channels, the light decoder expects {}",
-                self.decoder.z_dim
-            )));
-        }
-        if f == 0 || h == 0 || w == 0 || b == 0 {
-            return Err(VaeError::InvalidInput(format!("empty latent chunk {dims:?}")));
-        }
-        if let Some(g) = self.geometry {
-            if g != (b, h, w) {
-                return Err(VaeError::InvalidInput(format!(
-                    "latent chunk batch/size {:?} differs from the stream's {g:?}; reset() first",
-                    (b, h, w)
-                )));
-            }
-        }
+        let (b, f, h, w) = check_latent_chunk(z, self.decoder.z_dim, self.geometry, "light decoder")?;
+        let c = self.decoder.z_dim;
         // [B, C, F, h, w] -> frames [B*F, C, h, w]
         let mut x = z.to_dtype(self.decoder.dtype)?.permute((0, 2, 1, 3, 4))?.reshape((b * f, c, h, w))?;
         let mut frames = f;

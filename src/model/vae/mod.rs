@@ -47,6 +47,35 @@ pub enum VaeError {
     Candle(#[from] candle_core::Error),
 }
 
+/// Check a streamed latent chunk `[B, z_dim, F, h, w]` against the decoder's
+/// channels and the stream's geometry (fixed by its first chunk);
+/// `(b, f, h, w)` on success. `who` names the decoder in the messages.
+pub(crate) fn check_latent_chunk(
+    z: &Tensor,
+    z_dim: usize,
+    geometry: Option<(usize, usize, usize)>,
+    who: &str,
+) -> Result<(usize, usize, usize, usize), VaeError> {
+    let dims = z.dims();
+    if dims.len() != 5 {
+        return Err(VaeError::InvalidInput(format!("latent chunk must be [B, z, F, h, w], got {dims:?}")));
+    }
+    let (b, c, f, h, w) = (dims[0], dims[1], dims[2], dims[3], dims[4]);
+    if c != z_dim {
+        return Err(VaeError::InvalidInput(format!("latent chunk has {c} channels, the {who} expects {z_dim}")));
+    }
+    if f == 0 || h == 0 || w == 0 || b == 0 {
+        return Err(VaeError::InvalidInput(format!("empty latent chunk {dims:?}")));
+    }
+    match geometry {
+        Some(g) if g != (b, h, w) => Err(VaeError::InvalidInput(format!(
+            "latent chunk batch/size {:?} differs from the stream's {g:?}; reset() first",
+            (b, h, w)
+        ))),
+        _ => Ok((b, f, h, w)),
+    }
+}
+
 /// Check that a config describes a Wan2.2-style VAE this module implements.
 pub fn validate_config(cfg: &VaeConfig) -> Result<(), VaeError> {
     let bad = |m: String| Err(VaeError::Unsupported(m));

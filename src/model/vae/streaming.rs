@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 
 use super::causal_conv::CacheSlot;
 use super::decoder::VaeDecoder;
-use super::{from_frames_unpatchify, to_frames, VaeError};
+use super::{check_latent_chunk, from_frames_unpatchify, to_frames, VaeError};
 
 /// Decodes one stream of latents chunk by chunk. Cheap to create (the
 /// weights are shared); one per concurrent stream.
@@ -98,29 +98,7 @@ impl StreamingDecoder {
     /// outside [-1, 1], so a pixel the decoder once pushed past it (a bright
     /// background overshooting to 1.3) would never learn again.
     pub fn decode_chunk_unclamped(&mut self, z: &Tensor) -> Result<Tensor, VaeError> {
-        let dims = z.dims();
-        if dims.len() != 5 {
-            return Err(VaeError::InvalidInput(format!("latent chunk must be [B, z, F, h, w], got {dims:?}")));
-        }
-        let (b, c, f, h, w) = (dims[0], dims[1], dims[2], dims[3], dims[4]);
-        if c != self.z_dim {
-            return Err(VaeError::InvalidInput(format!(
-                "latent chunk has {c} channels, the VAE expects {}",
-                self.z_dim
-            )));
-        }
-        if f == 0 || h == 0 || w == 0 || b == 0 {
-            return Err(VaeError::InvalidInput(format!("empty latent chunk {dims:?}")));
-        }
-        match self.geometry {
-            Some(g) if g != (b, h, w) => {
-                return Err(VaeError::InvalidInput(format!(
-                    "latent chunk batch/size {:?} differs from the stream's {g:?}; reset() first",
-                    (b, h, w)
-                )))
-            }
-            _ => {}
-        }
+        let (b, f, h, w) = check_latent_chunk(z, self.z_dim, self.geometry, "VAE")?;
         let frames = to_frames(&z.to_dtype(self.dtype)?)?;
         let mut outs = Vec::with_capacity(2);
         let mut start = 0;
