@@ -660,3 +660,119 @@ async fn remote_audio_loop(session: Session, mut packets: mpsc::Receiver<RemoteA
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generator::ChunkTimings;
+    use crate::media::frame::RgbFrame;
+
+    const SAMPLES: usize = 100;
+
+    /// A pipelined source: chunk k needs `(k+1) * SAMPLES` talk samples;
+    /// every other `try_finish_chunk` reports "still decoding".
+    #[derive(Default)]
+    struct Piped {
+        pushed: usize,
+        begun: u64,
+        in_flight: VecDeque<u64>,
+        max_in_flight: Arc<Mutex<usize>>,
+        polls: u64,
+    }
+
+    impl Piped {
+        fn chunk(&self, index: u64) -> VideoChunk {
+            let frame = RgbFrame { width: 2, height: 2, data: vec![index as u8; 12] };
+            VideoChunk {
+                index,
+                audio_sample_start: index * SAMPLES as u64,
+                frames: vec![frame],
+                timings: ChunkTimings::default(),
+            }
+        }
+    }
+
+    impl AvatarSource for Piped {
+        fn fps(&self) -> u32 {
+            24
+        }
+        fn frame_size(&self) -> (usize, usize) {
+            (2, 2)
+        }
+        fn frames_per_chunk(&self) -> usize {
+            1
+        }
+        fn samples_per_chunk(&self) -> usize {
+            SAMPLES
+        }
+        fn lookahead_samples(&self) -> usize {
+            0
+        }
+        fn push_talk(&mut self, pcm: &[f32]) {
+            self.pushed += pcm.len();
+        }
+        fn push_listen(&mut self, _: &[f32]) {}
+        fn ready(&self) -> bool {
+            self.pushed >= (self.begun as usize + 1) * SAMPLES
+        }
+        fn next_chunk(&mut self) -> Result<VideoChunk, GeneratorError> {
+            Err(GeneratorError::Model("a pipelined source is driven by begin/finish".into()))
+        }
+        fn pipeline_depth(&self) -> usize {
+            2
+        }
+        fn begin_chunk(&mut self) -> Result<(), GeneratorError> {
+            if !self.ready() {
+                return Err(GeneratorError::NotEnoughAudio { needed: 0, have: 0 });
+            }
+            self.in_flight.push_back(self.begun);
+            self.begun += 1;
+            let mut max = lock(&self.max_in_flight);
+            *max = (*max).max(self.in_flight.len());
+            Ok(())
+        }
+        fn finish_chunk(&mut self) -> Result<VideoChunk, GeneratorError> {
+            let index = self.in_flight.pop_front().ok_or_else(|| GeneratorError::Model("nothing in flight".into()))?;
+            Ok(self.chunk(index))
+        }
+        fn try_finish_chunk(&mut self) -> Option<Result<VideoChunk, GeneratorError>> {
+            self.polls += 1;
+            if self.polls % 2 == 0 || self.in_flight.is_empty() {
+                return None;
+            }
+            Some(self.finish_chunk())
+        }
+        fn chunks_in_flight(&self) -> usize {
+            self.in_flight.len()
+        }
+        fn reset(&mut self, _: Option<&RgbFrame>) -> Result<(), GeneratorError> {
+            Ok(())
+        }
+    }
+
+    /// The generator thread drives a pipelined source with up to (and never
+    /// more than) `pipeline_depth` chunks in flight, delivers every chunk in
+    /// order, and drains the chunks in flight when the audio input closes.
+    #[test]
+    fn generator_loop_drives_a_pipelined_source_in_order() {
+        let max_in_flight = Arc::new(Mutex::new(0));
+        let source = Piped { max_in_flight: max_in_flight.clone(), ..Default::default() };
+        let (input, input_rx) = sync_channel::<GenInput>(16);
+        let (output, mut output_rx) = mpsc::channel(16);
+        // All audio is queued before the loop starts: chunks can overlap.
+        for _ in 0..6 {
+            input.send(GenInput::Audio { talk: vec![0.0; SAMPLES], listen: vec![0.0; SAMPLES] }).unwrap();
+        }
+        drop(input);
+        let worker = std::thread::spawn(move || generator_loop(Box::new(source), input_rx, output));
+        let mut indices = Vec::new();
+        while let Some(chunk) = output_rx.blocking_recv() {
+            let chunk = chunk.expect("no generator error");
+            assert_eq!(chunk.frames[0].data[0] as u64, chunk.index);
+            indices.push(chunk.index);
+        }
+        worker.join().unwrap();
+        assert_eq!(indices, (0..6).collect::<Vec<u64>>());
+        assert_eq!(*lock(&max_in_flight), 2, "the next chunk starts while one is decoding, never more");
+    }
+}
