@@ -74,6 +74,10 @@ pub enum BenchCallError {
 #[derive(Debug, Clone)]
 pub struct CallBenchSpec {
     pub model: ModelConfig,
+    /// Generator device of the agents (`cpu`, `cuda:N`, `cuda:A,cuda:B`).
+    pub device: String,
+    /// Decoder of the agents.
+    pub decoder: crate::generator::DecoderKind,
     /// Length of the sustained measurement window.
     pub seconds: f64,
     /// Concurrent sessions.
@@ -775,6 +779,8 @@ pub async fn bench_call(spec: &CallBenchSpec) -> Result<CallBenchReport, BenchCa
         return Err(BenchCallError::Params("need 1 s <= --rss-every <= --seconds".into()));
     }
     let mut cfg = ServerConfig::new(spec.model.clone());
+    cfg.device = spec.device.clone();
+    cfg.decoder = spec.decoder;
     cfg.max_sessions = spec.capacity.unwrap_or(spec.sessions.max(cfg.max_sessions));
     // The bench polls nothing while it runs: no idle expiry of its sessions.
     cfg.expiry.idle_timeout = Duration::from_secs(24 * 3600);

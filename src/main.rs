@@ -349,6 +349,12 @@ pub struct BenchGeneratorArgs {
 pub struct BenchCallArgs {
     #[arg(long, default_value = "tiny")]
     config: String,
+    /// Generator device of the agents: cpu | cuda:N | cuda:A,cuda:B.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// VAE decoder of the agents: full | light.
+    #[arg(long, default_value = "full")]
+    decoder: streamavatar::generator::DecoderKind,
     /// Length of the sustained measurement window.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -818,6 +824,8 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<()> {
 async fn run_bench_call(a: BenchCallArgs) -> anyhow::Result<()> {
     let spec = streamavatar::bench_call::CallBenchSpec {
         model: streamavatar::config::ModelConfig::load(&a.config)?,
+        device: a.device.clone(),
+        decoder: a.decoder,
         seconds: a.seconds,
         sessions: a.sessions,
         listen: a.listen.clone(),
