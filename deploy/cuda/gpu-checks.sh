@@ -27,6 +27,9 @@
 #   light-pair      the same pipelined on cuda:0,cuda:0 (one card, two streams)
 #   light-noflash   light-half without the fused attention kernel (A/B)
 #   profile-light   light-half with --profile (where the one-GPU time goes)
+#   call-tiny       bench call (in-process server + webrtc-rs client: the serve
+#                   path) with tiny on cuda:0,cuda:0, light decoder, pipelined
+#   call-tiny-full  the same on cuda:0 with the full decoder
 #   render-tiny     render 2 s of tiny (random weights) + light decoder on
 #                   cuda:0: the render path on CUDA (full needs weight files)
 # Another carried build (e.g. the cuDNN one): STREAMAVATAR_CARRY=target/gpu-carry-cudnn
@@ -90,6 +93,8 @@ for s in $steps; do
         light-pair) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0,cuda:0 --chunks 4 --decoder light --half-scores ;;
         light-noflash) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light --half-scores --no-flash ;;
         profile-light) run_step "$s" 60 "$bin" bench generator --config full --device cuda:0 --chunks 2 --decoder light --half-scores --profile ;;
+        call-tiny) run_step "$s" 60 "$bin" bench call --config tiny --device cuda:0,cuda:0 --decoder light --seconds 8 ;;
+        call-tiny-full) run_step "$s" 60 "$bin" bench call --config tiny --device cuda:0 --seconds 8 ;;
         render-tiny) run_step "$s" 60 "$bin" render --config tiny --device cuda:0 --decoder light --seconds 2 --out /tmp/render-tiny ;;
         parity-dit|parity-vae)
             t=${s#parity-}_parity
