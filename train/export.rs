@@ -141,18 +141,14 @@ pub fn export(cfg: &ModelConfig, src: &ExportSources, out: &Path) -> Result<Expo
 
     let mut report = ExportReport { files: Vec::new(), tensors: 0, bytes: 0 };
     for (kind, tensors) in &expected.by_kind {
-        let file_name = match kind {
-            FileKind::Transformer => "dit.safetensors",
-            FileKind::StreamAvatarAudio => "streamavatar_audio.safetensors",
-            FileKind::Vae => "vae.safetensors",
-            FileKind::Wav2Vec2 => "wav2vec2.safetensors",
-            // Not in the expected list: no light decoder is trained here.
+        let (file_name, source, from) = match kind {
+            FileKind::Transformer => ("dit.safetensors", &dit, &src.dit),
+            FileKind::StreamAvatarAudio => ("streamavatar_audio.safetensors", &dit, &src.dit),
+            FileKind::Vae => ("vae.safetensors", &vae, &src.vae),
+            FileKind::Wav2Vec2 => ("wav2vec2.safetensors", &w2v, &w2v_from),
+            // The light decoder is its own stage's checkpoint
+            // (`train light_decoder`), already a weights file: not exported here.
             FileKind::LightDecoder => continue,
-        };
-        let (source, from) = match kind {
-            FileKind::Transformer | FileKind::StreamAvatarAudio => (&dit, &src.dit),
-            FileKind::Vae => (&vae, &src.vae),
-            FileKind::Wav2Vec2 | FileKind::LightDecoder => (&w2v, &w2v_from),
         };
         let mut written = HashMap::with_capacity(tensors.len());
         for (name, shape) in tensors {
