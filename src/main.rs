@@ -168,6 +168,14 @@ pub struct TrainArgs {
     /// recon: clips to reconstruct.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
     clips: u64,
+    /// Device the stage trains on: cpu | cuda:N (a `--features cuda` build;
+    /// f32 weights, the same checkpoints as on the CPU).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Stop with a checkpoint after this many minutes even before --steps
+    /// (`--resume` goes on from it): time-boxed runs.
+    #[arg(long)]
+    max_minutes: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -474,7 +482,7 @@ fn teacher_stage_from_args(
     use streamavatar::train::teacher_stage::{FrozenModules, TeacherStage};
     let vae = a.vae.as_ref().map(std::path::PathBuf::from);
     let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
-    let frozen = FrozenModules::load(&cfg, vae.as_ref(), w2v.as_ref(), a.seed)?;
+    let frozen = FrozenModules::load_on(&cfg, vae.as_ref(), w2v.as_ref(), a.seed, &train_device(a)?)?;
     Ok(TeacherStage::new(cfg, frozen, data, a.seed))
 }
 
@@ -490,6 +498,15 @@ fn pretrained_teacher_from_args(
         teacher.store().load(std::path::Path::new(p))?;
     }
     Ok(teacher)
+}
+
+/// The single device of `train --device` (training runs on one device).
+fn train_device(a: &TrainArgs) -> anyhow::Result<candle_core::Device> {
+    let plan = streamavatar::generator::DevicePlan::parse(&a.device)?;
+    if !plan.dit.same_device(&plan.vae) {
+        anyhow::bail!("train --device takes one device (cpu or cuda:N), not a pair: `{}`", a.device);
+    }
+    Ok(plan.dit)
 }
 
 /// `streamavatar train <stage>`: see train/ and docs/TRAINING.md.
@@ -547,7 +564,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         config_name: cfg.name.clone(),
         optim: AdamWConfig { lr: a.lr, ..Default::default() },
         fixed_data: a.fixed_data,
+        max_seconds: a.max_minutes.map(|m| m * 60.0),
     };
+    let device = train_device(&a)?;
     let report = match a.stage.as_str() {
         "vae" => {
             let weights = vae_stage::VaeLossWeights {
@@ -556,7 +575,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 sample_posterior: !a.no_posterior_sample,
                 ..Default::default()
             };
-            let mut st = vae_stage::VaeStage::new(cfg, data, a.batch, weights, a.seed);
+            let mut st = vae_stage::VaeStage::new(cfg, data, a.batch, weights, a.seed).on_device(&device);
             if let Some(side) = a.crop {
                 st = st.with_crop(side)?;
             }
@@ -568,9 +587,10 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 a.vae.as_ref().map(std::path::PathBuf::from).ok_or_else(|| {
                     anyhow::anyhow!("train light_decoder needs --vae <trained VAE params.safetensors>")
                 })?;
-            let frozen = streamavatar::train::teacher_stage::FrozenModules::load(&cfg, Some(&vae), None, a.seed)?;
+            let frozen =
+                streamavatar::train::teacher_stage::FrozenModules::load_on(&cfg, Some(&vae), None, a.seed, &device)?;
             let weights = LightLossWeights { chroma: a.chroma_weight.max(0.0), ..Default::default() };
-            let mut st = LightDecoderStage::new(cfg, frozen.vae, data, a.batch, weights, a.seed);
+            let mut st = LightDecoderStage::new(cfg, frozen.vae, data, a.batch, weights, a.seed).on_device(&device);
             if let Some(side) = a.crop {
                 st = st.with_crop(side)?;
             }

@@ -26,6 +26,7 @@ fn opts(out: &std::path::Path, steps: u64, lr: f64) -> RunOptions {
         config_name: "tiny".into(),
         optim: AdamWConfig { lr, weight_decay: 0.0, ..Default::default() },
         fixed_data: true,
+        max_seconds: None,
     }
 }
 
@@ -53,6 +54,11 @@ fn vae_stage_loss_decreases_and_resumes() -> anyhow::Result<()> {
     let r2 = run(&mut again, &opts(dir.path(), 10, 3e-3))?;
     assert_eq!((r2.first_step, r2.last_step), (8, 10));
     assert!(r2.losses[0].1 < r.losses[0].1, "resumed loss {:?} vs first {:?}", r2.losses, r.losses);
+    // A spent time budget stops after one step and checkpoints it.
+    let mut timed = VaeStage::new(ModelConfig::tiny(), source(), 1, Default::default(), 7);
+    let r3 = run(&mut timed, &RunOptions { max_seconds: Some(0.0), ..opts(dir.path(), 100, 3e-3) })?;
+    assert_eq!((r3.first_step, r3.last_step), (10, 11));
+    assert_eq!(checkpoint::load_state(dir.path())?.step, 11);
     vae_checkpoint_carries_latent_statistics_through_export(&ModelConfig::tiny(), dir.path())
 }
 
@@ -356,5 +362,53 @@ fn vae_stage_starts_with_a_narrow_posterior() -> anyhow::Result<()> {
     let max_logvar = post.logvar.flatten_all()?.max(0)?.to_scalar::<f32>()?;
     assert!((mean_logvar - INITIAL_LOGVAR).abs() < 0.5, "mean logvar {mean_logvar}");
     assert!(max_logvar < INITIAL_LOGVAR + 2.0, "max logvar {max_logvar}");
+    Ok(())
+}
+
+/// `train/reproduce.sh`, the one command that makes the bundled weights,
+/// runs every stage end to end (tiny config, one step per stage: STEPS_DIV
+/// divides the recipe's counts), exports weight files that pass `weights
+/// check` and that `render` streams; a second run resumes and trains
+/// nothing new.
+#[test]
+fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = || {
+        std::process::Command::new("bash")
+            .arg(root.join("train/reproduce.sh"))
+            .env("SA", env!("CARGO_BIN_EXE_streamavatar"))
+            .env("RUNS", dir.path())
+            .env("CONFIG", "tiny")
+            .env("STEPS_DIV", "100000")
+            .env("RUST_LOG", "warn")
+            .output()
+    };
+    let out = run()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "reproduce.sh failed: {stderr}");
+    for stage in ["vae_images", "vae_video", "light_decoder", "teacher", "ode_init", "dmd", "gan"] {
+        let state = checkpoint::load_state(&dir.path().join(stage))?;
+        assert!(state.step >= 1, "{stage} trained no step");
+    }
+    let weights = dir.path().join("weights");
+    let mut files: Vec<String> = std::fs::read_dir(&weights)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    files.sort();
+    assert!(files.contains(&"light_decoder.safetensors".to_string()), "{files:?}");
+    assert!(files.len() >= 5, "{files:?}");
+    let frames = dir.path().join("render");
+    let mut render = std::process::Command::new(env!("CARGO_BIN_EXE_streamavatar"));
+    render.args(["render", "--config", "tiny", "--decoder", "light", "--seconds", "1", "--out"]).arg(&frames);
+    for f in &files {
+        render.arg("--weights").arg(weights.join(f));
+    }
+    let r = render.env("RUST_LOG", "warn").output()?;
+    assert!(r.status.success(), "render failed: {}", String::from_utf8_lossy(&r.stderr));
+    // Everything is at its step count: a rerun resumes and trains nothing.
+    let again = run()?;
+    assert!(again.status.success(), "rerun failed: {}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(checkpoint::load_state(&dir.path().join("gan"))?.step, 1);
     Ok(())
 }

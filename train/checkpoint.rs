@@ -136,6 +136,12 @@ pub fn restore_critic(dir: &Path, params: &ParamStore, opt: &mut AdamW, state: &
     }
     params.load(&p).map_err(|e| ck_err(&p, e))?;
     let o = dir.join("critic_optim.safetensors");
+    if !o.exists() {
+        // Packed checkpoints (train/checkpoints/pack.py) keep the critic's
+        // parameters only, like the student's.
+        tracing::warn!(path = %o.display(), "no critic optimizer state: resuming with fresh AdamW moments");
+        return Ok(());
+    }
     let moments = candle_core::safetensors::load(&o, &candle_core::Device::Cpu).map_err(|e| ck_err(&o, e))?;
     opt.load_state(&moments, state.critic_updates).map_err(|e| ck_err(&o, e))?;
     Ok(())

@@ -42,7 +42,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use rand::Rng;
 
 use crate::config::ModelConfig;
@@ -150,7 +150,7 @@ impl DmdStage {
         sigma: f64,
         noise: &mut NoiseSource,
     ) -> Result<DmdTarget, TrainError> {
-        let eps = noise.sample(x0.shape().clone(), DType::F32, &Device::Cpu)?;
+        let eps = noise.sample(x0.shape().clone(), DType::F32, x0.device())?;
         let x_t = renoise(x0, &eps, sigma)?;
         let real = ConditionedDit::new(cfg, self.teacher.store().frozen_var_builder(), sample)?;
         let fake = ConditionedDit::new(cfg, self.fake.frozen_var_builder(), sample)?;
@@ -232,7 +232,7 @@ impl Stage for DmdStage {
         let mut noise = NoiseSource::new(self.seed ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03));
         let student = ConditionedDit::new(&cfg, self.student.frozen_var_builder(), &sample)?;
         let x0 = student_rollout(&cfg, &student, None, &reference, frames, exit, &mut noise)?;
-        let eps = noise.sample(x0.shape().clone(), DType::F32, &Device::Cpu)?;
+        let eps = noise.sample(x0.shape().clone(), DType::F32, x0.device())?;
         let x_t = renoise(&x0, &eps, sigma)?;
         let fake = ConditionedDit::new(&cfg, self.fake.var_builder(), &sample)?;
         let v = fake.velocity(&reference, &x_t, sigma)?;

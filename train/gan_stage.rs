@@ -30,7 +30,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use rand::Rng;
 
 use crate::model::sampler::{renoise, NoiseSource};
@@ -106,7 +106,7 @@ impl GanStage {
         if let Some(p) = student_init {
             student.load(p).map_err(|e| TrainError::Checkpoint { path: p.to_path_buf(), msg: e.to_string() })?;
         }
-        let disc = ParamStore::new(seed ^ 0xD15C, &Device::Cpu);
+        let disc = ParamStore::new(seed ^ 0xD15C, teacher.store().device());
         if opts.disc.train_backbone {
             teacher.store().copy_into(&disc, "backbone.")?;
         }
@@ -149,7 +149,7 @@ impl GanStage {
         let real = sample.x0.narrow(2, 1, f - 1)?;
         let (lo, hi) = (self.opts.d_sigma_min, self.opts.d_sigma_max);
         let sigma = if hi > lo { rng.random_range(lo..hi) } else { lo };
-        let eps = noise.sample(real.shape().clone(), DType::F32, &Device::Cpu)?;
+        let eps = noise.sample(real.shape().clone(), DType::F32, real.device())?;
         let real = Tensor::cat(&[&reference, &renoise(&real, &eps, sigma)?], 2)?;
         let fake = Tensor::cat(&[&reference, &renoise(fake, &eps, sigma)?], 2)?;
         Ok((real, fake, sigma))
@@ -159,7 +159,7 @@ impl GanStage {
     fn perturb(&self, x: &Tensor, noise: &mut NoiseSource) -> Result<Tensor, TrainError> {
         let f = x.dim(2)?;
         let rest = x.narrow(2, 1, f - 1)?;
-        let eps = noise.sample(rest.shape().clone(), DType::F32, &Device::Cpu)?;
+        let eps = noise.sample(rest.shape().clone(), DType::F32, rest.device())?;
         Ok(Tensor::cat(&[&x.narrow(2, 0, 1)?, &(rest + (eps * self.opts.penalty_sigma)?)?], 2)?)
     }
 

@@ -76,6 +76,14 @@ impl LightDecoderStage {
         }
     }
 
+    /// Train on the frozen VAE's device (the CPU unless it was loaded
+    /// elsewhere, see `FrozenModules::load_on`). Call before training.
+    pub fn on_device(mut self, device: &Device) -> Self {
+        self.params = ParamStore::new(self.seed, device);
+        self.device = device.clone();
+        self
+    }
+
     /// Train on random `side x side` crops.
     pub fn with_crop(mut self, side: usize) -> Result<Self, TrainError> {
         self.crop = Some(check_crop(&self.cfg, &self.data, side)?);

@@ -7,7 +7,7 @@
 //! `chunk_frames`) — regresses `x^0` from each `x_t^n`:
 //! `loss = || (x_t^n - s_n v_student(x_t^n, s_n)) - x^0 ||^2` on frames 1...
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use crate::model::dit::{AttentionMask, AudioTokens};
 use crate::model::sampler::{FlowMatchSchedule, NoiseSource};
@@ -31,7 +31,7 @@ impl OdeInitStage {
     /// (e.g. loaded with `store().load(..)`); the student starts as a copy.
     pub fn new(teacher: TeacherStage, substeps: usize, seed: u64) -> Result<Self, TrainError> {
         teacher.frozen_modules()?;
-        let student = ParamStore::new(seed, &Device::Cpu);
+        let student = ParamStore::new(seed, teacher.store().device());
         for (name, var) in teacher.store().named_vars() {
             student.insert(&name, var.as_tensor())?;
         }
@@ -56,7 +56,7 @@ impl Stage for OdeInitStage {
     }
 
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
-        let dev = Device::Cpu;
+        let dev = self.student.device().clone();
         let sample = self.teacher.sample(*cursor)?;
         *cursor += 1;
         let cfg = self.teacher.config().clone();

@@ -123,8 +123,8 @@ impl AdamW {
             if m.shape() != s.var.shape() || v.shape() != s.var.shape() {
                 candle_core::bail!("optimizer state for `{}` has the wrong shape", s.name)
             }
-            s.m = m.clone();
-            s.v = v.clone();
+            s.m = m.to_device(s.var.device())?;
+            s.v = v.to_device(s.var.device())?;
         }
         self.step = step;
         Ok(())

@@ -75,6 +75,11 @@ impl ParamStore {
         Self { map: VarMap::new(), init: Arc::new(SeededInitBackend::new(seed)), device: device.clone() }
     }
 
+    /// The device its variables live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// A f32 `VarBuilder` creating / returning this store's variables.
     pub fn var_builder(&self) -> VarBuilder<'static> {
         let backend = StoreBackend { map: self.map.clone(), init: self.init.clone(), detached: false };

@@ -72,6 +72,10 @@ pub struct RunOptions {
     pub optim: AdamWConfig,
     /// Draw every step from the same data (smoke tests, overfitting checks).
     pub fixed_data: bool,
+    /// Stop (and checkpoint) after the first step that ends past this many
+    /// seconds of the run, even before `steps`: time-boxed runs (a lent GPU,
+    /// a session's end) that the next run resumes.
+    pub max_seconds: Option<f64>,
 }
 
 /// What a run did.
@@ -165,6 +169,10 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
         if opts.save_every > 0 && state.step % opts.save_every == 0 {
             stage.before_save()?;
             save(&opts.out, stage.params(), &opt, critic.as_ref().zip(critic_opt.as_ref()), &state)?;
+        }
+        if opts.max_seconds.is_some_and(|limit| t0.elapsed().as_secs_f64() >= limit) {
+            tracing::info!(step = state.step, target = opts.steps, "time budget spent: stopping early");
+            break;
         }
     }
     stage.before_save()?;

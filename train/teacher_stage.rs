@@ -39,6 +39,8 @@ use super::TrainError;
 pub struct FrozenModules {
     pub vae: WanVae,
     pub wav2vec2: Wav2Vec2Model,
+    /// Where both were loaded (and where the stages built on them train).
+    pub device: Device,
 }
 
 fn frozen_vb(file: Option<&PathBuf>, seed: u64, dev: &Device) -> Result<candle_nn::VarBuilder<'static>, TrainError> {
@@ -61,7 +63,18 @@ impl FrozenModules {
         wav2vec2: Option<&PathBuf>,
         seed: u64,
     ) -> Result<Self, TrainError> {
-        let dev = Device::Cpu;
+        Self::load_on(cfg, vae, wav2vec2, seed, &Device::Cpu)
+    }
+
+    /// [`load`](Self::load) onto `dev`.
+    pub fn load_on(
+        cfg: &ModelConfig,
+        vae: Option<&PathBuf>,
+        wav2vec2: Option<&PathBuf>,
+        seed: u64,
+        dev: &Device,
+    ) -> Result<Self, TrainError> {
+        let dev = dev.clone();
         Ok(Self {
             vae: WanVae::new(&cfg.vae, frozen_vb(vae, seed ^ 1, &dev)?)?,
             wav2vec2: Wav2Vec2Model::new(
@@ -69,6 +82,7 @@ impl FrozenModules {
                 InputNormalization::ZeroMeanUnitVariance,
                 frozen_vb(wav2vec2, super::export::frozen_wav2vec2_seed(seed), &dev)?,
             )?,
+            device: dev,
         })
     }
 }
@@ -95,8 +109,9 @@ pub struct TeacherStage {
 }
 
 impl TeacherStage {
+    /// Trains on the device the frozen modules were loaded on.
     pub fn new(cfg: ModelConfig, frozen: FrozenModules, data: ClipSource, seed: u64) -> Self {
-        let device = Device::Cpu;
+        let device = frozen.device.clone();
         Self { params: ParamStore::new(seed, &device), cfg, frozen, data, seed, device, cache: Default::default() }
     }
 

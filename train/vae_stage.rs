@@ -97,6 +97,14 @@ impl VaeStage {
         }
     }
 
+    /// Train on `device` (default: the CPU). Call before training: the
+    /// variables are created on the store's device.
+    pub fn on_device(mut self, device: &Device) -> Self {
+        self.params = ParamStore::new(self.seed, device);
+        self.device = device.clone();
+        self
+    }
+
     /// Train on random `side x side` crops (see the module doc).
     pub fn with_crop(mut self, side: usize) -> Result<Self, TrainError> {
         self.crop = Some(check_crop(&self.cfg, &self.data, side)?);

@@ -32,6 +32,13 @@
 #   call-tiny-full  the same on cuda:0 with the full decoder
 #   render-tiny     render 2 s of tiny (random weights) + light decoder on
 #                   cuda:0: the render path on CUDA (full needs weight files)
+#   train-probe     20 steps of every mini training stage on cuda:0 from
+#                   seeded weights: the ops have CUDA kernels, s/step each
+#   train-mini      train/reproduce.sh on cuda:0 (the mini recipe) until
+#                   TRAIN_MINUTES (default 8) are spent, resuming from
+#                   train/gpu-runs.tar when it exists; the checkpoints come
+#                   back packed (f16 params + state) as $OUT/mini-runs.tar.part-*
+#                   (cat them into train/gpu-runs.tar to continue there)
 # Another carried build (e.g. the cuDNN one): STREAMAVATAR_CARRY=target/gpu-carry-cudnn
 # Pick steps: STEPS="bench-full parity-dit" deploy/cuda/gpu-checks.sh
 set -u
@@ -96,6 +103,39 @@ for s in $steps; do
         call-tiny) run_step "$s" 60 "$bin" bench call --config tiny --device cuda:0,cuda:0 --decoder light --seconds 8 ;;
         call-tiny-full) run_step "$s" 60 "$bin" bench call --config tiny --device cuda:0 --seconds 8 ;;
         render-tiny) run_step "$s" 60 "$bin" render --config tiny --device cuda:0 --decoder light --seconds 2 --out /tmp/render-tiny ;;
+        train-probe)
+            tp=/tmp/train-probe; rm -rf "$tp"
+            for st in vae light_decoder teacher ode_init dmd gan; do
+                extra=""
+                case $st in
+                    vae) extra="--crop 64 --batch 4 --latent-frames 2" ;;
+                    light_decoder) extra="--crop 64 --batch 2 --latent-frames 2 --vae $tp/vae/params.safetensors" ;;
+                    dmd|gan) extra="--latent-frames 6 --critic-updates 1" ;;
+                esac
+                run_step "$s-$st" 90 "$bin" train "$st" --config mini --device cuda:0 --steps 20 --save-every 0 --out "$tp/$st" $extra
+            done ;;
+        train-mini)
+            runs=/tmp/mini-runs; mkdir -p "$runs"
+            [ -f "$repo/train/gpu-runs.tar" ] && tar -xf "$repo/train/gpu-runs.tar" -C "$runs"
+            deadline=$(( $(date +%s) + ${TRAIN_MINUTES:-8} * 60 ))
+            run_step "$s" $(( ${TRAIN_MINUTES:-8} * 60 + 120 )) env SA="$bin" RUNS="$runs" DEVICE=cuda:0 DEADLINE=$deadline \
+                bash "$repo/train/reproduce.sh"
+            # Pack (f16 params + state) what the next run needs: a stage that a
+            # later stage continues from is left out once the later one exists.
+            rm -rf /tmp/mini-packed; mkdir -p /tmp/mini-packed
+            for st in vae_images vae_video light_decoder teacher ode_init dmd gan; do
+                [ -f "$runs/$st/params.safetensors" ] || continue
+                case $st in
+                    vae_images) [ -f "$runs/vae_video/params.safetensors" ] && continue ;;
+                    ode_init) [ -f "$runs/dmd/params.safetensors" ] && continue ;;
+                    dmd) [ -f "$runs/gan/params.safetensors" ] && continue ;;
+                esac
+                python3 "$repo/train/checkpoints/pack.py" "$runs/$st" "/tmp/mini-packed/$st" >> "$log" 2>&1
+            done
+            [ -d "$runs/weights" ] && cp -r "$runs/weights" /tmp/mini-packed/
+            # 15 MiB parts ($OUT files are capped at 16 MiB): cat them back together.
+            tar -cf - -C /tmp/mini-packed . | split -b 15M - "$out/mini-runs.tar.part-"
+            say "train-mini: packed $(du -sh /tmp/mini-packed | cut -f1) into $(ls "$out" | grep -c mini-runs) part(s)" ;;
         parity-dit|parity-vae)
             t=${s#parity-}_parity
             exe=$(unpack "$t")

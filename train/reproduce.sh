@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# reproduce.sh: train the bundled mini model from scratch, every stage of
+# docs/TRAINING.md in order, and export it as weight files.
+#
+#   train/reproduce.sh                       # CPU, the recipe of weights/mini
+#   DEVICE=cuda:0 SA=target/gpu-carry/streamavatar train/reproduce.sh
+#
+# Resumable: each stage checkpoints into $RUNS/<stage>/ and the script
+# resumes it there; a stage that reached its step count does no new steps.
+# Rerun the same command after an interruption.
+#
+# Environment:
+#   SA          the streamavatar binary (default target/release/streamavatar)
+#   RUNS        checkpoint root (default runs/mini)
+#   OUT_WEIGHTS where the exported weight files go (default $RUNS/weights;
+#               weights/mini is the bundled copy)
+#   CONFIG      model preset (default mini; tests use tiny)
+#   DEVICE      cpu | cuda:N (default cpu)
+#   STEPS_DIV   divide every stage's step count (default 1; smoke runs)
+#   MAX_MINUTES time box per invocation of a stage (default none): a stage
+#               stopped short ends the script with exit code 3; rerun it.
+#   DEADLINE    wall-clock end of the whole run (seconds since the epoch):
+#               each stage gets at most the minutes left (a lent GPU).
+#   ONLY        run only these stages (space-separated names below)
+set -euo pipefail
+
+SA=${SA:-target/release/streamavatar}
+RUNS=${RUNS:-runs/mini}
+OUT_WEIGHTS=${OUT_WEIGHTS:-$RUNS/weights}
+CONFIG=${CONFIG:-mini}
+DEVICE=${DEVICE:-cpu}
+STEPS_DIV=${STEPS_DIV:-1}
+ONLY=${ONLY:-}
+
+mkdir -p "$RUNS"
+log() { echo "reproduce: $(date -u +%FT%TZ) $*" >&2; }
+
+steps() { # base count -> count for this run
+    local n=$(($1 / STEPS_DIV))
+    echo $((n > 0 ? n : 1))
+}
+
+saved_step() { # checkpoint folder -> its saved step (0 if none)
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["step"])' "$1/state.json" 2>/dev/null || echo 0
+}
+
+wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
+# stage NAME OUT_DIR TARGET_STEPS train-args...
+stage() {
+    local name=$1 dir=$2 target=$3
+    shift 3
+    wanted "$name" || return 0
+    log "$name: to step $target in $dir"
+    local start=$SECONDS budget=${MAX_MINUTES:-}
+    if [ -n "${DEADLINE:-}" ]; then
+        local left=$(((DEADLINE - $(date +%s)) / 60))
+        if [ "$left" -le 0 ]; then
+            log "$name: deadline reached before the stage: rerun to continue"
+            exit 3
+        fi
+        if [ -z "$budget" ] || [ "$left" -lt "${budget%.*}" ]; then budget=$left; fi
+    fi
+    "$SA" train "$@" --config "$CONFIG" --device "$DEVICE" --out "$dir" --resume --steps "$target" \
+        ${budget:+--max-minutes "$budget"}
+    local reached
+    reached=$(saved_step "$dir")
+    log "$name: step $reached of $target ($((SECONDS - start)) s)"
+    if [ "$reached" -lt "$target" ]; then
+        log "$name stopped at step $reached of $target (time box): rerun to continue"
+        exit 3
+    fi
+}
+
+# start DIR FROM: a stage that continues from another stage's parameters
+# begins as a copy of that checkpoint's parameters (fresh optimizer).
+start_from() {
+    local dir=$1 from=$2
+    if [ ! -f "$dir/state.json" ]; then
+        mkdir -p "$dir"
+        cp "$from/params.safetensors" "$from/state.json" "$dir/"
+    fi
+}
+
+# 1. VAE, images first (the first latent frame of every clip; no KL: a KL
+#    term erodes the chroma directions before the decoder reads them,
+#    TRAINING.md session 4-5), then a lower learning rate.
+S_IMG=$(steps 5000)
+S_IMG_FINE=$((S_IMG + $(steps 1500)))
+VAE_IMG=$RUNS/vae_images
+stage vae_images "$VAE_IMG" "$S_IMG" vae --latent-frames 0 --crop 64 --batch 4 --lr 1e-3 --kl-weight 0 --save-every 250
+stage vae_images "$VAE_IMG" "$S_IMG_FINE" vae --latent-frames 0 --crop 64 --batch 4 --lr 3e-4 --kl-weight 0 --save-every 250
+
+# 2. VAE, video: the temporal (4x) path, from the image VAE.
+VAE=$RUNS/vae_video
+S_VID=$((S_IMG_FINE + $(steps 3000)))
+if wanted vae_video; then start_from "$VAE" "$VAE_IMG"; fi
+stage vae_video "$VAE" "$S_VID" vae --latent-frames 2 --crop 64 --batch 2 --lr 3e-4 --kl-weight 0 --save-every 250
+
+# 3. Light decoder (the CPU default decoder) for the final VAE.
+LIGHT=$RUNS/light_decoder
+stage light_decoder "$LIGHT" "$(steps 4000)" light_decoder --vae "$VAE/params.safetensors" \
+    --latent-frames 2 --crop 64 --batch 2 --lr 1e-3 --save-every 250
+
+# 4. Bidirectional teacher (flow matching, talk and listen).
+TEACHER=$RUNS/teacher
+stage teacher "$TEACHER" "$(steps 20000)" teacher --vae "$VAE/params.safetensors" \
+    --latent-frames 3 --lr 3e-4 --save-every 250
+
+# 5. Causal student: ODE initialisation from teacher trajectories.
+ODE=$RUNS/ode_init
+stage ode_init "$ODE" "$(steps 2000)" ode_init --vae "$VAE/params.safetensors" \
+    --teacher "$TEACHER/params.safetensors" --latent-frames 6 --substeps 8 --lr 1e-4 --save-every 100
+
+# 6. DMD with student forcing (3 steps, reference sink, RAPR).
+DMD=$RUNS/dmd
+stage dmd "$DMD" "$(steps 1000)" dmd --vae "$VAE/params.safetensors" --teacher "$TEACHER/params.safetensors" \
+    --student "$ODE/params.safetensors" --latent-frames 6 --critic-updates 2 --lr 1e-5 --critic-lr 1e-5 --save-every 50
+
+# 7. Adversarial refinement, consistency-aware discriminator.
+GAN=$RUNS/gan
+stage gan "$GAN" "$(steps 500)" gan --vae "$VAE/params.safetensors" --teacher "$TEACHER/params.safetensors" \
+    --student "$DMD/params.safetensors" --latent-frames 6 --lr 1e-5 --critic-lr 2e-5 --save-every 50
+
+# 8. Export: dit, audio projection, vae, wav2vec2 (f16) + the light decoder.
+if wanted export; then
+    log "export -> $OUT_WEIGHTS"
+    "$SA" train export --config "$CONFIG" --vae "$VAE/params.safetensors" --teacher "$GAN/params.safetensors" \
+        --out "$OUT_WEIGHTS"
+    cp "$LIGHT/params.safetensors" "$OUT_WEIGHTS/light_decoder.safetensors"
+    "$SA" weights check --config "$CONFIG" "$OUT_WEIGHTS"/*.safetensors
+fi
+log "done: weights in $OUT_WEIGHTS (seconds: $SECONDS)"
