@@ -16,6 +16,11 @@
 //! Without `reference_sink` (ablation) every segment, the reference included,
 //! is part of the plain rolling window. Either way the cache holds at most
 //! `(1 + C + window_chunks * C) * tokens_per_frame` tokens per layer.
+//!
+//! The cache also keeps the [`PreparedPast`] of the chunk being denoised:
+//! its keys rotated for that chunk's positions and split into heads. The
+//! few denoising steps of a chunk share it, so the whole cache is rotated
+//! once per chunk rather than once per step; any change to the cache drops it.
 
 use std::collections::VecDeque;
 
@@ -77,6 +82,16 @@ pub struct LayerKv {
     pub v: Tensor,
 }
 
+/// Every layer's cached K / V made ready for the attention of the chunk at
+/// `chunk_start`: keys RoPE-rotated at the positions the cache policy gives
+/// for that chunk, keys and values split into heads, `[B, heads, tokens,
+/// head_dim]`. Built by the DiT (which owns the rotation), kept by the cache.
+#[derive(Debug, Clone)]
+pub struct PreparedPast {
+    pub chunk_start: usize,
+    pub layers: Vec<(Tensor, Tensor)>,
+}
+
 /// What a segment is kept for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentRole {
@@ -104,11 +119,12 @@ pub struct KvCache {
     num_layers: usize,
     tokens_per_frame: Option<usize>,
     segments: VecDeque<Segment>,
+    prepared: Option<PreparedPast>,
 }
 
 impl KvCache {
     pub fn new(num_layers: usize, policy: CachePolicy) -> Self {
-        Self { policy, num_layers, tokens_per_frame: None, segments: VecDeque::new() }
+        Self { policy, num_layers, tokens_per_frame: None, segments: VecDeque::new(), prepared: None }
     }
 
     /// Cache for `num_layers` layers with the settings of `stream`.
@@ -128,6 +144,22 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.segments.clear();
         self.tokens_per_frame = None;
+        self.prepared = None;
+    }
+
+    /// The prepared past of the chunk at `chunk_start`, if it is current.
+    pub fn prepared(&self, chunk_start: usize) -> Option<&PreparedPast> {
+        self.prepared.as_ref().filter(|p| p.chunk_start == chunk_start)
+    }
+
+    /// Keep `prepared` until the cache changes (it must have been built
+    /// from the cache as it is now).
+    pub fn set_prepared(&mut self, prepared: PreparedPast) -> Result<(), KvCacheError> {
+        if prepared.layers.len() != self.num_layers {
+            return Err(KvCacheError::LayerCount { got: prepared.layers.len(), expected: self.num_layers });
+        }
+        self.prepared = Some(prepared);
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -142,6 +174,7 @@ impl KvCache {
             kv.k = kv.k.detach();
             kv.v = kv.v.detach();
         }
+        self.prepared = None;
     }
 
     /// Absolute ids of the cached frames, in order.
@@ -212,6 +245,7 @@ impl KvCache {
             _ => SegmentRole::Window,
         };
         let pinned = self.policy.reference_sink && role != SegmentRole::Window;
+        self.prepared = None;
         self.segments.push_back(Segment { first_frame, num_frames, role, pinned, layers });
         self.evict();
         Ok(())

@@ -22,12 +22,12 @@ use crate::model::kv_cache::LayerKv;
 use crate::model::profile;
 use crate::model::rope::apply_rope;
 
-/// Cached keys/values of earlier frames for one layer, with the RoPE tables
-/// (RAPR positions) to rotate the un-roped keys with.
+/// Cached keys / values of earlier frames for one layer, ready for the
+/// attention ([`DitBlock::prepare_past`]): keys rotated at the chunk's RAPR
+/// positions, both split into heads, `[B, heads, tokens, head_dim]`.
 pub(crate) struct PastKv<'a> {
-    pub kv: &'a LayerKv,
-    pub cos: &'a Tensor,
-    pub sin: &'a Tensor,
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
 }
 
 /// Everything the self-attention of one block needs besides `x`.
@@ -142,6 +142,14 @@ impl DitBlock {
         Ok((x, kv))
     }
 
+    /// The cached un-roped K / V of this layer made ready for attention:
+    /// keys rotated with the RoPE tables `cos` / `sin` of their (RAPR)
+    /// positions, keys and values split into heads.
+    pub(crate) fn prepare_past(&self, kv: &LayerKv, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor)> {
+        let a = &self.attn1;
+        Ok((apply_rope(&a.split_heads(&kv.k)?, cos, sin)?, a.split_heads(&kv.v)?))
+    }
+
     fn self_attention(&self, h: &Tensor, sa: &SelfAttnInput<'_>) -> Result<(Tensor, Option<LayerKv>)> {
         let a = &self.attn1;
         let q = apply_rope(&a.split_heads(&a.query(h)?)?, sa.cos, sa.sin)?;
@@ -149,11 +157,7 @@ impl DitBlock {
         let k_cur = apply_rope(&a.split_heads(&k)?, sa.cos, sa.sin)?;
         let v_cur = a.split_heads(&v)?;
         let (k_all, v_all) = match &sa.past {
-            Some(p) => {
-                let k_past = apply_rope(&a.split_heads(&p.kv.k)?, p.cos, p.sin)?;
-                let v_past = a.split_heads(&p.kv.v)?;
-                (Tensor::cat(&[&k_past, &k_cur], 2)?, Tensor::cat(&[&v_past, &v_cur], 2)?)
-            }
+            Some(p) => (Tensor::cat(&[p.k, &k_cur], 2)?, Tensor::cat(&[p.v, &v_cur], 2)?),
             None => (k_cur, v_cur),
         };
         let o = profile::section("dit.self_attn.sdpa", h.device(), || {

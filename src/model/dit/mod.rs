@@ -32,7 +32,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
 use crate::config::DitConfig;
-use crate::model::kv_cache::{KvCache, KvCacheError, LayerKv};
+use crate::model::kv_cache::{KvCache, KvCacheError, LayerKv, PreparedPast};
 use crate::model::rope::WanRope;
 use block::{DitBlock, PastKv, SelfAttnInput};
 use embed::{unpatchify, ConditionEmbedder, PatchEmbedding};
@@ -310,12 +310,18 @@ impl WanDit {
         let positions = cache.policy().positions;
         let current: Vec<usize> = (0..nf).map(|j| positions.position(chunk_start + j, chunk_start)).collect();
         let (cos, sin) = self.rope.cos_sin(&current, nh, nw, &self.device)?;
-        let past_tables = if cache.is_empty() {
-            None
-        } else {
-            Some(self.rope.cos_sin(&cache.temporal_positions(chunk_start), nh, nw, &self.device)?)
-        };
-        let past = past_tables.as_ref().map(|(c, s)| (&*cache, c, s));
+        if !cache.is_empty() && cache.prepared(chunk_start).is_none() {
+            // Rotate the cache for this chunk once; its other denoising steps reuse it.
+            let (past_cos, past_sin) =
+                self.rope.cos_sin(&cache.temporal_positions(chunk_start), nh, nw, &self.device)?;
+            let mut layers = Vec::with_capacity(self.blocks.len());
+            for (i, block) in self.blocks.iter().enumerate() {
+                let kv = cache.layer(i)?.ok_or_else(|| bad("cache", "a non-empty cache without layer K/V"))?;
+                layers.push(block.prepare_past(&kv, &past_cos, &past_sin)?);
+            }
+            cache.set_prepared(PreparedPast { chunk_start, layers })?;
+        }
+        let past = cache.prepared(chunk_start);
         let (out, kvs) = self.run(chunk, timesteps, text, audio, grid, (&cos, &sin), None, past, commit)?;
         if commit {
             cache.append(chunk_start, nf, kvs)?;
@@ -435,7 +441,7 @@ impl WanDit {
         grid: (usize, usize, usize),
         rope: (&Tensor, &Tensor),
         mask: Option<&Tensor>,
-        past: Option<(&KvCache, &Tensor, &Tensor)>,
+        past: Option<&PreparedPast>,
         collect_kv: bool,
     ) -> Result<(Tensor, Vec<LayerKv>), DitError> {
         let Embedded { mut x, temb, timestep_proj, text_kv, audio } =
@@ -443,15 +449,11 @@ impl WanDit {
 
         let mut kvs = Vec::with_capacity(if collect_kv { self.blocks.len() } else { 0 });
         for (i, block) in self.blocks.iter().enumerate() {
-            let layer_past = match past {
-                Some((cache, _, _)) => cache.layer(i)?,
-                None => None,
-            };
             let sa = SelfAttnInput {
                 cos: rope.0,
                 sin: rope.1,
                 mask,
-                past: layer_past.as_ref().zip(past).map(|(kv, (_, cos, sin))| PastKv { kv, cos, sin }),
+                past: past.map(|p| PastKv { k: &p.layers[i].0, v: &p.layers[i].1 }),
                 collect_kv,
             };
             let (y, kv) = block.forward(&x, &timestep_proj, &sa, &text_kv[i], audio)?;
@@ -526,6 +528,44 @@ mod tests {
         assert!((&both[0] - &both[1])?.abs()?.mean_all()?.to_scalar::<f32>()? > 0.0);
         assert!(dit.block_features(&x, &t, &text, None, mask, &[cfg.num_layers]).is_err());
         assert!(dit.block_features(&x, &t, &text, None, mask, &[]).is_err());
+        Ok(())
+    }
+
+    /// The denoising steps of a chunk share one rotation of the cache
+    /// ([`PreparedPast`]): a step that reuses it gives exactly what a step
+    /// preparing it afresh gives, and committing a chunk drops it.
+    #[test]
+    fn chunk_steps_reuse_the_prepared_cache() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let mcfg = crate::config::ModelConfig::tiny();
+        let cfg = mcfg.dit.clone();
+        let vb = crate::model::weights::SeededInitBackend::var_builder(5, DType::F32, &dev);
+        let dit = WanDit::new(&cfg, vb)?;
+        let text = dit.text_context(&Tensor::randn(0f32, 1.0, (1, 4, cfg.text_dim), &dev)?)?;
+        let latent = |f: usize| Tensor::randn(0f32, 1.0, (1, cfg.in_channels, f, 4, 4), &dev);
+        let c = mcfg.stream.chunk_frames;
+        let mut cache = KvCache::from_stream(dit.num_layers(), &mcfg.stream);
+        dit.prime_reference(&latent(1)?, &text, None, &mut cache)?;
+        let t = Tensor::new(&[500f32], &dev)?;
+        dit.forward_chunk(&latent(c)?, &t, &text, None, &mut cache, 1, true)?;
+        assert!(cache.prepared(1).is_none(), "committing a chunk drops the prepared past");
+
+        let x = latent(c)?;
+        let fresh = cache.clone();
+        let first = dit.forward_chunk(&x, &t, &text, None, &mut cache, 1 + c, false)?;
+        assert!(cache.prepared(1 + c).is_some());
+        let reused = dit.forward_chunk(&x, &t, &text, None, &mut cache, 1 + c, false)?;
+        let mut fresh = fresh;
+        let again = dit.forward_chunk(&x, &t, &text, None, &mut fresh, 1 + c, false)?;
+        let diff = |a: &Tensor, b: &Tensor| -> anyhow::Result<f32> {
+            Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+        };
+        assert_eq!(diff(&first, &reused)?, 0.0);
+        assert_eq!(diff(&first, &again)?, 0.0);
+        // Another chunk position rotates the cache differently (RAPR).
+        let elsewhere = dit.forward_chunk(&x, &t, &text, None, &mut cache, 1 + 3 * c, false)?;
+        assert!(diff(&first, &elsewhere)? > 0.0);
+        assert!(cache.prepared(1 + c).is_none() && cache.prepared(1 + 3 * c).is_some());
         Ok(())
     }
 
