@@ -48,6 +48,9 @@ pub struct EvalArgs {
     ground_truth: bool,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// VAE decoder: full (Wan2.2) or light (its safetensors among --weights).
+    #[arg(long, default_value = "full")]
+    decoder: streamavatar::generator::DecoderKind,
     /// Held-out identities (ids 2^32, 2^32 + 1, ...).
     #[arg(long, default_value_t = 2)]
     identities: usize,
@@ -456,6 +459,7 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
         config,
         target,
         device: a.device.clone(),
+        decoder: a.decoder,
         spec,
         ablation,
         thresholds: Thresholds::default(),

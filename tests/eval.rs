@@ -110,10 +110,12 @@ fn random_weights_fail() {
 fn eval_command_runs_the_ablation_rows_in_the_papers_order() {
     let config = ModelConfig::tiny();
     let request = EvalRequest {
-        command: "streamavatar eval --config tiny --random-weights".into(),
+        command: "streamavatar eval --config tiny --random-weights --decoder light".into(),
         config: config.clone(),
         target: EvalTarget::Generator(EvalWeights::Random { seed: RANDOM_WEIGHTS_SEED }),
         device: "cpu".into(),
+        // The light decoder (how mini is served) through the whole command.
+        decoder: streamavatar::generator::DecoderKind::Light,
         spec: EvalSpec {
             size: 64,
             identities: 1,

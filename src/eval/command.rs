@@ -13,7 +13,7 @@ use super::report::{EvalReport, RowReport};
 use super::thresholds::Thresholds;
 use super::EvalError;
 use crate::config::ModelConfig;
-use crate::generator::GeneratorOptions;
+use crate::generator::{DecoderKind, GeneratorOptions};
 
 /// What is evaluated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub struct EvalRequest {
     pub config: ModelConfig,
     pub target: EvalTarget,
     pub device: String,
+    /// VAE decoder of the evaluated generator (full or light).
+    pub decoder: DecoderKind,
     pub spec: EvalSpec,
     /// `Some`: also run the ablation rows (generator targets only).
     pub ablation: Option<AblationWeights>,
@@ -50,7 +52,8 @@ pub fn run_eval(req: &EvalRequest) -> Result<EvalReport, EvalError> {
     }
     spec.validate()?;
     let scripts = prepare_scripts(&spec)?;
-    let options = GeneratorOptions { device: req.device.clone(), seed: spec.seed, ..Default::default() };
+    let options =
+        GeneratorOptions { device: req.device.clone(), seed: spec.seed, decoder: req.decoder, ..Default::default() };
     let mut measured: Vec<(ModelConfig, EvalWeights, ModelMetrics)> = Vec::new();
 
     let model = match &req.target {
@@ -102,6 +105,7 @@ pub fn run_eval(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         command: req.command.clone(),
         config: req.config.name.clone(),
         device: req.device.clone(),
+        decoder: req.decoder.as_str().into(),
         build: if cfg!(debug_assertions) { "dev" } else { "release" }.into(),
         spec,
         thresholds: req.thresholds,

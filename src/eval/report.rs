@@ -65,6 +65,8 @@ pub struct EvalReport {
     pub command: String,
     pub config: String,
     pub device: String,
+    /// VAE decoder of the generator (`full` or `light`).
+    pub decoder: String,
     /// `dev` or `release` build of the binary.
     pub build: String,
     pub spec: EvalSpec,
@@ -101,13 +103,14 @@ impl EvalReport {
         let s = &self.spec;
         let mut out = String::new();
         out.push_str(&format!(
-            "Command: `{}`\n\nConfig `{}` ({}x{}), device {}, {} build; {} held-out identities from id 2^32 + {}, \
+            "Command: `{}`\n\nConfig `{}` ({}x{}), device {}, {} decoder, {} build; {} held-out identities from id 2^32 + {}, \
              {} s streams (silent-listen baseline {} s, drift windows {} s), seed {}; wall time {:.0} s.\n\n",
             self.command,
             self.config,
             s.size,
             s.size,
             self.device,
+            self.decoder,
             self.build,
             s.identities,
             s.first_identity,
@@ -183,6 +186,7 @@ mod tests {
             command: "streamavatar eval --random-weights".into(),
             config: "tiny".into(),
             device: "cpu".into(),
+            decoder: "full".into(),
             build: "dev".into(),
             spec: EvalSpec::default(),
             thresholds: t,
