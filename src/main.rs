@@ -168,6 +168,10 @@ pub struct TrainArgs {
     /// vae: decode mu instead of a posterior sample (a plain autoencoder).
     #[arg(long)]
     no_posterior_sample: bool,
+    /// recon: also decode with this light decoder (a `train light_decoder`
+    /// checkpoint or a TAEHV file) and report its quality cost.
+    #[arg(long)]
+    light_decoder: Option<String>,
     /// recon: clips to reconstruct.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
     clips: u64,
@@ -545,6 +549,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         let report = streamavatar::train::recon::reconstruct(
             &cfg,
             std::path::Path::new(vae),
+            a.light_decoder.as_deref().map(std::path::Path::new),
             &data,
             a.clips,
             Some(std::path::Path::new(&a.out)),

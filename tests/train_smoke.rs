@@ -406,6 +406,29 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     }
     let r = render.env("RUST_LOG", "warn").output()?;
     assert!(r.status.success(), "render failed: {}", String::from_utf8_lossy(&r.stderr));
+    // `train recon` scores the exported stages: the VAE and the light decoder
+    // on the same latents (PSNR, SSIM, light vs full), with comparison PNGs.
+    let recon_dir = dir.path().join("recon");
+    let recon = std::process::Command::new(env!("CARGO_BIN_EXE_streamavatar"))
+        .args(["train", "recon", "--config", "tiny", "--clips", "2", "--latent-frames", "1", "--vae"])
+        .arg(dir.path().join("vae_video/params.safetensors"))
+        .arg("--light-decoder")
+        .arg(dir.path().join("light_decoder/params.safetensors"))
+        .arg("--out")
+        .arg(&recon_dir)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    assert!(recon.status.success(), "recon failed: {}", String::from_utf8_lossy(&recon.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&recon.stdout)?;
+    for key in ["mean_psnr_db", "mean_ssim"] {
+        assert!(report[key].as_f64().is_some_and(f64::is_finite), "{key}: {report}");
+    }
+    let light = &report["light"];
+    for key in ["psnr_db", "ssim", "psnr_vs_full_db"] {
+        assert!(light[key].as_f64().is_some_and(f64::is_finite), "light {key}: {report}");
+    }
+    assert!(report["mean_ssim"].as_f64().unwrap_or(2.0) <= 1.0);
+    assert!(recon_dir.join("recon_001.png").is_file() && recon_dir.join("light_001.png").is_file());
     // Everything is at its step count: a rerun resumes and trains nothing.
     let again = run()?;
     assert!(again.status.success(), "rerun failed: {}", String::from_utf8_lossy(&again.stderr));

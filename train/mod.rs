@@ -36,6 +36,7 @@ pub mod data;
 pub mod discriminator;
 pub mod dmd_stage;
 pub mod export;
+pub mod frame_quality;
 pub mod gan_stage;
 pub mod latent_stats;
 pub mod light_decoder_stage;

@@ -4,6 +4,12 @@
 //! decoder used at inference; the report gives PSNR and mean absolute
 //! error per clip, and a PNG per clip shows original (top row) over
 //! reconstruction (bottom row) for the first, middle and last frame.
+//!
+//! With a light decoder (`--light-decoder <params>`), the same latents are
+//! also decoded by it (normalized, streamed from the clip's start as at
+//! inference): its PSNR / SSIM against the originals and its PSNR against
+//! the full decoder's frames measure its quality cost (issue 6), and
+//! `light_NNN.png` shows original over light reconstruction.
 
 use std::path::Path;
 
@@ -11,9 +17,10 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::config::ModelConfig;
-use crate::model::vae::WanVae;
+use crate::model::vae::{LightDecoder, WanVae};
 
 use super::data::ClipSource;
+use super::frame_quality::{psnr_db, ssim};
 use super::latent_stats::STATS_FIRST_CLIP;
 use super::TrainError;
 
@@ -26,10 +33,22 @@ pub const RECON_FIRST_CLIP: u64 = STATS_FIRST_CLIP + (1 << 20);
 pub struct ClipRecon {
     pub index: u64,
     pub psnr_db: f64,
+    pub ssim: f64,
     pub mean_abs_error: f64,
     /// Share of raw decoder outputs outside [-1, 1] (cut off by the clamp;
     /// a large share means the decoder overshoots, e.g. bright backgrounds).
     pub clipped_share: f64,
+    /// The light decoder's PSNR / SSIM against the original and its PSNR
+    /// against the full decoder's frames (with `--light-decoder`).
+    pub light: Option<LightRecon>,
+}
+
+/// Quality of the light decoder on one clip, or the means over clips.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LightRecon {
+    pub psnr_db: f64,
+    pub ssim: f64,
+    pub psnr_vs_full_db: f64,
 }
 
 /// Every clip plus the means.
@@ -37,7 +56,10 @@ pub struct ClipRecon {
 pub struct ReconReport {
     pub clips: Vec<ClipRecon>,
     pub mean_psnr_db: f64,
+    pub mean_ssim: f64,
     pub mean_abs_error: f64,
+    /// Means of the clips' [`LightRecon`] (with `--light-decoder`).
+    pub light: Option<LightRecon>,
     /// Share of the between-clip variance of the mean chroma (R - G, B - G)
     /// that the reconstructions reproduce: 1 = every clip's colour right,
     /// ~0 = one hue for all clips (the "sepia" failure of the session-3 VAE).
@@ -62,19 +84,28 @@ pub struct ReconReport {
     pub latent_spectrum: Vec<f64>,
 }
 
-/// Reconstruct `clips` clips of `data`; write side-by-side PNGs into `out`
-/// when given.
+/// Reconstruct `clips` clips of `data` (and decode them with the light
+/// decoder of `light_file` too, when given); write side-by-side PNGs into
+/// `out` when given.
 pub fn reconstruct(
     cfg: &ModelConfig,
     vae_file: &Path,
+    light_file: Option<&Path>,
     data: &ClipSource,
     clips: u64,
     out: Option<&Path>,
 ) -> Result<ReconReport, TrainError> {
     let dev = Device::Cpu;
-    let tensors = candle_core::safetensors::load(vae_file, &dev)
-        .map_err(|e| TrainError::Checkpoint { path: vae_file.to_path_buf(), msg: e.to_string() })?;
-    let vae = WanVae::new(&cfg.vae, candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &dev))?;
+    let load = |file: &Path| {
+        candle_core::safetensors::load(file, &dev)
+            .map(|t| candle_nn::VarBuilder::from_tensors(t, candle_core::DType::F32, &dev))
+            .map_err(|e| TrainError::Checkpoint { path: file.to_path_buf(), msg: e.to_string() })
+    };
+    let vae = WanVae::new(&cfg.vae, load(vae_file)?)?;
+    let light = match light_file {
+        Some(f) => Some(LightDecoder::new(&cfg.light_decoder, &cfg.vae, load(f)?)?),
+        None => None,
+    };
     if let Some(dir) = out {
         std::fs::create_dir_all(dir)
             .map_err(|e| TrainError::Checkpoint { path: dir.to_path_buf(), msg: e.to_string() })?;
@@ -82,7 +113,9 @@ pub fn reconstruct(
     let mut report = ReconReport {
         clips: Vec::new(),
         mean_psnr_db: 0.0,
+        mean_ssim: 0.0,
         mean_abs_error: 0.0,
+        light: None,
         chroma_r2_recon: 0.0,
         chroma_r2_latent: None,
         luma_r2_recon: 0.0,
@@ -105,26 +138,52 @@ pub fn reconstruct(
         colour_orig.push(chroma_and_luma(&video)?);
         colour_rec.push(chroma_and_luma(&recon)?);
         let (orig, rec) = (to_u8(&video)?, to_u8(&recon)?);
-        let (mut sq, mut abs) = (0f64, 0f64);
-        for (a, b) in orig.iter().zip(&rec) {
-            let d = *a as f64 - *b as f64;
-            sq += d * d;
-            abs += d.abs();
-        }
-        let n = orig.len().max(1) as f64;
-        let mse = sq / n;
-        let psnr_db = if mse > 0.0 { 10.0 * (255.0f64 * 255.0 / mse).log10() } else { 99.0 };
-        report.clips.push(ClipRecon { index, psnr_db, mean_abs_error: abs / n, clipped_share });
-        if let Some(dir) = out {
-            let path = dir.join(format!("recon_{i:03}.png"));
-            side_by_side(&orig, &rec, video.dims())?
-                .save(&path)
-                .map_err(|e| TrainError::Checkpoint { path: path.clone(), msg: e.to_string() })?;
-        }
+        let (_, c, t, h, w) = video.dims5()?;
+        let abs: f64 = orig.iter().zip(&rec).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum();
+        let light_recon = match &light {
+            Some(decoder) => {
+                let z = vae.latent_norm().normalize(&mu)?;
+                let frames = decoder.streaming().decode_chunk_unclamped(&z)?.clamp(-1f32, 1f32)?;
+                if frames.dims() != video.dims() {
+                    return Err(TrainError::Invalid(format!(
+                        "the light decoder gave {:?} for a clip of {:?}",
+                        frames.dims(),
+                        video.dims()
+                    )));
+                }
+                let lit = to_u8(&frames)?;
+                save_png(out, &format!("light_{i:03}.png"), &orig, &lit, video.dims())?;
+                Some(LightRecon {
+                    psnr_db: psnr_db(&orig, &lit),
+                    ssim: ssim(&orig, &lit, c, t, h, w)?,
+                    psnr_vs_full_db: psnr_db(&rec, &lit),
+                })
+            }
+            None => None,
+        };
+        report.clips.push(ClipRecon {
+            index,
+            psnr_db: psnr_db(&orig, &rec),
+            ssim: ssim(&orig, &rec, c, t, h, w)?,
+            mean_abs_error: abs / orig.len().max(1) as f64,
+            clipped_share,
+            light: light_recon,
+        });
+        save_png(out, &format!("recon_{i:03}.png"), &orig, &rec, video.dims())?;
     }
     let k = report.clips.len().max(1) as f64;
-    report.mean_psnr_db = report.clips.iter().map(|c| c.psnr_db).sum::<f64>() / k;
-    report.mean_abs_error = report.clips.iter().map(|c| c.mean_abs_error).sum::<f64>() / k;
+    let mean = |f: &dyn Fn(&ClipRecon) -> f64| report.clips.iter().map(f).sum::<f64>() / k;
+    report.mean_psnr_db = mean(&|c| c.psnr_db);
+    report.mean_ssim = mean(&|c| c.ssim);
+    report.mean_abs_error = mean(&|c| c.mean_abs_error);
+    if light.is_some() {
+        let lit = |c: &ClipRecon| c.light.unwrap_or(LightRecon { psnr_db: 0.0, ssim: 0.0, psnr_vs_full_db: 0.0 });
+        report.light = Some(LightRecon {
+            psnr_db: mean(&|c| lit(c).psnr_db),
+            ssim: mean(&|c| lit(c).ssim),
+            psnr_vs_full_db: mean(&|c| lit(c).psnr_vs_full_db),
+        });
+    }
     let part = |v: &[[f64; 3]], r: std::ops::Range<usize>| -> Vec<Vec<f64>> {
         v.iter().map(|c| c[r.clone()].to_vec()).collect()
     };
@@ -371,6 +430,15 @@ mod tests {
 fn to_u8(video: &Tensor) -> Result<Vec<u8>, TrainError> {
     let v: Vec<f32> = ((video.flatten_all()? + 1.0)? * 127.5)?.to_vec1()?;
     Ok(v.iter().map(|x| x.round().clamp(0.0, 255.0) as u8).collect())
+}
+
+/// Write [`side_by_side`] of `orig` / `rec` as `out/name` (no-op without `out`).
+fn save_png(out: Option<&Path>, name: &str, orig: &[u8], rec: &[u8], dims: &[usize]) -> Result<(), TrainError> {
+    let Some(dir) = out else { return Ok(()) };
+    let path = dir.join(name);
+    side_by_side(orig, rec, dims)?
+        .save(&path)
+        .map_err(|e| TrainError::Checkpoint { path: path.clone(), msg: e.to_string() })
 }
 
 /// Frames 0, T/2 and T-1: originals on top, reconstructions below.

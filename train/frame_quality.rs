@@ -1,0 +1,108 @@
+//! Full-reference image quality of decoded clips against their originals:
+//! PSNR and SSIM on 8-bit frames laid out like the video tensors
+//! (`[1, 3, T, H, W]` flattened: channel, then frame, row, column).
+//!
+//! SSIM follows Wang et al. (2004) with the constants `C1 = (0.01 * 255)^2`,
+//! `C2 = (0.03 * 255)^2` over 8 x 8 windows with uniform weights at a
+//! stride of 4 (the fast variant of the paper's sliding window), averaged
+//! over every window of every channel and frame.
+
+use super::TrainError;
+
+/// Side and stride of the SSIM windows (pixels).
+const SSIM_WINDOW: usize = 8;
+const SSIM_STRIDE: usize = 4;
+
+/// Peak signal-to-noise ratio in dB of `b` against `a` (99 when equal).
+pub fn psnr_db(a: &[u8], b: &[u8]) -> f64 {
+    let sq: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let mse = sq / a.len().max(1) as f64;
+    if mse > 0.0 {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    } else {
+        99.0
+    }
+}
+
+/// Mean SSIM of `b` against `a`, both `channels * frames * height * width`.
+pub fn ssim(
+    a: &[u8],
+    b: &[u8],
+    channels: usize,
+    frames: usize,
+    height: usize,
+    width: usize,
+) -> Result<f64, TrainError> {
+    let plane = height * width;
+    if a.len() != b.len() || a.len() != channels * frames * plane {
+        return Err(TrainError::Invalid(format!(
+            "ssim: {} and {} values for {channels} x {frames} x {height} x {width}",
+            a.len(),
+            b.len()
+        )));
+    }
+    if height < SSIM_WINDOW || width < SSIM_WINDOW {
+        return Err(TrainError::Invalid(format!(
+            "ssim: frames of {height} x {width} are below the {SSIM_WINDOW}-pixel window"
+        )));
+    }
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let n = (SSIM_WINDOW * SSIM_WINDOW) as f64;
+    let (mut total, mut windows) = (0f64, 0usize);
+    for p in 0..channels * frames {
+        let (pa, pb) = (&a[p * plane..(p + 1) * plane], &b[p * plane..(p + 1) * plane]);
+        for y0 in (0..=height - SSIM_WINDOW).step_by(SSIM_STRIDE) {
+            for x0 in (0..=width - SSIM_WINDOW).step_by(SSIM_STRIDE) {
+                let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0f64, 0f64, 0f64, 0f64, 0f64);
+                for y in y0..y0 + SSIM_WINDOW {
+                    for x in x0..x0 + SSIM_WINDOW {
+                        let (u, v) = (pa[y * width + x] as f64, pb[y * width + x] as f64);
+                        sa += u;
+                        sb += v;
+                        saa += u * u;
+                        sbb += v * v;
+                        sab += u * v;
+                    }
+                }
+                let (ma, mb) = (sa / n, sb / n);
+                let (va, vb, cov) = (saa / n - ma * ma, sbb / n - mb * mb, sab / n - ma * mb);
+                total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+                windows += 1;
+            }
+        }
+    }
+    Ok(total / windows.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 24) as u8).collect()
+    }
+
+    #[test]
+    fn identical_frames_score_one_and_noise_scores_less() -> Result<(), TrainError> {
+        let a = pattern(3 * 2 * 16 * 16, 1);
+        assert_eq!(ssim(&a, &a, 3, 2, 16, 16)?, 1.0);
+        assert_eq!(psnr_db(&a, &a), 99.0);
+        let noisy: Vec<u8> = a.iter().zip(pattern(a.len(), 7)).map(|(x, n)| x.saturating_add(n / 8)).collect();
+        let s = ssim(&a, &noisy, 3, 2, 16, 16)?;
+        assert!(s < 0.99 && s > 0.0, "{s}");
+        // A flat grey frame keeps the mean but none of the structure.
+        let grey = vec![128u8; a.len()];
+        assert!(ssim(&a, &grey, 3, 2, 16, 16)? < 0.1);
+        // One grey level of error everywhere: PSNR 20 log10(255) = 48.1 dB.
+        let off: Vec<u8> = a.iter().map(|x| if *x < 255 { x + 1 } else { x - 1 }).collect();
+        assert!((psnr_db(&a, &off) - 48.13).abs() < 0.01);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let a = vec![0u8; 3 * 16 * 16];
+        assert!(ssim(&a, &a[1..], 3, 1, 16, 16).is_err());
+        assert!(ssim(&a, &a, 3, 1, 4, 64).is_err());
+    }
+}
