@@ -95,7 +95,7 @@ stage vae_images "$VAE_IMG" "$S_IMG_FINE" vae --latent-frames 0 --crop 64 --batc
 VAE=$RUNS/vae_video
 S_VID=$((S_IMG_FINE + $(steps 3000)))
 if wanted vae_video; then start_from "$VAE" "$VAE_IMG"; fi
-stage vae_video "$VAE" "$S_VID" vae --latent-frames 1 --crop 64 --batch 2 --lr 3e-4 --kl-weight 0 --save-every 250
+stage vae_video "$VAE" "$S_VID" vae --latent-frames 2 --crop 64 --batch 2 --lr 3e-4 --kl-weight 0 --save-every 250
 
 # 3. Light decoder (the CPU default decoder) for the final VAE.
 LIGHT=$RUNS/light_decoder
