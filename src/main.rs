@@ -412,7 +412,22 @@ pub struct WeightsCheckArgs {
     files: Vec<String>,
 }
 
+/// candle 0.11 asks for its CPU thread count on every parallel op (each
+/// matmul and convolution) and, without `RAYON_NUM_THREADS`, counts the
+/// physical cores by reading `/proc/cpuinfo` each time: ~2,300 reads a
+/// second in a VAE training step on 2 cores, ~17 % of the CPU time in the
+/// kernel formatting that file (perf, 2026-11-26). Fix the count candle
+/// would pick, once, before any thread exists; an explicit
+/// `RAYON_NUM_THREADS` is kept.
+fn pin_cpu_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    pin_cpu_thread_count();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
