@@ -551,11 +551,10 @@ mod tests {
         assert!(cache.prepared(1).is_none(), "committing a chunk drops the prepared past");
 
         let x = latent(c)?;
-        let fresh = cache.clone();
+        let mut fresh = cache.clone();
         let first = dit.forward_chunk(&x, &t, &text, None, &mut cache, 1 + c, false)?;
         assert!(cache.prepared(1 + c).is_some());
         let reused = dit.forward_chunk(&x, &t, &text, None, &mut cache, 1 + c, false)?;
-        let mut fresh = fresh;
         let again = dit.forward_chunk(&x, &t, &text, None, &mut fresh, 1 + c, false)?;
         let diff = |a: &Tensor, b: &Tensor| -> anyhow::Result<f32> {
             Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
