@@ -428,6 +428,8 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         assert!(light[key].as_f64().is_some_and(f64::is_finite), "light {key}: {report}");
     }
     assert!(report["mean_ssim"].as_f64().unwrap_or(2.0) <= 1.0);
+    // One PSNR per frame of the 5-frame clips (--latent-frames 1).
+    assert_eq!(report["psnr_by_frame"].as_array().map(Vec::len), Some(5), "{report}");
     assert!(recon_dir.join("recon_001.png").is_file() && recon_dir.join("light_001.png").is_file());
     // Everything is at its step count: a rerun resumes and trains nothing.
     let again = run()?;

@@ -16,7 +16,11 @@ const SSIM_STRIDE: usize = 4;
 /// Peak signal-to-noise ratio in dB of `b` against `a` (99 when equal).
 pub fn psnr_db(a: &[u8], b: &[u8]) -> f64 {
     let sq: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    let mse = sq / a.len().max(1) as f64;
+    psnr_from_mse(sq / a.len().max(1) as f64)
+}
+
+/// PSNR in dB of 8-bit pixels with mean squared error `mse` (99 when 0).
+pub fn psnr_from_mse(mse: f64) -> f64 {
     if mse > 0.0 {
         10.0 * (255.0f64 * 255.0 / mse).log10()
     } else {

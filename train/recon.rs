@@ -20,7 +20,7 @@ use crate::config::ModelConfig;
 use crate::model::vae::{LightDecoder, WanVae};
 
 use super::data::ClipSource;
-use super::frame_quality::{psnr_db, ssim};
+use super::frame_quality::{psnr_db, psnr_from_mse, ssim};
 use super::latent_stats::STATS_FIRST_CLIP;
 use super::TrainError;
 
@@ -57,6 +57,10 @@ pub struct ReconReport {
     pub clips: Vec<ClipRecon>,
     pub mean_psnr_db: f64,
     pub mean_ssim: f64,
+    /// PSNR per frame index (the mean squared error of frame `t` over all
+    /// clips): a temporal position the VAE never learned (e.g. the second
+    /// 4-frame group after training on one) stands out here.
+    pub psnr_by_frame: Vec<f64>,
     pub mean_abs_error: f64,
     /// Means of the clips' [`LightRecon`] (with `--light-decoder`).
     pub light: Option<LightRecon>,
@@ -114,6 +118,7 @@ pub fn reconstruct(
         clips: Vec::new(),
         mean_psnr_db: 0.0,
         mean_ssim: 0.0,
+        psnr_by_frame: Vec::new(),
         mean_abs_error: 0.0,
         light: None,
         chroma_r2_recon: 0.0,
@@ -125,6 +130,7 @@ pub fn reconstruct(
     };
     let mut moments = PositionMoments::new(cfg.vae.z_dim);
     let (mut colour_orig, mut colour_rec, mut latent_means) = (Vec::new(), Vec::new(), Vec::new());
+    let mut frame_sq: Vec<(f64, usize)> = Vec::new();
     for i in 0..clips {
         let index = RECON_FIRST_CLIP + i;
         let video = data.clip(index, &dev)?.video;
@@ -140,6 +146,12 @@ pub fn reconstruct(
         let (orig, rec) = (to_u8(&video)?, to_u8(&recon)?);
         let (_, c, t, h, w) = video.dims5()?;
         let abs: f64 = orig.iter().zip(&rec).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum();
+        frame_sq.resize(frame_sq.len().max(t), (0.0, 0));
+        for (i, (a, b)) in orig.iter().zip(&rec).enumerate() {
+            let slot = &mut frame_sq[(i / (h * w)) % t];
+            slot.0 += (*a as f64 - *b as f64).powi(2);
+            slot.1 += 1;
+        }
         let light_recon = match &light {
             Some(decoder) => {
                 let z = vae.latent_norm().normalize(&mu)?;
@@ -175,6 +187,7 @@ pub fn reconstruct(
     let mean = |f: &dyn Fn(&ClipRecon) -> f64| report.clips.iter().map(f).sum::<f64>() / k;
     report.mean_psnr_db = mean(&|c| c.psnr_db);
     report.mean_ssim = mean(&|c| c.ssim);
+    report.psnr_by_frame = frame_sq.iter().map(|&(sq, n)| psnr_from_mse(sq / n.max(1) as f64)).collect();
     report.mean_abs_error = mean(&|c| c.mean_abs_error);
     if light.is_some() {
         let lit = |c: &ClipRecon| c.light.unwrap_or(LightRecon { psnr_db: 0.0, ssim: 0.0, psnr_vs_full_db: 0.0 });
