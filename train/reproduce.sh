@@ -129,5 +129,6 @@ if wanted export; then
         --out "$OUT_WEIGHTS"
     cp "$LIGHT/params.safetensors" "$OUT_WEIGHTS/light_decoder.safetensors"
     "$SA" weights check --config "$CONFIG" "$OUT_WEIGHTS"/*.safetensors
+    log "weights in $OUT_WEIGHTS"
 fi
-log "done: weights in $OUT_WEIGHTS (seconds: $SECONDS)"
+log "done ($SECONDS s)"
