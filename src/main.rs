@@ -614,7 +614,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             let frozen =
                 streamavatar::train::teacher_stage::FrozenModules::load_on(&cfg, Some(&vae), None, a.seed, &device)?;
             let weights = LightLossWeights { chroma: a.chroma_weight.max(0.0), ..Default::default() };
-            let mut st = LightDecoderStage::new(cfg, frozen.vae, data, a.batch, weights, a.seed).on_device(&device);
+            let mut st = LightDecoderStage::new(cfg, frozen.vae, data, a.batch, weights, a.seed);
             if let Some(side) = a.crop {
                 st = st.with_crop(side)?;
             }

@@ -56,7 +56,8 @@ pub struct LightDecoderStage {
 }
 
 impl LightDecoderStage {
-    /// `vae`: the frozen, trained VAE (its latent statistics normalise).
+    /// `vae`: the frozen, trained VAE (its latent statistics normalise);
+    /// the stage trains on its device.
     pub fn new(
         cfg: ModelConfig,
         vae: WanVae,
@@ -65,7 +66,7 @@ impl LightDecoderStage {
         weights: LightLossWeights,
         seed: u64,
     ) -> Self {
-        let device = Device::Cpu;
+        let device = vae.device().clone();
         Self {
             params: ParamStore::new(seed, &device),
             cfg,
@@ -77,14 +78,6 @@ impl LightDecoderStage {
             seed,
             crop: None,
         }
-    }
-
-    /// Train on the frozen VAE's device (the CPU unless it was loaded
-    /// elsewhere, see `FrozenModules::load_on`). Call before training.
-    pub fn on_device(mut self, device: &Device) -> Self {
-        self.params = ParamStore::new(self.seed, device);
-        self.device = device.clone();
-        self
     }
 
     /// Train on random `side x side` crops.

@@ -189,12 +189,13 @@ pub fn reconstruct(
     report.mean_ssim = mean(&|c| c.ssim);
     report.psnr_by_frame = frame_sq.iter().map(|&(sq, n)| psnr_from_mse(sq / n.max(1) as f64)).collect();
     report.mean_abs_error = mean(&|c| c.mean_abs_error);
-    if light.is_some() {
-        let lit = |c: &ClipRecon| c.light.unwrap_or(LightRecon { psnr_db: 0.0, ssim: 0.0, psnr_vs_full_db: 0.0 });
+    let lit: Vec<LightRecon> = report.clips.iter().filter_map(|c| c.light).collect();
+    if !lit.is_empty() {
+        let mean_of = |f: fn(&LightRecon) -> f64| lit.iter().map(f).sum::<f64>() / lit.len() as f64;
         report.light = Some(LightRecon {
-            psnr_db: mean(&|c| lit(c).psnr_db),
-            ssim: mean(&|c| lit(c).ssim),
-            psnr_vs_full_db: mean(&|c| lit(c).psnr_vs_full_db),
+            psnr_db: mean_of(|l| l.psnr_db),
+            ssim: mean_of(|l| l.ssim),
+            psnr_vs_full_db: mean_of(|l| l.psnr_vs_full_db),
         });
     }
     let part = |v: &[[f64; 3]], r: std::ops::Range<usize>| -> Vec<Vec<f64>> {

@@ -39,8 +39,6 @@ use super::TrainError;
 pub struct FrozenModules {
     pub vae: WanVae,
     pub wav2vec2: Wav2Vec2Model,
-    /// Where both were loaded (and where the stages built on them train).
-    pub device: Device,
 }
 
 fn frozen_vb(file: Option<&PathBuf>, seed: u64, dev: &Device) -> Result<candle_nn::VarBuilder<'static>, TrainError> {
@@ -74,15 +72,13 @@ impl FrozenModules {
         seed: u64,
         dev: &Device,
     ) -> Result<Self, TrainError> {
-        let dev = dev.clone();
         Ok(Self {
-            vae: WanVae::new(&cfg.vae, frozen_vb(vae, seed ^ 1, &dev)?)?,
+            vae: WanVae::new(&cfg.vae, frozen_vb(vae, seed ^ 1, dev)?)?,
             wav2vec2: Wav2Vec2Model::new(
                 &cfg.audio.wav2vec2,
                 InputNormalization::ZeroMeanUnitVariance,
-                frozen_vb(wav2vec2, super::export::frozen_wav2vec2_seed(seed), &dev)?,
+                frozen_vb(wav2vec2, super::export::frozen_wav2vec2_seed(seed), dev)?,
             )?,
-            device: dev,
         })
     }
 }
@@ -111,7 +107,7 @@ pub struct TeacherStage {
 impl TeacherStage {
     /// Trains on the device the frozen modules were loaded on.
     pub fn new(cfg: ModelConfig, frozen: FrozenModules, data: ClipSource, seed: u64) -> Self {
-        let device = frozen.device.clone();
+        let device = frozen.vae.device().clone();
         Self { params: ParamStore::new(seed, &device), cfg, frozen, data, seed, device, cache: Default::default() }
     }
 

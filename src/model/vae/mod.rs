@@ -275,6 +275,7 @@ pub struct WanVae {
     decoder: VaeDecoder,
     norm: LatentNorm,
     dtype: DType,
+    device: candle_core::Device,
 }
 
 impl WanVae {
@@ -288,6 +289,7 @@ impl WanVae {
             decoder: VaeDecoder::new(cfg, vb.clone())?,
             norm: LatentNorm::from_weights_or_config(cfg, &vb)?,
             dtype: vb.dtype(),
+            device: vb.device().clone(),
         })
     }
 
@@ -297,6 +299,11 @@ impl WanVae {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The device its weights live on.
+    pub fn device(&self) -> &candle_core::Device {
+        &self.device
     }
 
     pub fn latent_norm(&self) -> &LatentNorm {
