@@ -152,6 +152,16 @@ pub struct TrainArgs {
     /// ode_init: teacher Euler steps per student interval.
     #[arg(long, default_value_t = 8)]
     substeps: usize,
+    /// teacher, ode_init, dmd, gan: train on the first K clips, cycling
+    /// (each clip's latents and audio features are computed once; default:
+    /// an endless stream of new clips).
+    #[arg(long)]
+    clip_pool: Option<u64>,
+    /// With --clip-pool: keep the prepared clips in this folder too (a
+    /// resumed run does not encode them again; bound to the VAE / wav2vec2
+    /// files and the clip source by its key.json).
+    #[arg(long)]
+    sample_cache: Option<String>,
     /// Train on one fixed clip (overfitting / smoke check).
     #[arg(long)]
     fixed_data: bool,
@@ -502,11 +512,24 @@ fn teacher_stage_from_args(
     cfg: streamavatar::config::ModelConfig,
     data: streamavatar::train::data::ClipSource,
 ) -> anyhow::Result<streamavatar::train::teacher_stage::TeacherStage> {
+    use streamavatar::train::sample_store::SampleStore;
     use streamavatar::train::teacher_stage::{FrozenModules, TeacherStage};
     let vae = a.vae.as_ref().map(std::path::PathBuf::from);
     let w2v = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
     let frozen = FrozenModules::load_on(&cfg, vae.as_ref(), w2v.as_ref(), a.seed, &train_device(a)?)?;
-    Ok(TeacherStage::new(cfg, frozen, data, a.seed))
+    let samples = match (a.clip_pool, &a.sample_cache) {
+        (None, None) => SampleStore::stream(),
+        (None, Some(_)) => anyhow::bail!("--sample-cache needs --clip-pool K (a finite set of clips to keep)"),
+        (Some(pool), dir) => {
+            use streamavatar::train::sample_store::{FrozenSource, SampleKey};
+            let vae_src =
+                FrozenSource::of(vae.as_deref(), streamavatar::train::teacher_stage::frozen_vae_seed(a.seed))?;
+            let w2v_src = FrozenSource::of(w2v.as_deref(), streamavatar::train::export::frozen_wav2vec2_seed(a.seed))?;
+            let key = SampleKey::new(&cfg.name, vae_src, w2v_src, &data, pool);
+            SampleStore::pooled(key, dir.as_ref().map(std::path::PathBuf::from))?
+        }
+    };
+    Ok(TeacherStage::new(cfg, frozen, data, a.seed).with_samples(samples))
 }
 
 /// [`teacher_stage_from_args`] with the trained teacher of `--teacher` loaded

@@ -156,6 +156,35 @@ fn teacher_stage_loss_decreases() -> anyhow::Result<()> {
 }
 
 #[test]
+fn teacher_stage_on_a_clip_pool_prepares_each_clip_once() -> anyhow::Result<()> {
+    use streamavatar::train::sample_store::{FrozenSource, SampleKey, SampleStore};
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("samples");
+    let cfg = ModelConfig::tiny();
+    let pooled = |cfg: &ModelConfig| -> anyhow::Result<TeacherStage> {
+        let key =
+            SampleKey::new("tiny", FrozenSource::Seeded { seed: 6 }, FrozenSource::Seeded { seed: 5 }, &source(), 2);
+        let frozen = FrozenModules::load(cfg, None, None, 7)?;
+        Ok(TeacherStage::new(cfg.clone(), frozen, source(), 7)
+            .with_samples(SampleStore::pooled(key, Some(cache.clone()))?))
+    };
+    let mut st = pooled(&cfg)?;
+    let r = run(&mut st, &RunOptions { fixed_data: false, ..opts(&dir.path().join("run"), 5, 1e-3) })?;
+    assert!(r.losses.iter().all(|(_, l)| l.is_finite()), "{:?}", r.losses);
+    assert_eq!(checkpoint::load_state(&dir.path().join("run"))?.data_cursor, 5);
+    // Five steps over a pool of two clips: two prepared samples, reused.
+    let files = std::fs::read_dir(&cache)?
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".safetensors")));
+    assert_eq!(files.count(), 2);
+    assert!(std::rc::Rc::ptr_eq(&st.sample(1)?, &st.sample(3)?));
+    // Another process reads the same latents back from the folder.
+    let mut again = pooled(&cfg)?;
+    let (a, b) = (st.sample(4)?, again.sample(0)?);
+    assert_eq!((a.x0.clone() - b.x0.clone())?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+    Ok(())
+}
+
+#[test]
 fn ode_init_stage_loss_decreases() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cfg = ModelConfig::tiny();

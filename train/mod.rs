@@ -12,6 +12,8 @@
 //! * [`bench`] — per-chunk inference cost of a config on this CPU (the
 //!   measurement behind the `mini` preset).
 //! * [`vae_stage`] — stage 1: the causal VAE (L1 + L2 + KL + edge loss).
+//! * [`sample_store`] — prepared DiT samples (latents + audio features) of
+//!   a finite clip pool, in memory and in a keyed cache folder.
 //! * [`teacher_stage`] — stage 2: the bidirectional flow-matching teacher
 //!   with talk / listen audio attention.
 //! * [`ode_init_stage`] — stage 3: ODE initialisation of the causal student
@@ -46,6 +48,7 @@ pub mod params;
 pub mod recon;
 pub mod rollout;
 pub mod runner;
+pub mod sample_store;
 pub mod teacher_stage;
 pub mod vae_stage;
 

@@ -102,25 +102,31 @@ LIGHT=$RUNS/light_decoder
 stage light_decoder "$LIGHT" "$(steps 4000)" light_decoder --vae "$VAE/params.safetensors" \
     --latent-frames 2 --crop 64 --batch 2 --lr 1e-3 --save-every 250
 
+# The DiT stages train on finite clip pools whose VAE latents and audio
+# features are computed once and kept in $RUNS/samples_lf*/ (train/sample_store.rs):
+# encoding a clip costs more than a mini DiT step.
+POOL3=(--clip-pool "$(steps 3000)" --sample-cache "$RUNS/samples_lf3")
+POOL6=(--clip-pool "$(steps 2000)" --sample-cache "$RUNS/samples_lf6")
+
 # 4. Bidirectional teacher (flow matching, talk and listen).
 TEACHER=$RUNS/teacher
 stage teacher "$TEACHER" "$(steps 20000)" teacher --vae "$VAE/params.safetensors" \
-    --latent-frames 3 --lr 3e-4 --save-every 250
+    --latent-frames 3 "${POOL3[@]}" --lr 3e-4 --save-every 250
 
 # 5. Causal student: ODE initialisation from teacher trajectories.
 ODE=$RUNS/ode_init
 stage ode_init "$ODE" "$(steps 2000)" ode_init --vae "$VAE/params.safetensors" \
-    --teacher "$TEACHER/params.safetensors" --latent-frames 6 --substeps 8 --lr 1e-4 --save-every 100
+    --teacher "$TEACHER/params.safetensors" --latent-frames 6 "${POOL6[@]}" --substeps 8 --lr 1e-4 --save-every 100
 
 # 6. DMD with student forcing (3 steps, reference sink, RAPR).
 DMD=$RUNS/dmd
 stage dmd "$DMD" "$(steps 1000)" dmd --vae "$VAE/params.safetensors" --teacher "$TEACHER/params.safetensors" \
-    --student "$ODE/params.safetensors" --latent-frames 6 --critic-updates 2 --lr 1e-5 --critic-lr 1e-5 --save-every 50
+    --student "$ODE/params.safetensors" --latent-frames 6 "${POOL6[@]}" --critic-updates 2 --lr 1e-5 --critic-lr 1e-5 --save-every 50
 
 # 7. Adversarial refinement, consistency-aware discriminator.
 GAN=$RUNS/gan
 stage gan "$GAN" "$(steps 500)" gan --vae "$VAE/params.safetensors" --teacher "$TEACHER/params.safetensors" \
-    --student "$DMD/params.safetensors" --latent-frames 6 --lr 1e-5 --critic-lr 2e-5 --save-every 50
+    --student "$DMD/params.safetensors" --latent-frames 6 "${POOL6[@]}" --lr 1e-5 --critic-lr 2e-5 --save-every 50
 
 # 8. Export: dit, audio projection, vae, wav2vec2 (f16) + the light decoder.
 if wanted export; then

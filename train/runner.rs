@@ -151,12 +151,15 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
                 );
             }
         }
+        let t_step = Instant::now();
         let (loss, parts) = stage.loss(state.step, &mut cursor)?;
         let value = loss.to_scalar::<f32>()?;
         if !value.is_finite() {
             return Err(TrainError::NonFinite { step: state.step, value });
         }
+        let forward_ms = t_step.elapsed().as_millis() as u64;
         let grads = loss.backward()?;
+        let backward_ms = t_step.elapsed().as_millis() as u64 - forward_ms;
         let grad_norm = opt.step(&grads)?;
         if !opts.fixed_data {
             state.data_cursor = cursor;
@@ -165,7 +168,16 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
         state.losses.push((state.step, value));
         let keep = state.losses.len().saturating_sub(1000);
         state.losses.drain(..keep);
-        tracing::info!(stage = stage.name(), step = state.step, loss = value, grad_norm, ?parts, "step");
+        tracing::info!(
+            stage = stage.name(),
+            step = state.step,
+            loss = value,
+            grad_norm,
+            ?parts,
+            forward_ms,
+            backward_ms,
+            "step"
+        );
         if opts.save_every > 0 && state.step % opts.save_every == 0 {
             stage.before_save()?;
             save(&opts.out, stage.params(), &opt, critic.as_ref().zip(critic_opt.as_ref()), &state)?;

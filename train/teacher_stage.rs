@@ -33,6 +33,7 @@ use crate::model::weights::SeededInitBackend;
 use super::data::{ClipSource, ClipTensors};
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
+use super::sample_store::SampleStore;
 use super::TrainError;
 
 /// Frozen modules of stage 2.
@@ -50,6 +51,11 @@ fn frozen_vb(file: Option<&PathBuf>, seed: u64, dev: &Device) -> Result<candle_n
         }
         None => SeededInitBackend::var_builder(seed, DType::F32, dev),
     })
+}
+
+/// Seed of the seeded random frozen VAE of a stage seeded `stage_seed`.
+pub fn frozen_vae_seed(stage_seed: u64) -> u64 {
+    stage_seed ^ 1
 }
 
 impl FrozenModules {
@@ -73,7 +79,7 @@ impl FrozenModules {
         dev: &Device,
     ) -> Result<Self, TrainError> {
         Ok(Self {
-            vae: WanVae::new(&cfg.vae, frozen_vb(vae, seed ^ 1, dev)?)?,
+            vae: WanVae::new(&cfg.vae, frozen_vb(vae, frozen_vae_seed(seed), dev)?)?,
             wav2vec2: Wav2Vec2Model::new(
                 &cfg.audio.wav2vec2,
                 InputNormalization::ZeroMeanUnitVariance,
@@ -100,15 +106,27 @@ pub struct TeacherStage {
     data: ClipSource,
     seed: u64,
     device: Device,
-    /// Prepared samples by clip index (frozen encoders run once per clip).
-    cache: std::collections::HashMap<u64, std::rc::Rc<TeacherSample>>,
+    /// Prepared samples (frozen encoders run once per clip of the pool).
+    samples: SampleStore,
 }
 
 impl TeacherStage {
     /// Trains on the device the frozen modules were loaded on.
     pub fn new(cfg: ModelConfig, frozen: FrozenModules, data: ClipSource, seed: u64) -> Self {
         let device = frozen.vae.device().clone();
-        Self { params: ParamStore::new(seed, &device), cfg, frozen, data, seed, device, cache: Default::default() }
+        Self { params: ParamStore::new(seed, &device), cfg, frozen, data, seed, device, samples: SampleStore::stream() }
+    }
+
+    /// Train on a finite clip pool whose prepared samples are kept (see
+    /// [`super::sample_store`]); replaces the default endless stream.
+    pub fn with_samples(mut self, samples: SampleStore) -> Self {
+        self.samples = samples;
+        self
+    }
+
+    /// The clips this stage draws from.
+    pub fn data(&self) -> &ClipSource {
+        &self.data
     }
 
     /// The DiT, audio projection and prompt embedding from the variables.
@@ -157,17 +175,20 @@ impl TeacherStage {
         Ok(TeacherSample { x0, talk_features: talk, listen_features: listen })
     }
 
-    /// The prepared sample of clip `index` (cached).
-    pub fn sample(&mut self, index: u64) -> Result<std::rc::Rc<TeacherSample>, TrainError> {
-        if let Some(s) = self.cache.get(&index) {
-            return Ok(s.clone());
+    /// The prepared sample for data cursor `cursor` (its clip of the pool,
+    /// prepared once).
+    pub fn sample(&mut self, cursor: u64) -> Result<std::rc::Rc<TeacherSample>, TrainError> {
+        let slot = self.samples.slot(cursor);
+        if let Some(s) = self.samples.get(slot, &self.device)? {
+            return Ok(s);
         }
-        let clip = self.data.clip(index, &self.device)?;
+        let t0 = std::time::Instant::now();
+        let clip = self.data.clip(slot, &self.device)?;
+        let render_ms = t0.elapsed().as_millis() as u64;
         let s = std::rc::Rc::new(self.prepare(&clip)?);
-        if self.cache.len() >= 64 {
-            self.cache.clear();
-        }
-        self.cache.insert(index, s.clone());
+        let encode_ms = t0.elapsed().as_millis() as u64 - render_ms;
+        tracing::debug!(slot, render_ms, encode_ms, "prepared clip");
+        self.samples.put(slot, s.clone())?;
         Ok(s)
     }
 }
