@@ -30,6 +30,16 @@ enum Command {
     /// Evaluate a model on held-out synth identities: lip sync, listening
     /// motion, identity drift, and the paper's ablation table.
     Eval(EvalArgs),
+    /// Print a model config as JSON (a preset, or a config file after
+    /// validation): the starting point of a custom `--config FILE`.
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// Preset name (full | mini | tiny) or config JSON.
+    #[arg(default_value = "mini")]
+    config: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -149,6 +159,9 @@ pub struct TrainArgs {
     r1: f64,
     #[arg(long, default_value_t = 100.0)]
     r2: f64,
+    /// teacher_check: Euler steps of the teacher's flow ODE.
+    #[arg(long, default_value_t = 24)]
+    euler_steps: usize,
     /// ode_init: teacher Euler steps per student interval.
     #[arg(long, default_value_t = 8)]
     substeps: usize,
@@ -175,6 +188,10 @@ pub struct TrainArgs {
     /// vae, light_decoder: weight of the low-passed chroma L1 term (0 = off).
     #[arg(long, default_value_t = 0.0)]
     chroma_weight: f64,
+    /// vae: weight of the face-region term (L1 + edge L1 inside the face
+    /// with room for head motion; 0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    face_weight: f64,
     /// vae: decode mu instead of a posterior sample (a plain autoencoder).
     #[arg(long)]
     no_posterior_sample: bool,
@@ -182,7 +199,7 @@ pub struct TrainArgs {
     /// checkpoint or a TAEHV file) and report its quality cost.
     #[arg(long)]
     light_decoder: Option<String>,
-    /// recon: clips to reconstruct.
+    /// recon, teacher_check: clips to reconstruct / generate.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
     clips: u64,
     /// Device the stage trains on: cpu | cuda:N (a `--features cuda` build;
@@ -455,6 +472,11 @@ fn main() -> anyhow::Result<()> {
         Command::Synth(a) => run_synth(a),
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
+        Command::Config(a) => {
+            let cfg = streamavatar::config::ModelConfig::load(&a.config)?;
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
+            Ok(())
+        }
     }
 }
 
@@ -595,6 +617,24 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    if a.stage == "teacher_check" {
+        let data = ClipSource {
+            seed: a.seed,
+            size: cfg.stream.width,
+            latent_frames: a.latent_frames,
+            identities: a.identities,
+        };
+        let teacher = pretrained_teacher_from_args(&a, cfg, data)?;
+        let report = streamavatar::train::teacher_check::check_teacher(
+            &teacher,
+            a.clips,
+            a.euler_steps,
+            a.seed,
+            Some(std::path::Path::new(&a.out)),
+        )?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     if a.stage == "bench" {
         let t = bench::measure_chunk(&cfg, 2, a.steps.clamp(1, 50) as usize)?;
         println!("{}", serde_json::to_string_pretty(&t)?);
@@ -619,6 +659,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             let weights = vae_stage::VaeLossWeights {
                 kl: a.kl_weight,
                 chroma: a.chroma_weight,
+                face: a.face_weight,
                 sample_posterior: !a.no_posterior_sample,
                 ..Default::default()
             };
@@ -687,7 +728,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             }
         }
         other => anyhow::bail!(
-            "unknown training stage `{other}` (known: vae, light_decoder, teacher, ode_init, dmd, gan, bench)"
+            "unknown training stage `{other}` (known: vae, light_decoder, teacher, ode_init, dmd, gan, export, recon, teacher_check, bench)"
         ),
     };
     tracing::info!(

@@ -28,6 +28,24 @@ pub fn psnr_from_mse(mse: f64) -> f64 {
     }
 }
 
+/// PSNR of `b` against `a` (both `channels * frames * height * width`)
+/// over the pixels of `region` `(x0, y0, x1, y1)` in every plane.
+pub fn region_psnr_db(a: &[u8], b: &[u8], height: usize, width: usize, region: (usize, usize, usize, usize)) -> f64 {
+    let (x0, y0, x1, y1) = region;
+    let plane = height * width;
+    let (mut sq, mut n) = (0f64, 0usize);
+    for p in 0..a.len().min(b.len()) / plane.max(1) {
+        for y in y0..y1.min(height) {
+            let row = p * plane + y * width;
+            for x in x0..x1.min(width) {
+                sq += (f64::from(a[row + x]) - f64::from(b[row + x])).powi(2);
+                n += 1;
+            }
+        }
+    }
+    psnr_from_mse(sq / n.max(1) as f64)
+}
+
 /// Mean SSIM of `b` against `a`, both `channels * frames * height * width`.
 pub fn ssim(
     a: &[u8],
@@ -81,6 +99,20 @@ pub fn ssim(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_psnr_reads_only_the_region() {
+        // 1 channel, 1 frame, 4x4: an error of 10 outside the 2x2 region
+        // at (1, 1), none inside.
+        let a = vec![100u8; 16];
+        let mut b = vec![110u8; 16];
+        for (y, x) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+            b[y * 4 + x] = 100;
+        }
+        assert_eq!(region_psnr_db(&a, &b, 4, 4, (1, 1, 3, 3)), 99.0);
+        let whole = region_psnr_db(&a, &b, 4, 4, (0, 0, 4, 4));
+        assert!((whole - psnr_from_mse(100.0 * 12.0 / 16.0)).abs() < 1e-9, "{whole}");
+    }
 
     fn pattern(len: usize, seed: u32) -> Vec<u8> {
         (0..len as u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 24) as u8).collect()

@@ -16,6 +16,8 @@
 //!   a finite clip pool, in memory and in a keyed cache folder.
 //! * [`teacher_stage`] — stage 2: the bidirectional flow-matching teacher
 //!   with talk / listen audio attention.
+//! * [`teacher_check`] — what a teacher checkpoint generates on unseen
+//!   clips, scored against the real clip, a still reference and the VAE.
 //! * [`ode_init_stage`] — stage 3: ODE initialisation of the causal student
 //!   from teacher trajectories.
 //! * [`rollout`] — student forcing: the causal student generates clips
@@ -49,6 +51,7 @@ pub mod recon;
 pub mod rollout;
 pub mod runner;
 pub mod sample_store;
+pub mod teacher_check;
 pub mod teacher_stage;
 pub mod vae_stage;
 

@@ -69,30 +69,13 @@ impl Stage for OdeInitStage {
         let shape = reference.shape().dims().to_vec();
         let eps = noise.sample((shape[0], shape[1], f - 1, shape[3], shape[4]), DType::F32, &dev)?;
 
-        // Teacher trajectory (no gradients).
-        let (t_dit, t_proj, t_prompt) = self.teacher.frozen_modules()?;
-        let t_audio = AudioTokens {
-            talk: t_proj.forward_clip(&sample.talk_features)?,
-            listen: t_proj.forward_clip(&sample.listen_features)?,
-        };
-        let t_text = t_dit.text_context(&t_prompt)?;
-        let mut x = (eps * sigmas[0])?; // sigma_0 = 1 after the shift warp: pure noise.
-        let mut recorded = Vec::with_capacity(sigmas.len());
+        // Teacher trajectory (no gradients); sigma_0 = 1 after the shift
+        // warp: pure noise.
         let mut grid = sigmas.clone();
         grid.push(0.0);
-        for w in grid.windows(2) {
-            recorded.push(x.clone());
-            let (hi, lo) = (w[0], w[1]);
-            for k in 0..self.substeps {
-                let a = hi + (lo - hi) * k as f64 / self.substeps as f64;
-                let b = hi + (lo - hi) * (k + 1) as f64 / self.substeps as f64;
-                let xt = Tensor::cat(&[&reference, &x], 2)?;
-                let ts = reference_clean_timesteps(f, (a * 1000.0) as f32, &dev)?;
-                let v = t_dit.forward(&xt, &ts, &t_text, Some(&t_audio), AttentionMask::Bidirectional)?;
-                x = (x + (v.narrow(2, 1, f - 1)? * (b - a))?)?.detach();
-            }
-        }
-        let target = x;
+        let mut recorded = Vec::with_capacity(sigmas.len());
+        let target =
+            self.teacher.integrate_flow(&sample, &eps, &grid, self.substeps, |_, x| recorded.push(x.clone()))?;
 
         // Student regression from one recorded state.
         let n = (step as usize) % sigmas.len();

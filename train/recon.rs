@@ -20,8 +20,9 @@ use crate::config::ModelConfig;
 use crate::model::vae::{LightDecoder, WanVae};
 
 use super::data::ClipSource;
-use super::frame_quality::{psnr_db, psnr_from_mse, ssim};
+use super::frame_quality::{psnr_db, psnr_from_mse, region_psnr_db, ssim};
 use super::latent_stats::STATS_FIRST_CLIP;
+use super::vae_stage::{clip_face_layout, with_motion};
 use super::TrainError;
 
 /// Data index of the first reconstructed clip: past the latent-statistics
@@ -38,6 +39,11 @@ pub struct ClipRecon {
     /// Share of raw decoder outputs outside [-1, 1] (cut off by the clamp;
     /// a large share means the decoder overshoots, e.g. bright backgrounds).
     pub clipped_share: f64,
+    /// PSNR inside the face (hairline to chin) and inside the mouth box,
+    /// both grown by the largest head motion (`eval::face_layout`): the
+    /// small regions the lip-sync and identity metrics read.
+    pub face_psnr_db: f64,
+    pub mouth_psnr_db: f64,
     /// The light decoder's PSNR / SSIM against the original and its PSNR
     /// against the full decoder's frames (with `--light-decoder`).
     pub light: Option<LightRecon>,
@@ -57,6 +63,9 @@ pub struct ReconReport {
     pub clips: Vec<ClipRecon>,
     pub mean_psnr_db: f64,
     pub mean_ssim: f64,
+    /// Means of the clips' face / mouth PSNR.
+    pub mean_face_psnr_db: f64,
+    pub mean_mouth_psnr_db: f64,
     /// PSNR per frame index (the mean squared error of frame `t` over all
     /// clips): a temporal position the VAE never learned (e.g. the second
     /// 4-frame group after training on one) stands out here.
@@ -118,6 +127,8 @@ pub fn reconstruct(
         clips: Vec::new(),
         mean_psnr_db: 0.0,
         mean_ssim: 0.0,
+        mean_face_psnr_db: 0.0,
+        mean_mouth_psnr_db: 0.0,
         psnr_by_frame: Vec::new(),
         mean_abs_error: 0.0,
         light: None,
@@ -173,12 +184,16 @@ pub fn reconstruct(
             }
             None => None,
         };
+        let layout = clip_face_layout(data, index)?;
+        let region = |b| region_psnr_db(&orig, &rec, h, w, with_motion(&layout, b));
         report.clips.push(ClipRecon {
             index,
             psnr_db: psnr_db(&orig, &rec),
             ssim: ssim(&orig, &rec, c, t, h, w)?,
             mean_abs_error: abs / orig.len().max(1) as f64,
             clipped_share,
+            face_psnr_db: region(layout.face),
+            mouth_psnr_db: region(layout.mouth),
             light: light_recon,
         });
         save_png(out, &format!("recon_{i:03}.png"), &orig, &rec, video.dims())?;
@@ -187,6 +202,8 @@ pub fn reconstruct(
     let mean = |f: &dyn Fn(&ClipRecon) -> f64| report.clips.iter().map(f).sum::<f64>() / k;
     report.mean_psnr_db = mean(&|c| c.psnr_db);
     report.mean_ssim = mean(&|c| c.ssim);
+    report.mean_face_psnr_db = mean(&|c| c.face_psnr_db);
+    report.mean_mouth_psnr_db = mean(&|c| c.mouth_psnr_db);
     report.psnr_by_frame = frame_sq.iter().map(|&(sq, n)| psnr_from_mse(sq / n.max(1) as f64)).collect();
     report.mean_abs_error = mean(&|c| c.mean_abs_error);
     let lit: Vec<LightRecon> = report.clips.iter().filter_map(|c| c.light).collect();

@@ -96,22 +96,31 @@ VAE=$RUNS/vae_video
 S_VID=$((S_IMG_FINE + $(steps 3000)))
 if wanted vae_video; then start_from "$VAE" "$VAE_IMG"; fi
 stage vae_video "$VAE" "$S_VID" vae --latent-frames 2 --crop 64 --batch 2 --lr 3e-4 --kl-weight 0 --save-every 250
+#    then clips of 6 latent frames (21 video frames): the streaming decoder
+#    works in chunks of 3 latent frames, and a VAE trained on shorter clips
+#    never learned the chunk boundary (frames 9+ fell to 16-20 dB,
+#    TRAINING.md session 8); with the face-region term (mouth and eyes).
+S_VID_LONG=$((S_VID + $(steps 4000)))
+stage vae_video "$VAE" "$S_VID_LONG" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
+    --face-weight 3 --save-every 250
 
 # 3. Light decoder (the CPU default decoder) for the final VAE.
 LIGHT=$RUNS/light_decoder
 stage light_decoder "$LIGHT" "$(steps 4000)" light_decoder --vae "$VAE/params.safetensors" \
     --latent-frames 2 --crop 64 --batch 2 --lr 1e-3 --save-every 250
 
-# The DiT stages train on finite clip pools whose VAE latents and audio
-# features are computed once and kept in $RUNS/samples_lf*/ (train/sample_store.rs):
-# encoding a clip costs more than a mini DiT step.
-POOL3=(--clip-pool "$(steps 3000)" --sample-cache "$RUNS/samples_lf3")
+# The DiT stages train on one finite clip pool whose VAE latents and audio
+# features are computed once and kept in $RUNS/samples_lf6/
+# (train/sample_store.rs): encoding a clip costs more than a mini DiT step.
+# Clips of 6 latent frames (25 video frames) after the reference: two
+# streaming chunks, so the teacher is trained on the length the student
+# rolls out and ODE init reads teacher trajectories in distribution.
 POOL6=(--clip-pool "$(steps 2000)" --sample-cache "$RUNS/samples_lf6")
 
 # 4. Bidirectional teacher (flow matching, talk and listen).
 TEACHER=$RUNS/teacher
-stage teacher "$TEACHER" "$(steps 20000)" teacher --vae "$VAE/params.safetensors" \
-    --latent-frames 3 "${POOL3[@]}" --lr 3e-4 --save-every 250
+stage teacher "$TEACHER" "$(steps 12000)" teacher --vae "$VAE/params.safetensors" \
+    --latent-frames 6 "${POOL6[@]}" --lr 3e-4 --save-every 250
 
 # 5. Causal student: ODE initialisation from teacher trajectories.
 ODE=$RUNS/ode_init

@@ -124,6 +124,11 @@ impl TeacherStage {
         self
     }
 
+    /// The frozen VAE (latents of the clips).
+    pub fn vae(&self) -> &WanVae {
+        &self.frozen.vae
+    }
+
     /// The clips this stage draws from.
     pub fn data(&self) -> &ClipSource {
         &self.data
@@ -190,6 +195,47 @@ impl TeacherStage {
         tracing::debug!(slot, render_ms, encode_ms, "prepared clip");
         self.samples.put(slot, s.clone())?;
         Ok(s)
+    }
+}
+
+impl TeacherStage {
+    /// Integrate the frozen teacher's flow ODE with Euler steps for the
+    /// frames after the reference of `sample`, from `noise` (`[1, z, F-1,
+    /// h, w]`, scaled by `grid[0]`) down the sigma grid `grid` (descending,
+    /// usually ending at 0), `substeps` equal steps per grid interval.
+    /// `at_node(n, x)` sees the state at each grid node `n` before its
+    /// interval is integrated (ODE init records them). Returns the end state.
+    pub fn integrate_flow(
+        &self,
+        sample: &TeacherSample,
+        noise: &Tensor,
+        grid: &[f64],
+        substeps: usize,
+        mut at_node: impl FnMut(usize, &Tensor),
+    ) -> Result<Tensor, TrainError> {
+        let (dit, proj, prompt) = self.frozen_modules()?;
+        let audio = AudioTokens {
+            talk: proj.forward_clip(&sample.talk_features)?,
+            listen: proj.forward_clip(&sample.listen_features)?,
+        };
+        let text = dit.text_context(&prompt)?;
+        let reference = sample.x0.narrow(2, 0, 1)?;
+        let f = sample.x0.dim(2)?;
+        let substeps = substeps.max(1);
+        let mut x = (noise * grid.first().copied().unwrap_or(1.0))?;
+        for (n, w) in grid.windows(2).enumerate() {
+            at_node(n, &x);
+            let (hi, lo) = (w[0], w[1]);
+            for k in 0..substeps {
+                let a = hi + (lo - hi) * k as f64 / substeps as f64;
+                let b = hi + (lo - hi) * (k + 1) as f64 / substeps as f64;
+                let xt = Tensor::cat(&[&reference, &x], 2)?;
+                let ts = reference_clean_timesteps(f, (a * 1000.0) as f32, &self.device)?;
+                let v = dit.forward(&xt, &ts, &text, Some(&audio), AttentionMask::Bidirectional)?;
+                x = (x + (v.narrow(2, 1, f - 1)? * (b - a))?)?.detach();
+            }
+        }
+        Ok(x)
     }
 }
 

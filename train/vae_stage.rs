@@ -21,6 +21,7 @@ use super::data::ClipSource;
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
 use super::TrainError;
+use crate::eval::face_layout::{FaceLayout, PixelBox};
 
 /// Loss weights of stage 1.
 #[derive(Debug, Clone, Copy)]
@@ -36,12 +37,64 @@ pub struct VaeLossWeights {
     /// `mu`'s scale): isolates whether the sampling noise limits what the
     /// latent carries.
     pub sample_posterior: bool,
+    /// Weight of [`face_region_loss`]: L1 + edge L1 again inside the face
+    /// (hairline to chin, with room for head motion). The mouth and eyes are
+    /// a few pixels at 128x128 and what the evaluation reads (lip sync,
+    /// identity); a whole-frame loss spends the small decoder on background
+    /// and clothes first (docs/TRAINING.md, session 8).
+    pub face: f64,
 }
 
 impl Default for VaeLossWeights {
     fn default() -> Self {
-        Self { kl: 1e-4, edge: 0.5, chroma: 0.0, sample_posterior: true }
+        Self { kl: 1e-4, edge: 0.5, chroma: 0.0, sample_posterior: true, face: 0.0 }
     }
+}
+
+/// The face regions of clip `index`'s identity at rest, in pixels.
+pub fn clip_face_layout(data: &ClipSource, index: u64) -> Result<FaceLayout, TrainError> {
+    let identity = crate::synth::identity::Identity::from_id(data.spec(index).identity_id);
+    FaceLayout::of_identity(&identity, data.size)
+        .map_err(|e| TrainError::Invalid(format!("face layout of clip {index}: {e}")))
+}
+
+/// `region` grown by the layout's largest head motion, clipped to the frame:
+/// `(x0, y0, x1, y1)`.
+pub fn with_motion(layout: &FaceLayout, region: PixelBox) -> (usize, usize, usize, usize) {
+    let (grow, n) = (layout.max_shift.max(0) as usize, layout.size);
+    let (x0, y0) = (region.x0.saturating_sub(grow), region.y0.saturating_sub(grow));
+    (x0, y0, (region.x1 + grow).min(n), (region.y1 + grow).min(n))
+}
+
+/// `[1, 1, 1, size, size]`: 1 inside the face region of clip `index`'s
+/// identity (hairline to chin, grown by the largest head motion), 0 outside.
+pub fn face_mask(data: &ClipSource, index: u64, dev: &Device) -> Result<Tensor, TrainError> {
+    let layout = clip_face_layout(data, index)?;
+    let (x0, y0, x1, y1) = with_motion(&layout, layout.face);
+    let n = data.size;
+    let mut m = vec![0f32; n * n];
+    for y in y0..y1 {
+        m[y * n + x0..y * n + x1].fill(1.0);
+    }
+    Ok(Tensor::from_vec(m, (1, 1, 1, n, n), dev)?)
+}
+
+/// L1 + `edge_weight` * edge L1 of `recon - video` inside `mask`
+/// (`[B, 1, 1, H, W]`, 0 / 1), as a mean over the masked pixels; 0 when the
+/// mask is empty (a crop without the face).
+pub fn face_region_loss(
+    recon: &Tensor,
+    video: &Tensor,
+    mask: &Tensor,
+    edge_weight: f64,
+) -> candle_core::Result<Tensor> {
+    let share = mask.mean_all()?.to_scalar::<f32>()?;
+    if share <= 0.0 {
+        return Tensor::zeros((), recon.dtype(), recon.device());
+    }
+    let d = (recon - video)?.broadcast_mul(mask)?;
+    let zero = d.zeros_like()?;
+    (d.abs()?.mean_all()? + (edge_l1(&d, &zero)? * edge_weight)?)? / f64::from(share)
 }
 
 /// Side of the average pooling in [`chroma_l1`] (pixels).
@@ -188,13 +241,19 @@ impl Stage for VaeStage {
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let vae = self.vae()?;
         let mut clips = Vec::with_capacity(self.batch);
+        let mut masks = Vec::with_capacity(self.batch);
         for _ in 0..self.batch {
             clips.push(self.data.clip(*cursor, &self.device)?.video);
+            if self.weights.face > 0.0 {
+                masks.push(face_mask(&self.data, *cursor, &self.device)?);
+            }
             *cursor += 1;
         }
         let mut video = Tensor::cat(&clips, 0)?;
+        let mut mask = if masks.is_empty() { None } else { Some(Tensor::cat(&masks, 0)?) };
         if let Some(side) = self.crop {
             video = random_crop(&video, self.data.size, side, step, self.seed)?;
+            mask = mask.map(|m| random_crop(&m, self.data.size, side, step, self.seed)).transpose()?;
         }
         let post = vae.encode(&video)?;
         let z = if self.weights.sample_posterior {
@@ -218,13 +277,59 @@ impl Stage for VaeStage {
         let loss = (((&l1 + &l2)? + (&edge * self.weights.edge)?)? + (&kl * self.weights.kl)?)?;
         let loss = (loss + (&chroma * self.weights.chroma)?)?;
         let s = |t: &Tensor| t.to_scalar::<f32>().unwrap_or(f32::NAN);
-        Ok((loss, vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("kl", s(&kl)), ("chroma", s(&chroma))]))
+        let mut parts =
+            vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("kl", s(&kl)), ("chroma", s(&chroma))];
+        let loss = match &mask {
+            Some(m) => {
+                let face = face_region_loss(&recon, &video, m, self.weights.edge)?;
+                parts.push(("face", s(&face)));
+                (loss + (face * self.weights.face)?)?
+            }
+            None => loss,
+        };
+        Ok((loss, parts))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
+
+    #[test]
+    fn face_mask_covers_the_mouth_and_eyes_of_the_clip_identity() -> anyhow::Result<()> {
+        let data = ClipSource { seed: 1, size: 128, latent_frames: 0, identities: 50 };
+        for index in [0u64, 7, 33] {
+            let m = face_mask(&data, index, &Device::Cpu)?;
+            assert_eq!(m.dims(), &[1, 1, 1, 128, 128]);
+            let share = m.mean_all()?.to_scalar::<f32>()?;
+            assert!(share > 0.03 && share < 0.5, "clip {index}: face share {share}");
+            let layout = clip_face_layout(&data, index)?;
+            let v = m.flatten_all()?.to_vec1::<f32>()?;
+            for b in [layout.mouth, layout.eyes] {
+                let (x, y) = ((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2);
+                assert_eq!(v[y * 128 + x], 1.0, "clip {index}: ({x}, {y}) outside the mask");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn face_region_loss_is_the_masked_mean_and_zero_without_a_face() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let video = Tensor::zeros((1, 3, 1, 4, 4), DType::F32, &dev)?;
+        let recon = (video.ones_like()? * 0.5)?;
+        let all = Tensor::ones((1, 1, 1, 4, 4), DType::F32, &dev)?;
+        // A constant error: L1 0.5, no edges.
+        assert!((face_region_loss(&recon, &video, &all, 0.5)?.to_scalar::<f32>()? - 0.5).abs() < 1e-6);
+        let none = all.zeros_like()?;
+        assert_eq!(face_region_loss(&recon, &video, &none, 0.5)?.to_scalar::<f32>()?, 0.0);
+        // Half the frame masked: still the mean over the masked pixels.
+        let half = Tensor::cat(&[&all.narrow(3, 0, 2)?, &none.narrow(3, 0, 2)?], 3)?;
+        let v = face_region_loss(&recon, &video, &half, 0.0)?.to_scalar::<f32>()?;
+        assert!((v - 0.5).abs() < 1e-6, "{v}");
+        Ok(())
+    }
 
     #[test]
     fn chroma_l1_sees_hue_and_ignores_grey_level_and_fine_detail() -> candle_core::Result<()> {

@@ -1,0 +1,201 @@
+//! Stage-2 check: what a teacher checkpoint generates
+//! (`streamavatar train teacher_check --teacher <params> --vae <params>
+//! --out <folder>`).
+//!
+//! For clips the training pool never holds, the frozen teacher integrates
+//! its flow ODE from noise (Euler, `euler_steps` on the sampler's shifted
+//! sigma grid), conditioned as in training on the clean reference latent
+//! (frame 0) and the clip's talk / listen audio; the VAE decodes the result.
+//! Three PSNR / SSIM figures against the real clip, over the frames after
+//! the reference, tell how far the teacher is:
+//! * `generated` — the teacher's clip;
+//! * `static_reference` — the decoded reference frame held still: a
+//!   teacher that only copies the reference scores about this, one that
+//!   moves like the clip (mouth, head, blinks) scores above it;
+//! * `vae_ceiling` — the VAE's own reconstruction of the clip: what a
+//!   perfect teacher would score through this VAE.
+//!
+//! `clip_NNN.png` shows real (top), generated (middle) and static (bottom)
+//! rows at the first, middle and last frame after the reference.
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+
+use crate::model::sampler::{warp_sigma, NoiseSource};
+
+use super::frame_quality::{psnr_db, ssim};
+use super::recon::RECON_FIRST_CLIP;
+use super::teacher_stage::TeacherStage;
+use super::TrainError;
+
+/// PSNR / SSIM of one video against the real clip (frames after the reference).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Score {
+    pub psnr_db: f64,
+    pub ssim: f64,
+}
+
+/// One checked clip.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipCheck {
+    pub index: u64,
+    pub generated: Score,
+    pub static_reference: Score,
+    pub vae_ceiling: Score,
+}
+
+/// Every clip and the means.
+#[derive(Debug, Clone, Serialize)]
+pub struct TeacherCheckReport {
+    pub euler_steps: usize,
+    pub clips: Vec<ClipCheck>,
+    pub generated: Score,
+    pub static_reference: Score,
+    pub vae_ceiling: Score,
+    pub seconds: f64,
+}
+
+/// The descending sigma grid of `steps` Euler steps: uniform in the
+/// unwarped noise level, warped by the sampler's `shift`, ending at 0.
+pub fn euler_grid(steps: usize, shift: f64) -> Vec<f64> {
+    let n = steps.max(1);
+    (0..=n).map(|k| warp_sigma(1.0 - k as f64 / n as f64, shift)).collect()
+}
+
+/// Generate and score `clips` clips (indices from [`RECON_FIRST_CLIP`] of the
+/// teacher's clip source); PNGs into `out` when given.
+pub fn check_teacher(
+    teacher: &TeacherStage,
+    clips: u64,
+    euler_steps: usize,
+    seed: u64,
+    out: Option<&Path>,
+) -> Result<TeacherCheckReport, TrainError> {
+    let t0 = std::time::Instant::now();
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TrainError::Checkpoint { path: dir.to_path_buf(), msg: e.to_string() })?;
+    }
+    let vae = teacher.vae();
+    let grid = euler_grid(euler_steps, teacher.config().stream.shift);
+    let mut checks = Vec::new();
+    for i in 0..clips {
+        let index = RECON_FIRST_CLIP + i;
+        let clip = teacher.data().clip(index, vae.device())?;
+        let sample = teacher.prepare(&clip)?;
+        let x0 = &sample.x0;
+        let (f, dims) = (x0.dim(2)?, x0.dims().to_vec());
+        if f < 2 {
+            return Err(TrainError::Invalid("teacher_check needs clips with >= 1 latent frame".into()));
+        }
+        let mut noise = NoiseSource::new(seed ^ index);
+        let eps = noise.sample((dims[0], dims[1], f - 1, dims[3], dims[4]), DType::F32, vae.device())?;
+        let x = teacher.integrate_flow(&sample, &eps, &grid, 1, |_, _| ())?;
+        let reference = x0.narrow(2, 0, 1)?;
+        let decode = |latents: &Tensor| -> Result<Vec<u8>, TrainError> {
+            let video = vae.decode(&vae.latent_norm().denormalize(latents)?)?;
+            after_reference(&video)
+        };
+        let generated = decode(&Tensor::cat(&[&reference, &x], 2)?)?;
+        let ceiling = decode(x0)?;
+        let real = after_reference(&clip.video)?;
+        let still = still_reference(&vae.decode(&vae.latent_norm().denormalize(&reference)?)?, real.len())?;
+        let (_, _, t, h, w) = clip.video.dims5()?;
+        let score = |v: &[u8]| -> Result<Score, TrainError> {
+            Ok(Score { psnr_db: psnr_db(&real, v), ssim: ssim(&real, v, 3, t - 1, h, w)? })
+        };
+        checks.push(ClipCheck {
+            index,
+            generated: score(&generated)?,
+            static_reference: score(&still)?,
+            vae_ceiling: score(&ceiling)?,
+        });
+        if let Some(dir) = out {
+            let path = dir.join(format!("clip_{i:03}.png"));
+            rows(&[&real, &generated, &still], t - 1, h, w)
+                .save(&path)
+                .map_err(|e| TrainError::Checkpoint { path: path.clone(), msg: e.to_string() })?;
+        }
+    }
+    let mean = |pick: fn(&ClipCheck) -> Score| {
+        let n = checks.len().max(1) as f64;
+        Score {
+            psnr_db: checks.iter().map(|c| pick(c).psnr_db).sum::<f64>() / n,
+            ssim: checks.iter().map(|c| pick(c).ssim).sum::<f64>() / n,
+        }
+    };
+    Ok(TeacherCheckReport {
+        euler_steps,
+        generated: mean(|c| c.generated),
+        static_reference: mean(|c| c.static_reference),
+        vae_ceiling: mean(|c| c.vae_ceiling),
+        clips: checks,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// `[1, 3, T, H, W]` in [-1, 1] -> u8 (C, T-1, H, W): the frames after frame 0.
+fn after_reference(video: &Tensor) -> Result<Vec<u8>, TrainError> {
+    let t = video.dim(2)?;
+    let rest = video.narrow(2, 1, t - 1)?;
+    let v: Vec<f32> = ((rest.flatten_all()? + 1.0)? * 127.5)?.to_vec1()?;
+    Ok(v.iter().map(|x| x.round().clamp(0.0, 255.0) as u8).collect())
+}
+
+/// The decoded reference frame `[1, 3, 1, H, W]` repeated to `len` u8 values
+/// in (C, T, H, W) order.
+fn still_reference(frame: &Tensor, len: usize) -> Result<Vec<u8>, TrainError> {
+    let v: Vec<f32> = ((frame.flatten_all()? + 1.0)? * 127.5)?.to_vec1()?;
+    let plane = v.len() / 3;
+    let frames = len / v.len().max(1);
+    let mut out = Vec::with_capacity(len);
+    for c in 0..3 {
+        for _ in 0..frames {
+            out.extend(v[c * plane..(c + 1) * plane].iter().map(|x| x.round().clamp(0.0, 255.0) as u8));
+        }
+    }
+    Ok(out)
+}
+
+/// Rows of videos (u8, C x T x H x W) at frames 0, T/2, T-1.
+fn rows(videos: &[&[u8]], t: usize, h: usize, w: usize) -> image::RgbImage {
+    let frames = [0, t / 2, t - 1];
+    let mut img = image::RgbImage::new((w * frames.len()) as u32, (h * videos.len()) as u32);
+    for (col, &f) in frames.iter().enumerate() {
+        for (row, src) in videos.iter().enumerate() {
+            for y in 0..h {
+                for x in 0..w {
+                    let at = |c: usize| src[((c * t + f) * h + y) * w + x];
+                    img.put_pixel((col * w + x) as u32, (row * h + y) as u32, image::Rgb([at(0), at(1), at(2)]));
+                }
+            }
+        }
+    }
+    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn euler_grid_runs_from_pure_noise_to_clean() {
+        let g = euler_grid(4, 5.0);
+        assert_eq!(g.len(), 5);
+        assert!((g[0] - 1.0).abs() < 1e-12 && g[4] == 0.0);
+        assert!(g.windows(2).all(|w| w[0] > w[1]), "{g:?}");
+        // The shift keeps more of the steps at high noise.
+        assert!(g[2] > 0.5, "{g:?}");
+    }
+
+    #[test]
+    fn still_reference_repeats_each_channel_plane() -> anyhow::Result<()> {
+        // 3 channels of a 1x2 frame: values -1, 0, 1 per channel.
+        let frame = Tensor::from_vec(vec![-1f32, -1., 0., 0., 1., 1.], (1, 3, 1, 1, 2), &candle_core::Device::Cpu)?;
+        let v = still_reference(&frame, 12)?;
+        assert_eq!(v, [0, 0, 0, 0, 128, 128, 128, 128, 255, 255, 255, 255]);
+        Ok(())
+    }
+}
