@@ -449,7 +449,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         .output()?;
     assert!(recon.status.success(), "recon failed: {}", String::from_utf8_lossy(&recon.stderr));
     let report: serde_json::Value = serde_json::from_slice(&recon.stdout)?;
-    for key in ["mean_psnr_db", "mean_ssim"] {
+    for key in ["mean_psnr_db", "mean_ssim", "mean_face_psnr_db", "mean_mouth_psnr_db"] {
         assert!(report[key].as_f64().is_some_and(f64::is_finite), "{key}: {report}");
     }
     let light = &report["light"];
@@ -460,6 +460,27 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     // One PSNR per frame of the 5-frame clips (--latent-frames 1).
     assert_eq!(report["psnr_by_frame"].as_array().map(Vec::len), Some(5), "{report}");
     assert!(recon_dir.join("recon_001.png").is_file() && recon_dir.join("light_001.png").is_file());
+    // `train teacher_check` generates with the trained teacher and scores it
+    // against the real clip, a still reference and the VAE's own ceiling.
+    let check_dir = dir.path().join("teacher_check");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_streamavatar"))
+        .args(["train", "teacher_check", "--config", "tiny", "--clips", "1", "--euler-steps", "2"])
+        .args(["--latent-frames", "2", "--vae"])
+        .arg(dir.path().join("vae_video/params.safetensors"))
+        .arg("--teacher")
+        .arg(dir.path().join("teacher/params.safetensors"))
+        .arg("--out")
+        .arg(&check_dir)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    assert!(check.status.success(), "teacher_check failed: {}", String::from_utf8_lossy(&check.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout)?;
+    for part in ["generated", "static_reference", "vae_ceiling"] {
+        for key in ["psnr_db", "ssim"] {
+            assert!(report[part][key].as_f64().is_some_and(f64::is_finite), "{part} {key}: {report}");
+        }
+    }
+    assert!(check_dir.join("clip_000.png").is_file());
     // Everything is at its step count: a rerun resumes and trains nothing.
     let again = run()?;
     assert!(again.status.success(), "rerun failed: {}", String::from_utf8_lossy(&again.stderr));
