@@ -56,6 +56,10 @@ pub struct EvalArgs {
     /// Evaluate the synth renderer itself (the reference numbers of the metrics).
     #[arg(long, conflicts_with_all = ["weights", "ablation_weights"])]
     ground_truth: bool,
+    /// Evaluate the ground truth encoded and decoded by this VAE file (the
+    /// best a generator decoding with it can score).
+    #[arg(long, conflicts_with_all = ["weights", "ground_truth", "random_weights", "ablation_weights"])]
+    vae_roundtrip: Option<String>,
     #[arg(long, default_value = "cpu")]
     device: String,
     /// VAE decoder: full (Wan2.2) or light (its safetensors among --weights).
@@ -486,16 +490,21 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     let config = streamavatar::config::ModelConfig::load(&a.config)?;
     let target = if a.ground_truth {
         EvalTarget::GroundTruth
+    } else if let Some(file) = &a.vae_roundtrip {
+        EvalTarget::VaeRoundTrip(file.into())
     } else if a.random_weights {
         EvalTarget::Generator(EvalWeights::Random { seed: streamavatar::generator::streaming::RANDOM_WEIGHTS_SEED })
     } else if !a.weights.is_empty() {
         let paths: Vec<std::path::PathBuf> = a.weights.iter().map(Into::into).collect();
         EvalTarget::Generator(EvalWeights::from_paths(&paths)?)
     } else {
-        anyhow::bail!("eval: give --weights FILE|FOLDER, --random-weights or --ground-truth");
+        anyhow::bail!("eval: give --weights FILE|FOLDER, --random-weights, --ground-truth or --vae-roundtrip FILE");
     };
-    let ablation =
-        if a.ground_truth || a.no_ablation { None } else { Some(AblationWeights::parse(&a.ablation_weights)?) };
+    let ablation = if a.ground_truth || a.vae_roundtrip.is_some() || a.no_ablation {
+        None
+    } else {
+        Some(AblationWeights::parse(&a.ablation_weights)?)
+    };
     let spec = EvalSpec {
         size: config.stream.width,
         identities: a.identities,

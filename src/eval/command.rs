@@ -11,6 +11,7 @@ use super::ground_truth::GroundTruthModel;
 use super::protocol::{evaluate, prepare_scripts, EvalModel, EvalSpec, ModelMetrics};
 use super::report::{EvalReport, RowReport};
 use super::thresholds::Thresholds;
+use super::vae_roundtrip::VaeRoundTripModel;
 use super::EvalError;
 use crate::config::ModelConfig;
 use crate::generator::{DecoderKind, GeneratorOptions};
@@ -22,6 +23,9 @@ pub enum EvalTarget {
     GroundTruth,
     /// The streaming generator of the request's config.
     Generator(EvalWeights),
+    /// The ground truth encoded and decoded by the VAE of this file (the
+    /// ceiling of a VAE before a DiT is trained on it).
+    VaeRoundTrip(std::path::PathBuf),
 }
 
 /// One `streamavatar eval` run.
@@ -65,6 +69,15 @@ pub fn run_eval(req: &EvalRequest) -> Result<EvalReport, EvalError> {
             let description = gt.describe();
             let metrics = evaluate(&mut gt, &spec, &scripts)?;
             RowReport::measured("ground_truth", "Ground truth", description, metrics, &req.thresholds)
+        }
+        EvalTarget::VaeRoundTrip(file) => {
+            if req.ablation.is_some() {
+                return Err(EvalError::Invalid("the ablation table needs a generator, not a VAE round trip".into()));
+            }
+            let mut m = VaeRoundTripModel::load(&req.config, file)?;
+            let description = m.describe();
+            let metrics = evaluate(&mut m, &spec, &scripts)?;
+            RowReport::measured("vae_roundtrip", "Ground truth through the VAE", description, metrics, &req.thresholds)
         }
         EvalTarget::Generator(weights) => {
             let mut g = GeneratorModel::new(req.config.clone(), weights.clone(), options.clone())?;

@@ -19,7 +19,9 @@
 //!   its drift (first window minus last);
 //! * [`probe`] — the per-frame measurements of one stream, in one pass;
 //! * [`ground_truth`] — the synth renderer as a perfect model (validates the
-//!   metrics); [`generator_model`] — a [`crate::generator::StreamingGenerator`];
+//!   metrics); [`vae_roundtrip`] — the ground truth encoded and decoded by a
+//!   VAE (the ceiling of a VAE); [`generator_model`] — a
+//!   [`crate::generator::StreamingGenerator`];
 //! * [`protocol`] — the evaluation run (identities, streams, aggregation);
 //! * [`ablation`] — the paper's ablation rows; [`thresholds`] — pass/fail;
 //!   [`report`] — the JSON report and the markdown tables; [`command`] —
@@ -38,6 +40,7 @@ pub mod probe;
 pub mod protocol;
 pub mod report;
 pub mod thresholds;
+pub mod vae_roundtrip;
 
 pub use ablation::{AblationRow, AblationWeights};
 pub use command::{run_eval, EvalRequest, EvalTarget};

@@ -98,19 +98,36 @@ impl VaeEncoder {
         })
     }
 
+    /// An empty causal cache for [`encode_step`](Self::encode_step).
+    pub fn new_cache(&self) -> Vec<CacheSlot> {
+        vec![CacheSlot::Empty; self.encoder.num_cache_slots()]
+    }
+
+    /// One streaming step over patchified frames `[B, T, 12, H/2, W/2]`:
+    /// the first step of a stream takes the first frame alone (`T = 1`),
+    /// every later step a group of 4 frames (`T = 4`, one latent frame), as
+    /// [`forward_frames`](Self::forward_frames) does over a whole clip.
+    /// Returns the quantized moments `[B, T', 2*z, h, w]`.
+    pub fn encode_step(&self, x: &Tensor, cache: &mut [CacheSlot]) -> Result<Tensor> {
+        self.quant_conv.forward(&self.encoder.forward(x, cache)?, None)
+    }
+
     /// `x`: patchified frames `[B, 1 + 4k, 12, H/2, W/2]`; returns the
     /// quantized moments `[B, 1 + k, 2*z, h, w]` (frames-major).
     pub fn forward_frames(&self, x: &Tensor) -> Result<Tensor> {
         let t = x.dim(1)?;
-        let mut cache = vec![CacheSlot::Empty; self.encoder.num_cache_slots()];
+        let mut cache = self.new_cache();
         let mut outs = Vec::with_capacity(1 + (t - 1) / 4);
-        outs.push(self.encoder.forward(&x.narrow(1, 0, 1)?, &mut cache)?);
+        outs.push(self.encode_step(&x.narrow(1, 0, 1)?, &mut cache)?);
         let mut start = 1;
         while start + 4 <= t {
-            outs.push(self.encoder.forward(&x.narrow(1, start, 4)?, &mut cache)?);
+            outs.push(self.encode_step(&x.narrow(1, start, 4)?, &mut cache)?);
             start += 4;
         }
-        let out = if outs.len() == 1 { outs.remove(0) } else { Tensor::cat(&outs, 1)? };
-        self.quant_conv.forward(&out, None)
+        if outs.len() == 1 {
+            Ok(outs.remove(0))
+        } else {
+            Tensor::cat(&outs, 1)
+        }
     }
 }
