@@ -196,9 +196,7 @@ impl TeacherStage {
         self.samples.put(slot, s.clone())?;
         Ok(s)
     }
-}
 
-impl TeacherStage {
     /// Integrate the frozen teacher's flow ODE with Euler steps for the
     /// frames after the reference of `sample`, from `noise` (`[1, z, F-1,
     /// h, w]`, scaled by `grid[0]`) down the sigma grid `grid` (descending,
