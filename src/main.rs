@@ -111,6 +111,11 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     resume: bool,
+    /// A fresh run starts from the tensors of this params.safetensors whose
+    /// names and shapes match (the rest keep their initial values): e.g. a
+    /// VAE with a wider decoder from a trained VAE's encoder.
+    #[arg(long)]
+    init_from: Option<String>,
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
     #[arg(long, default_value_t = 1)]
@@ -661,6 +666,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         optim: AdamWConfig { lr: a.lr, ..Default::default() },
         fixed_data: a.fixed_data,
         max_seconds: a.max_minutes.map(|m| m * 60.0),
+        init_from: a.init_from.as_ref().map(std::path::PathBuf::from),
     };
     let device = train_device(&a)?;
     let report = match a.stage.as_str() {

@@ -27,6 +27,7 @@ fn opts(out: &std::path::Path, steps: u64, lr: f64) -> RunOptions {
         optim: AdamWConfig { lr, weight_decay: 0.0, ..Default::default() },
         fixed_data: true,
         max_seconds: None,
+        init_from: None,
     }
 }
 
@@ -60,6 +61,49 @@ fn vae_stage_loss_decreases_and_resumes() -> anyhow::Result<()> {
     assert_eq!((r3.first_step, r3.last_step), (10, 11));
     assert_eq!(checkpoint::load_state(dir.path())?.step, 11);
     vae_checkpoint_carries_latent_statistics_through_export(&ModelConfig::tiny(), dir.path())
+}
+
+/// `init_from`: a VAE with a wider decoder starts from a trained VAE's
+/// encoder (loaded exactly) and a fresh decoder (the shapes differ).
+#[test]
+fn vae_with_a_wider_decoder_warm_starts_from_a_trained_encoder() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let narrow = dir.path().join("narrow");
+    let mut st = VaeStage::new(ModelConfig::tiny(), source(), 1, Default::default(), 7);
+    run(&mut st, &opts(&narrow, 2, 3e-3))?;
+    let mut wide_cfg = ModelConfig::tiny();
+    wide_cfg.vae.decoder_base_dim *= 2;
+    let mut wide = VaeStage::new(wide_cfg, source(), 1, Default::default(), 8);
+    let no_step =
+        RunOptions { init_from: Some(narrow.join("params.safetensors")), ..opts(&dir.path().join("wide"), 0, 3e-3) };
+    run(&mut wide, &no_step)?;
+    let (from, to) = (ParamStore::new(0, &candle_core::Device::Cpu), wide.params());
+    from.load(&narrow.join("params.safetensors"))?;
+    let from: std::collections::HashMap<_, _> = from.named_vars().into_iter().collect();
+    let (mut same, mut fresh) = (0, 0);
+    for (name, var) in to.named_vars() {
+        let Some(src) = from.get(&name) else { continue };
+        if src.dims() != var.dims() {
+            assert!(name.starts_with("decoder."), "{name} changed shape");
+            fresh += 1;
+            continue;
+        }
+        let diff = (src.as_tensor() - var.as_tensor())?.abs()?.max_all()?.to_scalar::<f32>()?;
+        if name.starts_with("encoder.") {
+            assert_eq!(diff, 0.0, "{name} was not loaded");
+        }
+        same += 1;
+    }
+    assert!(same > 10 && fresh > 10, "{same} loaded, {fresh} fresh");
+    // A file that matches nothing is an error, not a silent fresh start.
+    let mut other = VaeStage::new(ModelConfig::tiny(), source(), 1, Default::default(), 9);
+    let dit_file = dir.path().join("dit.safetensors");
+    let dit = ParamStore::new(0, &candle_core::Device::Cpu);
+    dit.insert("blocks.0.x", &candle_core::Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu)?)?;
+    dit.save(&dit_file)?;
+    let bad = RunOptions { init_from: Some(dit_file), ..opts(&dir.path().join("bad"), 0, 3e-3) };
+    assert!(run(&mut other, &bad).is_err());
+    Ok(())
 }
 
 /// The VAE checkpoint holds the measured `latents_mean` / `latents_std`; a

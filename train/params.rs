@@ -69,6 +69,19 @@ impl SimpleBackend for StoreBackend {
     }
 }
 
+/// What [`ParamStore::load_matching`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WarmStart {
+    /// Variables set from the file.
+    pub loaded: usize,
+    /// Variables the file has under another shape (left at their init).
+    pub shape_mismatch: Vec<String>,
+    /// Variables the file does not have (left at their init).
+    pub missing: usize,
+    /// Tensors of the file no variable takes.
+    pub unused: usize,
+}
+
 impl ParamStore {
     /// An empty store; variables appear as modules are built from it.
     pub fn new(seed: u64, device: &Device) -> Self {
@@ -131,6 +144,30 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Warm start: set every variable whose name and shape a tensor of
+    /// `path` has; variables without one keep their initial values and
+    /// tensors without a variable are ignored (e.g. a VAE checkpoint with a
+    /// narrower decoder: its encoder loads, the decoder starts fresh).
+    pub fn load_matching(&self, path: &std::path::Path) -> candle_core::Result<WarmStart> {
+        let tensors = candle_core::safetensors::load(path, &self.device)?;
+        let data = self.map.data();
+        let vars = data.lock().map_err(|_| candle_core::Error::Msg("param store poisoned".into()))?;
+        let mut report = WarmStart::default();
+        for (name, var) in vars.iter() {
+            match tensors.get(name) {
+                Some(t) if t.dims() == var.dims() => {
+                    var.set(&t.to_dtype(var.dtype())?)?;
+                    report.loaded += 1;
+                }
+                Some(_) => report.shape_mismatch.push(name.clone()),
+                None => report.missing += 1,
+            }
+        }
+        report.unused = tensors.keys().filter(|k| !vars.contains_key(*k)).count();
+        report.shape_mismatch.sort();
+        Ok(report)
+    }
+
     /// Add (or overwrite) variable `name` with a copy of `value`.
     pub fn insert(&self, name: &str, value: &Tensor) -> candle_core::Result<()> {
         let data = self.map.data();
@@ -165,6 +202,27 @@ impl ParamStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warm_start_loads_what_matches_by_name_and_shape() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("from.safetensors");
+        let from = ParamStore::new(1, &Device::Cpu);
+        from.insert("a", &Tensor::full(2f32, (2, 3), &Device::Cpu)?)?;
+        from.insert("b", &Tensor::full(3f32, 4, &Device::Cpu)?)?;
+        from.insert("extra", &Tensor::zeros(1, DType::F32, &Device::Cpu)?)?;
+        from.save(&file)?;
+        let to = ParamStore::new(2, &Device::Cpu);
+        to.insert("a", &Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?)?;
+        to.insert("b", &Tensor::zeros(5, DType::F32, &Device::Cpu)?)?;
+        to.insert("c", &Tensor::zeros(1, DType::F32, &Device::Cpu)?)?;
+        let warm = to.load_matching(&file)?;
+        assert_eq!(warm, WarmStart { loaded: 1, shape_mismatch: vec!["b".into()], missing: 1, unused: 1 });
+        let vars: std::collections::HashMap<_, _> = to.named_vars().into_iter().collect();
+        assert_eq!(vars["a"].as_tensor().sum_all()?.to_scalar::<f32>()?, 12.0);
+        assert_eq!(vars["b"].as_tensor().sum_all()?.to_scalar::<f32>()?, 0.0);
+        Ok(())
+    }
 
     #[test]
     fn store_returns_same_var_and_roundtrips() -> anyhow::Result<()> {

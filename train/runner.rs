@@ -76,6 +76,9 @@ pub struct RunOptions {
     /// seconds of the run, even before `steps`: time-boxed runs (a lent GPU,
     /// a session's end) that the next run resumes.
     pub max_seconds: Option<f64>,
+    /// A fresh run (nothing to resume) starts from the tensors of this
+    /// file whose names and shapes match ([`ParamStore::load_matching`]).
+    pub init_from: Option<PathBuf>,
 }
 
 /// What a run did.
@@ -124,6 +127,26 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
         }
         state = TrainState { optim: opts.optim, ..saved };
         tracing::info!(step = state.step, out = %opts.out.display(), "resumed");
+    } else if let Some(file) = &opts.init_from {
+        let warm = stage
+            .params()
+            .load_matching(file)
+            .map_err(|e| TrainError::Checkpoint { path: file.clone(), msg: e.to_string() })?;
+        if warm.loaded == 0 {
+            return Err(TrainError::Invalid(format!(
+                "--init-from {}: no tensor matches a variable of the `{}` stage by name and shape",
+                file.display(),
+                stage.name()
+            )));
+        }
+        tracing::info!(
+            from = %file.display(),
+            loaded = warm.loaded,
+            shape_mismatch = warm.shape_mismatch.len(),
+            missing = warm.missing,
+            unused = warm.unused,
+            "warm start"
+        );
     }
     let first_step = state.step;
     let t0 = Instant::now();
