@@ -474,11 +474,15 @@ fn save_png(out: Option<&Path>, name: &str, orig: &[u8], rec: &[u8], dims: &[usi
 
 /// Frames 0, T/2 and T-1: originals on top, reconstructions below.
 fn side_by_side(orig: &[u8], rec: &[u8], dims: &[usize]) -> Result<image::RgbImage, TrainError> {
-    let (t, h, w) = (dims[2], dims[3], dims[4]);
-    let frames = [0, t / 2, t - 1];
-    let mut img = image::RgbImage::new((w * frames.len()) as u32, (2 * h) as u32);
+    Ok(frame_rows(&[orig, rec], dims[2], dims[3], dims[4]))
+}
+
+/// One row per video (u8, C x T x H x W each) at frames 0, T/2 and T-1.
+pub fn frame_rows(videos: &[&[u8]], t: usize, h: usize, w: usize) -> image::RgbImage {
+    let frames = [0, t / 2, t.saturating_sub(1)];
+    let mut img = image::RgbImage::new((w * frames.len()) as u32, (h * videos.len()) as u32);
     for (col, &f) in frames.iter().enumerate() {
-        for (row, src) in [orig, rec].iter().enumerate() {
+        for (row, src) in videos.iter().enumerate() {
             for y in 0..h {
                 for x in 0..w {
                     let at = |c: usize| src[((c * t + f) * h + y) * w + x];
@@ -487,5 +491,5 @@ fn side_by_side(orig: &[u8], rec: &[u8], dims: &[usize]) -> Result<image::RgbIma
             }
         }
     }
-    Ok(img)
+    img
 }

@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::model::sampler::{warp_sigma, NoiseSource};
 
 use super::frame_quality::{psnr_db, ssim};
-use super::recon::RECON_FIRST_CLIP;
+use super::recon::{frame_rows, RECON_FIRST_CLIP};
 use super::teacher_stage::TeacherStage;
 use super::TrainError;
 
@@ -114,7 +114,7 @@ pub fn check_teacher(
         });
         if let Some(dir) = out {
             let path = dir.join(format!("clip_{i:03}.png"));
-            rows(&[&real, &generated, &still], t - 1, h, w)
+            frame_rows(&[&real, &generated, &still], t - 1, h, w)
                 .save(&path)
                 .map_err(|e| TrainError::Checkpoint { path: path.clone(), msg: e.to_string() })?;
         }
@@ -157,23 +157,6 @@ fn still_reference(frame: &Tensor, len: usize) -> Result<Vec<u8>, TrainError> {
         }
     }
     Ok(out)
-}
-
-/// Rows of videos (u8, C x T x H x W) at frames 0, T/2, T-1.
-fn rows(videos: &[&[u8]], t: usize, h: usize, w: usize) -> image::RgbImage {
-    let frames = [0, t / 2, t - 1];
-    let mut img = image::RgbImage::new((w * frames.len()) as u32, (h * videos.len()) as u32);
-    for (col, &f) in frames.iter().enumerate() {
-        for (row, src) in videos.iter().enumerate() {
-            for y in 0..h {
-                for x in 0..w {
-                    let at = |c: usize| src[((c * t + f) * h + y) * w + x];
-                    img.put_pixel((col * w + x) as u32, (row * h + y) as u32, image::Rgb([at(0), at(1), at(2)]));
-                }
-            }
-        }
-    }
-    img
 }
 
 #[cfg(test)]
