@@ -100,8 +100,11 @@ stage vae_video "$VAE" "$S_VID" vae --latent-frames 2 --crop 64 --batch 2 --lr 3
 #    works in chunks of 3 latent frames, and a VAE trained on shorter clips
 #    never learned the chunk boundary (frames 9+ fell to 16-20 dB,
 #    TRAINING.md session 8); with the face-region term (mouth and eyes).
-S_VID_LONG=$((S_VID + $(steps 5000)))
+S_VID_LONG=$((S_VID + $(steps 4000)))
 stage vae_video "$VAE" "$S_VID_LONG" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
+    --face-weight 3 --save-every 250
+S_VID_FINE=$((S_VID_LONG + $(steps 1000)))
+stage vae_video "$VAE" "$S_VID_FINE" vae --latent-frames 5 --crop 64 --batch 1 --lr 1e-4 --kl-weight 0 \
     --face-weight 3 --save-every 250
 
 # 3. Light decoder (the CPU default decoder) for the final VAE.
