@@ -610,15 +610,12 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    // The clips of every stage below (training, recon, teacher_check).
+    let data =
+        ClipSource { seed: a.seed, size: cfg.stream.width, latent_frames: a.latent_frames, identities: a.identities };
     if a.stage == "recon" {
         let Some(vae) = &a.vae else {
             anyhow::bail!("train recon needs --vae <stage-1 params> (--out = folder for the comparison PNGs)");
-        };
-        let data = ClipSource {
-            seed: a.seed,
-            size: cfg.stream.width,
-            latent_frames: a.latent_frames,
-            identities: a.identities,
         };
         let report = streamavatar::train::recon::reconstruct(
             &cfg,
@@ -632,12 +629,6 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if a.stage == "teacher_check" {
-        let data = ClipSource {
-            seed: a.seed,
-            size: cfg.stream.width,
-            latent_frames: a.latent_frames,
-            identities: a.identities,
-        };
         let teacher = pretrained_teacher_from_args(&a, cfg, data)?;
         let report = streamavatar::train::teacher_check::check_teacher(
             &teacher,
@@ -654,8 +645,6 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&t)?);
         return Ok(());
     }
-    let data =
-        ClipSource { seed: a.seed, size: cfg.stream.width, latent_frames: a.latent_frames, identities: a.identities };
     let opts = runner::RunOptions {
         out: std::path::PathBuf::from(&a.out),
         steps: a.steps,

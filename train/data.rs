@@ -9,6 +9,7 @@
 
 use candle_core::{Device, Tensor};
 
+use crate::eval::face_layout::FaceLayout;
 use crate::synth::motion::BehaviourState;
 use crate::synth::{render_clip, ClipSpec};
 
@@ -52,6 +53,13 @@ impl ClipSource {
         let seconds = (frames as f64 + 0.5) / 24.0;
         let identity = index % self.identities.max(1);
         ClipSpec::new(identity, self.seed.wrapping_mul(0x9E37_79B9).wrapping_add(index), seconds, self.size)
+    }
+
+    /// The face regions of clip `index`'s identity at rest, in pixels.
+    pub fn face_layout(&self, index: u64) -> Result<FaceLayout, TrainError> {
+        let identity = crate::synth::identity::Identity::from_id(self.spec(index).identity_id);
+        FaceLayout::of_identity(&identity, self.size)
+            .map_err(|e| TrainError::Invalid(format!("face layout of clip {index}: {e}")))
     }
 
     /// Render clip `index` into tensors on `device`.

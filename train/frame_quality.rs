@@ -8,6 +8,7 @@
 //! over every window of every channel and frame.
 
 use super::TrainError;
+use crate::eval::face_layout::PixelBox;
 
 /// Side and stride of the SSIM windows (pixels).
 const SSIM_WINDOW: usize = 8;
@@ -29,9 +30,9 @@ pub fn psnr_from_mse(mse: f64) -> f64 {
 }
 
 /// PSNR of `b` against `a` (both `channels * frames * height * width`)
-/// over the pixels of `region` `(x0, y0, x1, y1)` in every plane.
-pub fn region_psnr_db(a: &[u8], b: &[u8], height: usize, width: usize, region: (usize, usize, usize, usize)) -> f64 {
-    let (x0, y0, x1, y1) = region;
+/// over the pixels of `region` in every plane.
+pub fn region_psnr_db(a: &[u8], b: &[u8], height: usize, width: usize, region: PixelBox) -> f64 {
+    let PixelBox { x0, y0, x1, y1 } = region;
     let plane = height * width;
     let (mut sq, mut n) = (0f64, 0usize);
     for p in 0..a.len().min(b.len()) / plane.max(1) {
@@ -109,8 +110,8 @@ mod tests {
         for (y, x) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
             b[y * 4 + x] = 100;
         }
-        assert_eq!(region_psnr_db(&a, &b, 4, 4, (1, 1, 3, 3)), 99.0);
-        let whole = region_psnr_db(&a, &b, 4, 4, (0, 0, 4, 4));
+        assert_eq!(region_psnr_db(&a, &b, 4, 4, PixelBox { x0: 1, y0: 1, x1: 3, y1: 3 }), 99.0);
+        let whole = region_psnr_db(&a, &b, 4, 4, PixelBox { x0: 0, y0: 0, x1: 4, y1: 4 });
         assert!((whole - psnr_from_mse(100.0 * 12.0 / 16.0)).abs() < 1e-9, "{whole}");
     }
 

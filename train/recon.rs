@@ -22,7 +22,6 @@ use crate::model::vae::{LightDecoder, WanVae};
 use super::data::ClipSource;
 use super::frame_quality::{psnr_db, psnr_from_mse, region_psnr_db, ssim};
 use super::latent_stats::STATS_FIRST_CLIP;
-use super::vae_stage::{clip_face_layout, with_motion};
 use super::TrainError;
 
 /// Data index of the first reconstructed clip: past the latent-statistics
@@ -184,8 +183,8 @@ pub fn reconstruct(
             }
             None => None,
         };
-        let layout = clip_face_layout(data, index)?;
-        let region = |b| region_psnr_db(&orig, &rec, h, w, with_motion(&layout, b));
+        let layout = data.face_layout(index)?;
+        let region = |b| region_psnr_db(&orig, &rec, h, w, layout.with_motion(b));
         report.clips.push(ClipRecon {
             index,
             psnr_db: psnr_db(&orig, &rec),

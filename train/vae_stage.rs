@@ -21,7 +21,6 @@ use super::data::ClipSource;
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
 use super::TrainError;
-use crate::eval::face_layout::{FaceLayout, PixelBox};
 
 /// Loss weights of stage 1.
 #[derive(Debug, Clone, Copy)]
@@ -51,30 +50,15 @@ impl Default for VaeLossWeights {
     }
 }
 
-/// The face regions of clip `index`'s identity at rest, in pixels.
-pub fn clip_face_layout(data: &ClipSource, index: u64) -> Result<FaceLayout, TrainError> {
-    let identity = crate::synth::identity::Identity::from_id(data.spec(index).identity_id);
-    FaceLayout::of_identity(&identity, data.size)
-        .map_err(|e| TrainError::Invalid(format!("face layout of clip {index}: {e}")))
-}
-
-/// `region` grown by the layout's largest head motion, clipped to the frame:
-/// `(x0, y0, x1, y1)`.
-pub fn with_motion(layout: &FaceLayout, region: PixelBox) -> (usize, usize, usize, usize) {
-    let (grow, n) = (layout.max_shift.max(0) as usize, layout.size);
-    let (x0, y0) = (region.x0.saturating_sub(grow), region.y0.saturating_sub(grow));
-    (x0, y0, (region.x1 + grow).min(n), (region.y1 + grow).min(n))
-}
-
 /// `[1, 1, 1, size, size]`: 1 inside the face region of clip `index`'s
 /// identity (hairline to chin, grown by the largest head motion), 0 outside.
 pub fn face_mask(data: &ClipSource, index: u64, dev: &Device) -> Result<Tensor, TrainError> {
-    let layout = clip_face_layout(data, index)?;
-    let (x0, y0, x1, y1) = with_motion(&layout, layout.face);
+    let layout = data.face_layout(index)?;
+    let b = layout.with_motion(layout.face);
     let n = data.size;
     let mut m = vec![0f32; n * n];
-    for y in y0..y1 {
-        m[y * n + x0..y * n + x1].fill(1.0);
+    for y in b.y0..b.y1 {
+        m[y * n + b.x0..y * n + b.x1].fill(1.0);
     }
     Ok(Tensor::from_vec(m, (1, 1, 1, n, n), dev)?)
 }
@@ -304,7 +288,7 @@ mod tests {
             assert_eq!(m.dims(), &[1, 1, 1, 128, 128]);
             let share = m.mean_all()?.to_scalar::<f32>()?;
             assert!(share > 0.03 && share < 0.5, "clip {index}: face share {share}");
-            let layout = clip_face_layout(&data, index)?;
+            let layout = data.face_layout(index)?;
             let v = m.flatten_all()?.to_vec1::<f32>()?;
             for b in [layout.mouth, layout.eyes] {
                 let (x, y) = ((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2);

@@ -129,6 +129,13 @@ impl FaceLayout {
         Ok(layout)
     }
 
+    /// `region` grown by the largest head motion ([`max_shift`](Self::max_shift))
+    /// and clipped to the frame: where that region can be in any frame.
+    pub fn with_motion(&self, region: PixelBox) -> PixelBox {
+        let g = region.grown(self.max_shift.max(0) as usize);
+        PixelBox { x1: g.x1.min(self.size), y1: g.y1.min(self.size), ..g }
+    }
+
     /// True for face pixels outside the mouth (tracking, identity).
     pub fn in_face_not_mouth(&self, x: usize, y: usize) -> bool {
         self.face.contains(x, y) && !self.mouth_exclusion.contains(x, y)
