@@ -201,6 +201,10 @@ pub struct TrainArgs {
     /// with room for head motion; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     face_weight: f64,
+    /// vae: weight of the temporal term (L1 between the frame-to-frame
+    /// changes of reconstruction and clip: flicker; 0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    temporal_weight: f64,
     /// vae: decode mu instead of a posterior sample (a plain autoencoder).
     #[arg(long)]
     no_posterior_sample: bool,
@@ -664,6 +668,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 kl: a.kl_weight,
                 chroma: a.chroma_weight,
                 face: a.face_weight,
+                temporal: a.temporal_weight,
                 sample_posterior: !a.no_posterior_sample,
                 ..Default::default()
             };

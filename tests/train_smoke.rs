@@ -106,6 +106,49 @@ fn vae_with_a_wider_decoder_warm_starts_from_a_trained_encoder() -> anyhow::Resu
     Ok(())
 }
 
+/// `init_from` into a VAE of a wider latent (`z_dim` 8 -> 16): the trained
+/// channels go first and the new ones are cut off from them, so the
+/// widened VAE reconstructs exactly as the trained one
+/// (`train::latent_widening`); the new channels are live (non-zero).
+#[test]
+fn vae_with_a_wider_latent_warm_starts_computing_the_same_reconstruction() -> anyhow::Result<()> {
+    use streamavatar::model::vae::WanVae;
+    let dir = tempfile::tempdir()?;
+    let narrow = dir.path().join("narrow");
+    let narrow_cfg = ModelConfig::tiny();
+    let mut st = VaeStage::new(narrow_cfg.clone(), source(), 1, Default::default(), 7);
+    run(&mut st, &opts(&narrow, 3, 3e-3))?;
+    let mut wide_cfg = ModelConfig::tiny();
+    let z = 2 * narrow_cfg.vae.z_dim;
+    wide_cfg.vae.z_dim = z;
+    wide_cfg.vae.latents_mean = vec![0.0; z];
+    wide_cfg.vae.latents_std = vec![1.0; z];
+    wide_cfg.dit.in_channels = z;
+    wide_cfg.dit.out_channels = z;
+    wide_cfg.validate()?;
+    let mut wide = VaeStage::new(wide_cfg.clone(), source(), 1, Default::default(), 8);
+    let no_step =
+        RunOptions { init_from: Some(narrow.join("params.safetensors")), ..opts(&dir.path().join("wide"), 0, 3e-3) };
+    run(&mut wide, &no_step)?;
+
+    let dev = candle_core::Device::Cpu;
+    let trained = ParamStore::new(0, &dev);
+    trained.load(&narrow.join("params.safetensors"))?;
+    let a = WanVae::new(&narrow_cfg.vae, trained.var_builder())?;
+    let b = WanVae::new(&wide_cfg.vae, wide.params().var_builder())?;
+    let video = candle_core::Tensor::rand(-1f32, 1f32, (1, 3, 5, 64, 64), &dev)?;
+    let (mu_a, mu_b) = (a.encode(&video)?.mu, b.encode(&video)?.mu);
+    let old = narrow_cfg.vae.z_dim;
+    let same_mu = (mu_b.narrow(1, 0, old)? - &mu_a)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(same_mu < 1e-4, "trained latent channels moved by {same_mu}");
+    let new_mu = mu_b.narrow(1, old, z - old)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(new_mu > 1e-3, "new latent channels are dead ({new_mu})");
+    let (ra, rb) = (a.decode(&mu_a)?, b.decode(&mu_b)?);
+    let diff = (ra - rb)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(diff < 1e-4, "the widened VAE reconstructs differently (max diff {diff})");
+    Ok(())
+}
+
 /// The VAE checkpoint holds the measured `latents_mean` / `latents_std`; a
 /// frozen VAE loaded from it (what stages 2+ do) normalises with them, and
 /// `train export` writes them into `vae.safetensors`, which then passes
@@ -503,6 +546,12 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     assert!(report["mean_ssim"].as_f64().unwrap_or(2.0) <= 1.0);
     // One PSNR per frame of the 5-frame clips (--latent-frames 1).
     assert_eq!(report["psnr_by_frame"].as_array().map(Vec::len), Some(5), "{report}");
+    // Flicker: the reconstruction's frame-to-frame change against the
+    // original's, overall and per frame (entry 0 has no previous frame).
+    assert!(report["frame_change_ratio"].as_f64().is_some_and(|r| r.is_finite() && r > 0.0), "{report}");
+    let by_frame = report["frame_change_ratio_by_frame"].as_array().cloned().unwrap_or_default();
+    assert_eq!(by_frame.len(), 5, "{report}");
+    assert_eq!(by_frame[0].as_f64(), Some(0.0));
     assert!(recon_dir.join("recon_001.png").is_file() && recon_dir.join("light_001.png").is_file());
     // `train teacher_check` generates with the trained teacher and scores it
     // against the real clip, a still reference and the VAE's own ceiling.

@@ -43,6 +43,7 @@ pub mod export;
 pub mod frame_quality;
 pub mod gan_stage;
 pub mod latent_stats;
+pub mod latent_widening;
 pub mod light_decoder_stage;
 pub mod ode_init_stage;
 pub mod optim;

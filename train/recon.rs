@@ -70,6 +70,14 @@ pub struct ReconReport {
     /// 4-frame group after training on one) stands out here.
     pub psnr_by_frame: Vec<f64>,
     pub mean_abs_error: f64,
+    /// Mean absolute frame-to-frame change of the reconstructions over that
+    /// of the originals (all clips, frames 1..T): ~1 when the VAE keeps the
+    /// motion; well above 1 is flicker the originals do not have, which
+    /// drowns head motion (the listening metric reads frame differences).
+    pub frame_change_ratio: f64,
+    /// The same per frame index `t` (change from `t - 1`; entry 0 is 0): a
+    /// flicker at the 4-frame group or chunk boundaries stands out here.
+    pub frame_change_ratio_by_frame: Vec<f64>,
     /// Means of the clips' [`LightRecon`] (with `--light-decoder`).
     pub light: Option<LightRecon>,
     /// Share of the between-clip variance of the mean chroma (R - G, B - G)
@@ -130,6 +138,8 @@ pub fn reconstruct(
         mean_mouth_psnr_db: 0.0,
         psnr_by_frame: Vec::new(),
         mean_abs_error: 0.0,
+        frame_change_ratio: 0.0,
+        frame_change_ratio_by_frame: Vec::new(),
         light: None,
         chroma_r2_recon: 0.0,
         chroma_r2_latent: None,
@@ -141,6 +151,8 @@ pub fn reconstruct(
     let mut moments = PositionMoments::new(cfg.vae.z_dim);
     let (mut colour_orig, mut colour_rec, mut latent_means) = (Vec::new(), Vec::new(), Vec::new());
     let mut frame_sq: Vec<(f64, usize)> = Vec::new();
+    // Per frame index: summed |change| of the reconstruction, of the original.
+    let mut frame_change: Vec<(f64, f64)> = Vec::new();
     for i in 0..clips {
         let index = RECON_FIRST_CLIP + i;
         let video = data.clip(index, &dev)?.video;
@@ -161,6 +173,12 @@ pub fn reconstruct(
             let slot = &mut frame_sq[(i / (h * w)) % t];
             slot.0 += (*a as f64 - *b as f64).powi(2);
             slot.1 += 1;
+        }
+        frame_change.resize(frame_change.len().max(t), (0.0, 0.0));
+        for (tf, slot) in frame_change.iter_mut().enumerate().take(t).skip(1) {
+            let (r, o) = (frame_abs_change(&rec, c, t, h * w, tf), frame_abs_change(&orig, c, t, h * w, tf));
+            slot.0 += r;
+            slot.1 += o;
         }
         let light_recon = match &light {
             Some(decoder) => {
@@ -205,6 +223,10 @@ pub fn reconstruct(
     report.mean_mouth_psnr_db = mean(&|c| c.mouth_psnr_db);
     report.psnr_by_frame = frame_sq.iter().map(|&(sq, n)| psnr_from_mse(sq / n.max(1) as f64)).collect();
     report.mean_abs_error = mean(&|c| c.mean_abs_error);
+    let ratio = |r: f64, o: f64| if o > 0.0 { r / o } else { 0.0 };
+    let (all_r, all_o) = frame_change.iter().fold((0.0, 0.0), |(a, b), (r, o)| (a + r, b + o));
+    report.frame_change_ratio = ratio(all_r, all_o);
+    report.frame_change_ratio_by_frame = frame_change.iter().map(|&(r, o)| ratio(r, o)).collect();
     let lit: Vec<LightRecon> = report.clips.iter().filter_map(|c| c.light).collect();
     if !lit.is_empty() {
         let mean_of = |f: fn(&LightRecon) -> f64| lit.iter().map(f).sum::<f64>() / lit.len() as f64;
@@ -460,6 +482,17 @@ mod tests {
 fn to_u8(video: &Tensor) -> Result<Vec<u8>, TrainError> {
     let v: Vec<f32> = ((video.flatten_all()? + 1.0)? * 127.5)?.to_vec1()?;
     Ok(v.iter().map(|x| x.round().clamp(0.0, 255.0) as u8).collect())
+}
+
+/// Summed absolute change of frame `t` from frame `t - 1` of a u8 video
+/// `C x T x (pixels)`.
+fn frame_abs_change(video: &[u8], c: usize, t: usize, pixels: usize, tf: usize) -> f64 {
+    (0..c)
+        .map(|ch| {
+            let at = |f: usize| &video[(ch * t + f) * pixels..(ch * t + f + 1) * pixels];
+            at(tf).iter().zip(at(tf - 1)).map(|(a, b)| (*a as i32 - *b as i32).unsigned_abs() as f64).sum::<f64>()
+        })
+        .sum()
 }
 
 /// Write [`side_by_side`] of `orig` / `rec` as `out/name` (no-op without `out`).

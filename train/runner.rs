@@ -16,7 +16,7 @@ use candle_core::Tensor;
 
 use super::checkpoint::{self, TrainState};
 use super::optim::{AdamW, AdamWConfig};
-use super::params::ParamStore;
+use super::params::{ParamStore, WarmStart};
 use super::TrainError;
 
 /// A step's loss and its named parts (for logging).
@@ -43,6 +43,11 @@ pub trait Stage {
     /// Loss of one step on data drawn from `*cursor` (advanced as used),
     /// plus named parts for logging.
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError>;
+    /// Warm start from a trained weight file (`--init-from`): the tensors
+    /// that match by name and shape ([`ParamStore::load_matching`]).
+    fn warm_start(&mut self, file: &std::path::Path) -> candle_core::Result<WarmStart> {
+        self.params().load_matching(file)
+    }
     /// Called before every checkpoint is written: derived tensors that must
     /// travel with the parameters (the VAE's latent statistics).
     fn before_save(&mut self) -> Result<(), TrainError> {
@@ -128,10 +133,8 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
         state = TrainState { optim: opts.optim, ..saved };
         tracing::info!(step = state.step, out = %opts.out.display(), "resumed");
     } else if let Some(file) = &opts.init_from {
-        let warm = stage
-            .params()
-            .load_matching(file)
-            .map_err(|e| TrainError::Checkpoint { path: file.clone(), msg: e.to_string() })?;
+        let warm =
+            stage.warm_start(file).map_err(|e| TrainError::Checkpoint { path: file.clone(), msg: e.to_string() })?;
         if warm.loaded == 0 {
             return Err(TrainError::Invalid(format!(
                 "--init-from {}: no tensor matches a variable of the `{}` stage by name and shape",

@@ -18,7 +18,7 @@ use crate::config::ModelConfig;
 use crate::model::vae::WanVae;
 
 use super::data::ClipSource;
-use super::params::ParamStore;
+use super::params::{ParamStore, WarmStart};
 use super::runner::{Stage, StepLoss};
 use super::TrainError;
 
@@ -42,11 +42,17 @@ pub struct VaeLossWeights {
     /// identity); a whole-frame loss spends the small decoder on background
     /// and clothes first (docs/TRAINING.md, session 8).
     pub face: f64,
+    /// Weight of [`temporal_l1`]: the reconstruction should change from
+    /// frame to frame as the clip does. Per-frame losses leave the error
+    /// free to differ between the 4 frames a latent frame decodes to and
+    /// between decoder chunks; that flicker buries the head motion the
+    /// listening metric reads (docs/TRAINING.md, sessions 8-9).
+    pub temporal: f64,
 }
 
 impl Default for VaeLossWeights {
     fn default() -> Self {
-        Self { kl: 1e-4, edge: 0.5, chroma: 0.0, sample_posterior: true, face: 0.0 }
+        Self { kl: 1e-4, edge: 0.5, chroma: 0.0, sample_posterior: true, face: 0.0, temporal: 0.0 }
     }
 }
 
@@ -79,6 +85,17 @@ pub fn face_region_loss(
     let d = (recon - video)?.broadcast_mul(mask)?;
     let zero = d.zeros_like()?;
     (d.abs()?.mean_all()? + (edge_l1(&d, &zero)? * edge_weight)?)? / f64::from(share)
+}
+
+/// L1 between the frame-to-frame changes `x[t] - x[t - 1]` of `a` and `b`
+/// (`[B, C, T, H, W]`); 0 for single frames.
+pub fn temporal_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let t = a.dim(2)?;
+    if t < 2 {
+        return Tensor::zeros((), a.dtype(), a.device());
+    }
+    let change = |x: &Tensor| x.narrow(2, 1, t - 1)? - x.narrow(2, 0, t - 1)?;
+    (change(a)? - change(b)?)?.abs()?.mean_all()
 }
 
 /// Side of the average pooling in [`chroma_l1`] (pixels).
@@ -218,6 +235,19 @@ impl Stage for VaeStage {
         &self.params
     }
 
+    /// Matching tensors, and a trained VAE of a narrower latent widened
+    /// without changing what it computes (`latent_widening`).
+    fn warm_start(&mut self, file: &std::path::Path) -> candle_core::Result<WarmStart> {
+        let mut report = self.params.load_matching(file)?;
+        let tensors = candle_core::safetensors::load(file, &self.device)?;
+        let vars = self.params.named_vars().into_iter().collect();
+        let widened = super::latent_widening::widen_latent(&vars, &tensors, self.cfg.vae.z_dim, &mut report)?;
+        if widened > 0 {
+            tracing::info!(widened, z_dim = self.cfg.vae.z_dim, "latent widened from a narrower VAE");
+        }
+        Ok(report)
+    }
+
     fn before_save(&mut self) -> Result<(), TrainError> {
         super::latent_stats::store(&self.params, &self.vae()?, &self.data, &self.device)
     }
@@ -263,6 +293,13 @@ impl Stage for VaeStage {
         let s = |t: &Tensor| t.to_scalar::<f32>().unwrap_or(f32::NAN);
         let mut parts =
             vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("kl", s(&kl)), ("chroma", s(&chroma))];
+        let loss = if self.weights.temporal > 0.0 {
+            let temporal = temporal_l1(&recon, &video)?;
+            parts.push(("temporal", s(&temporal)));
+            (loss + (temporal * self.weights.temporal)?)?
+        } else {
+            loss
+        };
         let loss = match &mask {
             Some(m) => {
                 let face = face_region_loss(&recon, &video, m, self.weights.edge)?;
@@ -295,6 +332,22 @@ mod tests {
                 assert_eq!(v[y * 128 + x], 1.0, "clip {index}: ({x}, {y}) outside the mask");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn temporal_l1_sees_flicker_but_not_a_steady_offset() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let video = Tensor::arange(0f32, 5.0, &dev)?.reshape((1, 1, 5, 1, 1))?.broadcast_as((1, 3, 5, 2, 2))?;
+        let video = (video.contiguous()? * 0.1)?;
+        // A constant error changes nothing from frame to frame.
+        let offset = (&video + 0.3)?;
+        assert!(temporal_l1(&offset, &video)?.to_scalar::<f32>()?.abs() < 1e-6);
+        // Alternating +-0.1 on top: every change is off by 0.2.
+        let sign = Tensor::new(&[1f32, -1.0, 1.0, -1.0, 1.0], &dev)?.reshape((1, 1, 5, 1, 1))?;
+        let flicker = (&video + sign.broadcast_as(video.shape())? * 0.1)?;
+        assert!((temporal_l1(&flicker, &video)?.to_scalar::<f32>()? - 0.2).abs() < 1e-5);
+        assert_eq!(temporal_l1(&video.narrow(2, 0, 1)?, &video.narrow(2, 0, 1)?)?.to_scalar::<f32>()?, 0.0);
         Ok(())
     }
 

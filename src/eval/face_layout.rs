@@ -3,7 +3,7 @@
 //! region used for motion energy, in pixels of a `size` x `size` frame.
 //!
 //! The numbers come from the synth's drawing code (`synth::avatar`, design
-//! space 256 x 256): the mouth is centred at `head_center + (0, mouth_drop)`
+//! space 256 x 256, seen through the camera window `synth::framing::FRAMING`): the mouth is centred at `head_center + (0, mouth_drop)`
 //! and opens downwards by up to `0.32 * face_ry` (the upper lip rises by 30 %
 //! of that, the lower lip and the smile add a few units); the face spans
 //! `face_rx` around the head centre and reaches `chin_drop * face_ry` below
@@ -13,7 +13,7 @@
 //! [`FaceLayout::max_shift`] covers.
 
 use super::EvalError;
-use crate::synth::avatar::DESIGN_SIZE;
+use crate::synth::framing::{Framing, FRAMING};
 use crate::synth::identity::Identity;
 
 /// Largest face translation searched by the tracker, in design units.
@@ -29,16 +29,13 @@ pub struct PixelBox {
 }
 
 impl PixelBox {
-    /// The pixels covering the design-space box `[x0, y0, x1, y1]` at
-    /// `scale` pixels per design unit, clipped to a `size` x `size` frame.
-    fn from_design(b: [f32; 4], scale: f32, size: usize) -> Self {
+    /// The pixels covering the design-space box `[x0, y0, x1, y1]` seen
+    /// through `framing`, clipped to a `size` x `size` frame.
+    fn from_design(b: [f32; 4], framing: &Framing, size: usize) -> Self {
+        let xf = framing.xform(size);
+        let (lo, hi) = (xf.apply(b[0], b[1]), xf.apply(b[2], b[3]));
         let clip = |v: f32| (v.max(0.0) as usize).min(size);
-        Self {
-            x0: clip((b[0] * scale).floor()),
-            y0: clip((b[1] * scale).floor()),
-            x1: clip((b[2] * scale).ceil()),
-            y1: clip((b[3] * scale).ceil()),
-        }
+        Self { x0: clip(lo.0.floor()), y0: clip(lo.1.floor()), x1: clip(hi.0.ceil()), y1: clip(hi.1.ceil()) }
     }
 
     pub fn width(&self) -> usize {
@@ -90,27 +87,27 @@ impl FaceLayout {
         if size < 32 {
             return Err(EvalError::Invalid(format!("frame size {size} is too small to measure a face (>= 32)")));
         }
-        let scale = size as f32 / DESIGN_SIZE;
+        let scale = FRAMING.scale(size);
         let (hx, hy) = id.head_center;
         let (rx, ry) = (id.face_rx, id.face_ry);
         let my = hy + id.mouth_drop;
         let mouth_half = id.mouth_half_width * 1.25 + 4.0;
         let mouth = PixelBox::from_design(
             [hx - mouth_half, my - 0.1 * ry - 3.0, hx + mouth_half, my + 0.23 * ry + 4.0],
-            scale,
+            &FRAMING,
             size,
         );
         let chin = hy + ry * id.chin_drop;
-        let face = PixelBox::from_design([hx - 1.1 * rx, hy - 0.75 * ry, hx + 1.1 * rx, chin + 3.0], scale, size);
+        let face = PixelBox::from_design([hx - 1.1 * rx, hy - 0.75 * ry, hx + 1.1 * rx, chin + 3.0], &FRAMING, size);
         let head = PixelBox::from_design(
             [hx - 1.3 * rx - 16.0, hy - 1.3 * ry - 12.0, hx + 1.3 * rx + 16.0, chin + 14.0],
-            scale,
+            &FRAMING,
             size,
         );
         let (eye_y, eye_half) = (hy + id.eye_height, id.eye_spacing + id.eye_rx + 6.0);
         let eyes = PixelBox::from_design(
             [hx - eye_half, eye_y - id.eye_ry - 6.0, hx + eye_half, eye_y + id.eye_ry + 6.0],
-            scale,
+            &FRAMING,
             size,
         );
         let margin = (2.0 * scale).ceil().max(1.0) as usize;
@@ -159,7 +156,8 @@ mod tests {
             assert!(l.face.contains(l.eyes.x0, l.eyes.y1) && l.eyes.y1 <= l.mouth.y0, "{l:?}");
         }
         assert!(big.mouth.area() > 12 * small.mouth.area());
-        assert!(big.max_shift == 16 && small.max_shift == 4);
+        // 16 design units through the camera window (192 units wide).
+        assert_eq!((big.max_shift, small.max_shift), (22, 6));
         assert!(FaceLayout::of_identity(&id, 16).is_err());
     }
 }

@@ -133,11 +133,14 @@ mod tests {
         let reference = draw_avatar(&id, &Pose::neutral(), size);
         let tracker = FaceTracker::new(&layout, &reference).unwrap();
         assert_eq!(tracker.track(&reference).unwrap(), (0, 0));
-        // Sway moves head and body by `sway` design units = sway / 2 px at 128.
+        // Sway moves head and body by `sway` design units = sway * 2/3 px
+        // at 128 (the camera shows 192 design units).
+        let px_per_unit = crate::synth::framing::FRAMING.scale(size);
         for sway in [-8.0f32, 6.0, 12.0] {
             let f = draw_avatar(&id, &Pose { sway, ..Pose::neutral() }, size);
             let (dx, dy) = tracker.track(&f).unwrap();
-            assert!((dx as f32 - sway / 2.0).abs() <= 1.0 && dy.abs() <= 1, "sway {sway}: ({dx}, {dy})");
+            let want = sway * px_per_unit;
+            assert!((dx as f32 - want).abs() <= 1.0 && dy.abs() <= 1, "sway {sway}: ({dx}, {dy}), want {want}");
         }
         // A nod moves the face down.
         let f = draw_avatar(&id, &Pose { pitch: 12.0, ..Pose::neutral() }, size);

@@ -1,13 +1,15 @@
 //! Draws one frame of a cartoon person ([`Identity`] in a [`Pose`]) with
 //! the rasteriser of [`super::render`].
 //!
-//! Design space is 256 x 256 (x right, y down), scaled to the frame size.
+//! Design space is 256 x 256 (x right, y down); a frame shows the window
+//! of [`FRAMING`] scaled to the frame size.
 //! Draw order (back to front): background, long hair, torso and neckline,
 //! neck, arms and hands, ears, face, beard, eyes, brows, nose, mouth,
 //! glasses, hair, hat. The head is drawn through its own transform: roll
 //! rotates it about the neck, yaw and pitch translate it and shift the
 //! facial features further (a cheap parallax that reads as a head turn).
 
+use super::framing::FRAMING;
 use super::identity::{HairStyle, HatStyle, Identity, Neckline};
 use super::motion::Pose;
 use super::render::{
@@ -68,19 +70,16 @@ fn arm_points(id: &Identity, pose: &Pose, side: usize) -> [(f32, f32); 3] {
     [shoulder, elbow, (hand_x, hand_y)]
 }
 
-/// Hand centres `[viewer's left, viewer's right]` in normalised image
-/// coordinates (0..1, may exceed 1 when a hand rests below the frame).
+/// Hand centres `[viewer's left, viewer's right]` in normalised frame
+/// coordinates (0..1, beyond 1 when a hand rests below the frame).
 pub fn hand_positions(id: &Identity, pose: &Pose) -> [(f32, f32); 2] {
-    [0, 1].map(|side| {
-        let h = arm_points(id, pose, side)[2];
-        (h.0 / DESIGN_SIZE, h.1 / DESIGN_SIZE)
-    })
+    [0, 1].map(|side| FRAMING.normalised(arm_points(id, pose, side)[2]))
 }
 
 /// Render `id` in `pose` as a `size` x `size` frame.
 pub fn draw_avatar(id: &Identity, pose: &Pose, size: usize) -> RgbFrame {
     let mut c = Canvas::new(size, size);
-    let xf = Xform::scale(size as f32 / DESIGN_SIZE);
+    let xf = FRAMING.xform(size);
     c.vertical_gradient(id.bg_top, id.bg_bottom);
     for &(x, y, r, col, a) in &id.bg_discs {
         ellipse(&mut c, &xf, (x, y), r, r, 0.0, col, a);
@@ -542,10 +541,8 @@ mod tests {
         let f = draw_avatar(&id, &Pose::neutral(), 64);
         assert_eq!((f.width, f.height, f.data.len()), (64, 64, 64 * 64 * 3));
         // The face centre has the skin colour.
-        let (x, y) = (
-            (id.head_center.0 / DESIGN_SIZE * 64.0) as usize,
-            ((id.head_center.1 + id.face_ry * 0.35) / DESIGN_SIZE * 64.0) as usize,
-        );
+        let (x, y) = FRAMING.xform(64).apply(id.head_center.0, id.head_center.1 + id.face_ry * 0.35);
+        let (x, y) = (x as usize, y as usize);
         let i = (y * 64 + x) * 3;
         let px = [f.data[i] as f32 / 255.0, f.data[i + 1] as f32 / 255.0, f.data[i + 2] as f32 / 255.0];
         let diff: f32 = px.iter().zip(id.skin.iter()).map(|(a, b)| (a - b).abs()).sum();

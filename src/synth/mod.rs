@@ -10,7 +10,8 @@
 //! * [`phonemes`] — phonemes -> visemes -> per-frame mouth shape.
 //! * [`motion`] — per-frame behaviour at 24 fps (blinks, breathing, sway,
 //!   talking mouth/nods/gestures, listening reactions with a delay).
-//! * [`render`] — the anti-aliased SDF rasteriser; [`avatar`] draws a person.
+//! * [`render`] — the anti-aliased SDF rasteriser; [`avatar`] draws a person;
+//!   [`framing`] is the camera (the design-space window a frame shows).
 //! * [`clip`] — [`clip::render_clip`] / [`clip::script_clip`]: the in-process
 //!   API (frames, audio, per-frame ground truth) for training code.
 //! * [`dataset`] — the on-disk writer behind `streamavatar synth`.
@@ -20,6 +21,7 @@ pub mod clip;
 pub mod conversation;
 pub mod dataset;
 pub mod espeak;
+pub mod framing;
 pub mod identity;
 pub mod motion;
 pub mod phonemes;
