@@ -324,15 +324,18 @@ impl ModelConfig {
         }
     }
 
-    /// The bundled CPU model (issue 5): same architecture as `full`, sized
-    /// for 2 CPU cores at 128x128, 24 fps. Provisional: the VAE decoder is
-    /// still several times over the real-time budget (docs/TRAINING.md has
-    /// the per-stage measurements behind these numbers).
+    /// The bundled CPU model (issue 5): the architecture of `full`, sized
+    /// for 2 CPU cores at 128x128, 24 fps. The VAE compresses 8x in space
+    /// (no patchify, as Wan2.1's VAE) with Wan2.2's 48 latent channels: at
+    /// 16x a face spanned ~3 latent cells and never got eyes or a mouth
+    /// back (docs/TRAINING.md, session 9); the DiT's 1x4x4 patches keep its
+    /// 16 tokens per latent frame. Release build on the 2-core box: ~31 fps
+    /// (`train bench`, docs/TRAINING.md).
     pub fn mini() -> Self {
         Self {
             name: "mini".into(),
             dit: DitConfig {
-                patch_size: [1, 2, 2],
+                patch_size: [1, 4, 4],
                 num_attention_heads: 4,
                 attention_head_dim: 48,
                 in_channels: 48,
@@ -357,18 +360,18 @@ impl ModelConfig {
             },
             vae: VaeConfig {
                 base_dim: 16,
-                decoder_base_dim: 8,
+                decoder_base_dim: 6,
                 z_dim: 48,
                 dim_mult: vec![1, 2, 4, 4],
                 num_res_blocks: 1,
                 attn_scales: vec![],
                 temperal_downsample: vec![false, true, true],
                 is_residual: true,
-                in_channels: 12,
-                out_channels: 12,
-                patch_size: 2,
+                in_channels: 3,
+                out_channels: 3,
+                patch_size: 1,
                 scale_factor_temporal: 4,
-                scale_factor_spatial: 16,
+                scale_factor_spatial: 8,
                 latents_mean: vec![0.0; 48],
                 latents_std: vec![1.0; 48],
             },

@@ -89,6 +89,10 @@ pub fn validate_config(cfg: &VaeConfig) -> Result<(), VaeError> {
             cfg.dim_mult, cfg.temperal_downsample
         ));
     }
+    if cfg.num_res_blocks == 0 {
+        // The encoder changes width inside its residual blocks.
+        return bad("num_res_blocks must be at least 1".into());
+    }
     if cfg.patch_size == 0
         || cfg.in_channels != 3 * cfg.patch_size * cfg.patch_size
         || cfg.out_channels != cfg.in_channels
