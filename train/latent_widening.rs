@@ -37,16 +37,17 @@ fn posterior_rows(z_old: usize, z_new: usize) -> Vec<usize> {
     (0..z_old).chain(z_new..z_new + z_old).collect()
 }
 
-/// `fresh` with `old[i][j]` written at `(rows[i], cols[j])` along dims 0
-/// and 1, and every other entry of the listed `zero_rows` (all columns) and
-/// `zero_cols` (the mapped rows only) set to zero.
+/// `fresh` with `old`'s row `i` written at row `rows[i]` (dim 0) and, with
+/// `cols`, its column `j` at column `cols[j]` (dim 1). The rows listed in
+/// `zero_rows` are zeroed first; with `zero_other_cols`, so are the
+/// columns of a written row that get no old value.
 fn embed(
     fresh: &Tensor,
     old: &Tensor,
     rows: &[usize],
     cols: Option<&[usize]>,
     zero_rows: &[usize],
-    zero_cols_of_mapped_rows: bool,
+    zero_other_cols: bool,
 ) -> candle_core::Result<Tensor> {
     let dims = fresh.dims().to_vec();
     let src_dims = old.dims();
@@ -78,7 +79,7 @@ fn embed(
         match cols {
             None => out[r * inner..(r + 1) * inner].copy_from_slice(&src[i * old_inner..(i + 1) * old_inner]),
             Some(cols) => {
-                if zero_cols_of_mapped_rows {
+                if zero_other_cols {
                     out[r * inner..(r + 1) * inner].fill(0.0);
                 }
                 for (j, &c) in cols.iter().enumerate() {

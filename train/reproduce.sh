@@ -84,28 +84,36 @@ start_from() {
 
 # 1. VAE, images first (the first latent frame of every clip; no KL: a KL
 #    term erodes the chroma directions before the decoder reads them,
-#    TRAINING.md session 4-5), then a lower learning rate.
+#    TRAINING.md session 4-5; the face-region term from the start: the eyes
+#    and mouth are what the evaluation reads, session 8), then a lower
+#    learning rate.
 S_IMG=$(steps 5000)
 S_IMG_FINE=$((S_IMG + $(steps 1500)))
 VAE_IMG=$RUNS/vae_images
-stage vae_images "$VAE_IMG" "$S_IMG" vae --latent-frames 0 --crop 64 --batch 4 --lr 1e-3 --kl-weight 0 --save-every 250
-stage vae_images "$VAE_IMG" "$S_IMG_FINE" vae --latent-frames 0 --crop 64 --batch 4 --lr 3e-4 --kl-weight 0 --save-every 250
+stage vae_images "$VAE_IMG" "$S_IMG" vae --latent-frames 0 --crop 64 --batch 4 --lr 1e-3 --kl-weight 0 \
+    --face-weight 3 --save-every 250
+stage vae_images "$VAE_IMG" "$S_IMG_FINE" vae --latent-frames 0 --crop 64 --batch 4 --lr 3e-4 --kl-weight 0 \
+    --face-weight 3 --save-every 250
 
-# 2. VAE, video: the temporal (4x) path, from the image VAE.
+# 2. VAE, video: the temporal (4x) path, from the image VAE, with the
+#    temporal term (frame-to-frame changes as in the clip: per-frame losses
+#    let the 16x VAE flicker ~6x more than the clips move, which buried the
+#    listening motion, session 9).
 VAE=$RUNS/vae_video
 S_VID=$((S_IMG_FINE + $(steps 3000)))
 if wanted vae_video; then start_from "$VAE" "$VAE_IMG"; fi
-stage vae_video "$VAE" "$S_VID" vae --latent-frames 2 --crop 64 --batch 2 --lr 3e-4 --kl-weight 0 --save-every 250
-#    then clips of 6 latent frames (21 video frames): the streaming decoder
+stage vae_video "$VAE" "$S_VID" vae --latent-frames 2 --crop 64 --batch 2 --lr 3e-4 --kl-weight 0 \
+    --face-weight 3 --temporal-weight 1 --save-every 250
+#    then clips of 5 latent frames (21 video frames): the streaming decoder
 #    works in chunks of 3 latent frames, and a VAE trained on shorter clips
 #    never learned the chunk boundary (frames 9+ fell to 16-20 dB,
-#    TRAINING.md session 8); with the face-region term (mouth and eyes).
+#    TRAINING.md session 8).
 S_VID_LONG=$((S_VID + $(steps 4000)))
 stage vae_video "$VAE" "$S_VID_LONG" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
-    --face-weight 3 --save-every 250
+    --face-weight 3 --temporal-weight 1 --save-every 250
 S_VID_FINE=$((S_VID_LONG + $(steps 1000)))
 stage vae_video "$VAE" "$S_VID_FINE" vae --latent-frames 5 --crop 64 --batch 1 --lr 1e-4 --kl-weight 0 \
-    --face-weight 3 --save-every 250
+    --face-weight 3 --temporal-weight 1 --save-every 250
 
 # 3. Light decoder (the CPU default decoder) for the final VAE.
 LIGHT=$RUNS/light_decoder

@@ -3,14 +3,16 @@
 //! region used for motion energy, in pixels of a `size` x `size` frame.
 //!
 //! The numbers come from the synth's drawing code (`synth::avatar`, design
-//! space 256 x 256, seen through the camera window `synth::framing::FRAMING`): the mouth is centred at `head_center + (0, mouth_drop)`
-//! and opens downwards by up to `0.32 * face_ry` (the upper lip rises by 30 %
-//! of that, the lower lip and the smile add a few units); the face spans
-//! `face_rx` around the head centre and reaches `chin_drop * face_ry` below
-//! it; the eyes sit `eye_spacing` either side of the centre at height
-//! `eye_height`; hair and hats extend above. Head motion of the synth (sway, yaw,
-//! nods) moves the face by up to about 14 design units, which
-//! [`FaceLayout::max_shift`] covers.
+//! space 256 x 256, seen through the camera window
+//! `synth::framing::FRAMING`): the mouth is centred at
+//! `head_center + (0, mouth_drop)` and opens downwards by up to
+//! `0.32 * face_ry` (the upper lip rises by 30 % of that, the lower lip and
+//! the smile add a few units); the face spans `face_rx` around the head
+//! centre and reaches `chin_drop * face_ry` below it; the eyes sit
+//! `eye_spacing` either side of the centre at height `eye_height`; hair and
+//! hats extend above. Head motion of the synth (sway, yaw, nods) moves the
+//! face by up to about 14 design units, which [`FaceLayout::max_shift`]
+//! covers.
 
 use super::EvalError;
 use crate::synth::framing::{Framing, FRAMING};
