@@ -329,7 +329,7 @@ impl ModelConfig {
     /// (no patchify, as Wan2.1's VAE) with Wan2.2's 48 latent channels: at
     /// 16x a face spanned ~3 latent cells and never got eyes or a mouth
     /// back (docs/TRAINING.md, session 9); the DiT's 1x4x4 patches keep its
-    /// 16 tokens per latent frame. Release build on the 2-core box: ~31 fps
+    /// 16 tokens per latent frame. Release build on the 2-core box: 29-31 fps
     /// (`train bench`, docs/TRAINING.md).
     pub fn mini() -> Self {
         Self {
