@@ -143,9 +143,7 @@ pub fn widen_latent(
     let v = var("decoder.conv_in.weight")?;
     let w = v.as_tensor();
     let out_features: Vec<usize> = (0..w.dim(0)?).collect();
-    let mut zeroed = embed(w, old("decoder.conv_in.weight")?, &out_features, Some(&mean_rows), &[], true)?;
-    zeroed = zeroed.contiguous()?;
-    v.set(&zeroed)?;
+    v.set(&embed(w, old("decoder.conv_in.weight")?, &out_features, Some(&mean_rows), &[], true)?)?;
 
     let before = report.shape_mismatch.len();
     report.shape_mismatch.retain(|n| !LATENT_TENSORS.contains(&n.as_str()));
