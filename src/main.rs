@@ -97,7 +97,7 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Stage: vae | light_decoder (the light decoder for a trained --vae) | teacher | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out) | recon (VAE reconstruction PSNR of --clips unseen clips, PNGs in --out).
+    /// Stage: audio_encoder (wav2vec2 pretrained as a phone recogniser; --clip-pool conversations, default 512) | vae | light_decoder (the light decoder for a trained --vae) | teacher | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out) | recon (VAE reconstruction PSNR of --clips unseen clips, PNGs in --out) | teacher_check (a teacher checkpoint on unseen clips) | audio_probe (ridge read-out of mouth openness from the frozen wav2vec2 on held-out clips).
     stage: String,
     /// Checkpoint folder of this stage.
     #[arg(long, default_value = "runs/train")]
@@ -133,7 +133,7 @@ pub struct TrainArgs {
     /// teacher: stage-1 VAE params.safetensors (default: seeded random).
     #[arg(long)]
     vae: Option<String>,
-    /// teacher: wav2vec2 safetensors (default: seeded random, frozen).
+    /// teacher, audio_probe: wav2vec2 safetensors (default: seeded random, frozen).
     #[arg(long)]
     wav2vec2: Option<String>,
     /// ode_init, dmd, gan: the teacher's params.safetensors (default: seeded random); export: the final student's.
@@ -212,7 +212,8 @@ pub struct TrainArgs {
     /// checkpoint or a TAEHV file) and report its quality cost.
     #[arg(long)]
     light_decoder: Option<String>,
-    /// recon, teacher_check: clips to reconstruct / generate.
+    /// recon, teacher_check: clips to reconstruct / generate; audio_probe:
+    /// held-out clips scored (it fits on 4x as many training clips).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
     clips: u64,
     /// Device the stage trains on: cpu | cuda:N (a `--features cuda` build;
@@ -644,6 +645,16 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    if a.stage == "audio_probe" {
+        use streamavatar::train::audio_probe::{probe_audio_encoder, AudioProbeSpec};
+        let dev = train_device(&a)?;
+        let file = a.wav2vec2.as_ref().map(std::path::PathBuf::from);
+        let w2v = streamavatar::train::teacher_stage::load_frozen_wav2vec2(&cfg, file.as_ref(), a.seed, &dev)?;
+        let spec = AudioProbeSpec { eval_clips: a.clips, context: cfg.audio.proj_window, seed: a.seed };
+        let report = probe_audio_encoder(&cfg, &w2v, &spec, &dev)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     if a.stage == "bench" {
         let t = bench::measure_chunk(&cfg, 2, a.steps.clamp(1, 50) as usize)?;
         println!("{}", serde_json::to_string_pretty(&t)?);
@@ -676,6 +687,12 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             if let Some(side) = a.crop {
                 st = st.with_crop(side)?;
             }
+            runner::run(&mut st, &opts)?
+        }
+        "audio_encoder" => {
+            use streamavatar::train::audio_encoder_stage::{AudioEncoderStage, DEFAULT_POOL};
+            let pool = a.clip_pool.unwrap_or(DEFAULT_POOL);
+            let mut st = AudioEncoderStage::new(cfg, pool, a.identities, a.batch, a.seed, &device);
             runner::run(&mut st, &opts)?
         }
         "light_decoder" => {
@@ -737,7 +754,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             }
         }
         other => anyhow::bail!(
-            "unknown training stage `{other}` (known: vae, light_decoder, teacher, ode_init, dmd, gan, export, recon, teacher_check, bench)"
+            "unknown training stage `{other}` (known: audio_encoder, vae, light_decoder, teacher, ode_init, dmd, gan, export, recon, teacher_check, audio_probe, bench)"
         ),
     };
     tracing::info!(

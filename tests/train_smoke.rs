@@ -503,7 +503,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     let out = run()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "reproduce.sh failed: {stderr}");
-    for stage in ["vae_images", "vae_video", "light_decoder", "teacher", "ode_init", "dmd", "gan"] {
+    for stage in ["audio_encoder", "vae_images", "vae_video", "light_decoder", "teacher", "ode_init", "dmd", "gan"] {
         let state = checkpoint::load_state(&dir.path().join(stage))?;
         assert!(state.step >= 1, "{stage} trained no step");
     }
@@ -514,6 +514,15 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     files.sort();
     assert!(files.contains(&"light_decoder.safetensors".to_string()), "{files:?}");
     assert!(files.len() >= 5, "{files:?}");
+    // The exported wav2vec2 is the trained audio encoder of stage 0 (in
+    // f16, without its recognition head), not the seeded random one.
+    let cpu = candle_core::Device::Cpu;
+    let trained = candle_core::safetensors::load(dir.path().join("audio_encoder/params.safetensors"), &cpu)?;
+    let exported = candle_core::safetensors::load(weights.join("wav2vec2.safetensors"), &cpu)?;
+    let name = "encoder.layers.0.attention.q_proj.weight";
+    let diff = (&trained[name] - exported[name].to_dtype(candle_core::DType::F32)?)?.abs()?.max_all()?;
+    assert!(diff.to_scalar::<f32>()? < 1e-2, "exported wav2vec2 differs from the trained one");
+    assert!(trained.contains_key("phone_head.weight") && !exported.contains_key("phone_head.weight"));
     let frames = dir.path().join("render");
     let mut render = std::process::Command::new(env!("CARGO_BIN_EXE_streamavatar"));
     render.args(["render", "--config", "tiny", "--decoder", "light", "--seconds", "1", "--out"]).arg(&frames);
@@ -578,5 +587,59 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     let again = run()?;
     assert!(again.status.success(), "rerun failed: {}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(checkpoint::load_state(&dir.path().join("gan"))?.step, 1);
+    Ok(())
+}
+
+/// Stage 0: the phone-recognition loss reaches every wav2vec2 parameter
+/// (its LayerNorms must take the differentiable path), falls on a fixed
+/// window, and the checkpoint is a wav2vec2 file the DiT stages load.
+#[test]
+fn audio_encoder_stage_learns_every_parameter_and_its_checkpoint_loads() -> anyhow::Result<()> {
+    use streamavatar::train::audio_encoder_stage::AudioEncoderStage;
+    let cfg = ModelConfig::tiny();
+    let dev = candle_core::Device::Cpu;
+    let mut st = AudioEncoderStage::new(cfg.clone(), 1, 8, 1, 7, &dev);
+    st.init()?;
+    let (loss, parts) = st.loss(0, &mut 0)?;
+    assert!(parts.iter().any(|(n, v)| *n == "acc" && (0.0..=1.0).contains(v)), "{parts:?}");
+    let grads = loss.backward()?;
+    let vars = st.params().named_vars();
+    let mut frozen = Vec::new();
+    for (name, var) in &vars {
+        let norm = match grads.get(var.as_tensor()) {
+            Some(g) => g.sqr()?.sum_all()?.to_scalar::<f32>()?,
+            None => 0.0,
+        };
+        if norm == 0.0 {
+            frozen.push(name.clone());
+        }
+    }
+    assert!(frozen.is_empty(), "{} of {} parameters get no gradient: {frozen:?}", frozen.len(), vars.len());
+
+    let dir = tempfile::tempdir()?;
+    let r = run(&mut st, &opts(dir.path(), 8, 3e-3))?;
+    assert_decreases(&r.losses);
+    let file = dir.path().join("params.safetensors");
+    let w2v = streamavatar::train::teacher_stage::load_frozen_wav2vec2(&cfg, Some(&file), 7, &dev)?;
+    let wave = candle_core::Tensor::randn(0f32, 0.1, (1, 16_000), &dev)?;
+    let hs = w2v.forward(&wave)?.hidden_states;
+    assert_eq!(hs.dim(1)?, cfg.audio.wav2vec2.num_hidden_layers + 1);
+    Ok(())
+}
+
+/// The audio probe reads mouth openness out of the talk track: the synth's
+/// mouth follows its speech, so even the RMS read-out correlates on
+/// held-out clips.
+#[test]
+fn audio_probe_finds_the_mouth_in_the_talk_track() -> anyhow::Result<()> {
+    use streamavatar::train::audio_probe::{probe_audio_encoder, AudioProbeSpec};
+    let cfg = ModelConfig::tiny();
+    let dev = candle_core::Device::Cpu;
+    let w2v = streamavatar::train::teacher_stage::load_frozen_wav2vec2(&cfg, None, 7, &dev)?;
+    let report = probe_audio_encoder(&cfg, &w2v, &AudioProbeSpec { eval_clips: 2, context: 2, seed: 7 }, &dev)?;
+    assert!(report.eval_talk_frames > 50, "{report:?}");
+    assert!(report.rms.corr > 0.3, "{report:?}");
+    assert_eq!(report.per_layer.len(), cfg.audio.wav2vec2.num_hidden_layers + 1);
+    assert!(report.all_layers.corr.is_finite() && report.all_layers.corr > 0.0, "{report:?}");
     Ok(())
 }

@@ -9,6 +9,10 @@
 //!   `state.json` (step, data cursor, rng seed, losses) per stage folder.
 //! * [`data`] — clips rendered in-process by `crate::synth` into tensors
 //!   (video in [-1, 1], talk / listen 16 kHz audio, per-frame masks).
+//! * [`audio_encoder_stage`] — stage 0: the wav2vec2 pretrained as a phone
+//!   recogniser on the synth talk tracks (espeak timing), then frozen.
+//! * [`audio_probe`] — does the frozen audio encoder carry the mouth? A
+//!   ridge read-out of mouth openness from its features on held-out clips.
 //! * [`bench`] — per-chunk inference cost of a config on this CPU (the
 //!   measurement behind the `mini` preset).
 //! * [`vae_stage`] — stage 1: the causal VAE (L1 + L2 + KL + edge loss).
@@ -34,6 +38,8 @@
 //! * [`export`] — trained checkpoints -> the inference weight files
 //!   (`weights/mini/`).
 
+pub mod audio_encoder_stage;
+pub mod audio_probe;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;

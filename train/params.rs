@@ -33,9 +33,12 @@ struct StoreBackend {
 }
 
 /// Optional tensors whose presence a constructor probes with
-/// `contains_tensor` (the DiT's talk / listen audio attention): the store
-/// answers "present" so the mini model always has them.
-const OPTIONAL_PRESENT: [&str; 2] = ["talk_audio_attn.to_q.weight", "listen_audio_attn.to_q.weight"];
+/// `contains_tensor` (the DiT's talk / listen audio attention; wav2vec2's
+/// weight-normed positional conv, `weight_g` / `weight_v` as in the
+/// checkpoints `train export` writes): the store answers "present" so the
+/// mini model always has them.
+const OPTIONAL_PRESENT: [&str; 3] =
+    ["talk_audio_attn.to_q.weight", "listen_audio_attn.to_q.weight", "pos_conv_embed.conv.weight_g"];
 
 impl SimpleBackend for StoreBackend {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {

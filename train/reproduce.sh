@@ -82,6 +82,15 @@ start_from() {
     fi
 }
 
+# 0. Audio encoder: the mini wav2vec2 pretrained as a phone recogniser on
+#    the synth talk tracks (espeak timing -> articulation classes), then
+#    frozen for every DiT stage. Left random it carries little more than
+#    loudness (train audio_probe: mouth read-out r 0.59 vs 0.52 from RMS,
+#    session 10).
+AUDIO=$RUNS/audio_encoder
+stage audio_encoder "$AUDIO" "$(steps 2000)" audio_encoder --batch 4 --lr 3e-4 --save-every 250
+W2V=(--wav2vec2 "$AUDIO/params.safetensors")
+
 # 1. VAE, images first (the first latent frame of every clip; no KL: a KL
 #    term erodes the chroma directions before the decoder reads them,
 #    TRAINING.md session 4-5; the face-region term from the start: the eyes
@@ -109,12 +118,16 @@ stage vae_video "$VAE" "$S_VID" vae --latent-frames 2 --crop 64 --batch 2 --lr 3
 #    chunks of 3 latent frames, and a VAE trained on shorter clips falls
 #    apart after frame 9 (16-20 dB, TRAINING.md sessions 8-9). So most of
 #    the video steps are on clips of 5 latent frames (21 video frames).
+#    On these clips the temporal weight is 3: at 1 the flicker fell too
+#    slowly (round-trip frame-change energy 4.3e-3 -> 3.4e-3 in 470 steps
+#    against ~7e-4 of real motion; the committed run used 1 for its first
+#    1,335 steps here, session 10).
 S_VID_LONG=$((S_VID + $(steps 6000)))
 stage vae_video "$VAE" "$S_VID_LONG" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
-    --face-weight 3 --temporal-weight 1 --save-every 250
+    --face-weight 3 --temporal-weight 3 --save-every 250
 S_VID_FINE=$((S_VID_LONG + $(steps 1000)))
 stage vae_video "$VAE" "$S_VID_FINE" vae --latent-frames 5 --crop 64 --batch 1 --lr 1e-4 --kl-weight 0 \
-    --face-weight 3 --temporal-weight 1 --save-every 250
+    --face-weight 3 --temporal-weight 3 --save-every 250
 
 # 3. Light decoder (the CPU default decoder) for the final VAE.
 LIGHT=$RUNS/light_decoder
@@ -131,28 +144,28 @@ POOL6=(--clip-pool "$(steps 2000)" --sample-cache "$RUNS/samples_lf6")
 
 # 4. Bidirectional teacher (flow matching, talk and listen).
 TEACHER=$RUNS/teacher
-stage teacher "$TEACHER" "$(steps 12000)" teacher --vae "$VAE/params.safetensors" \
+stage teacher "$TEACHER" "$(steps 12000)" teacher --vae "$VAE/params.safetensors" "${W2V[@]}" \
     --latent-frames 6 "${POOL6[@]}" --lr 3e-4 --save-every 250
 
 # 5. Causal student: ODE initialisation from teacher trajectories.
 ODE=$RUNS/ode_init
-stage ode_init "$ODE" "$(steps 2000)" ode_init --vae "$VAE/params.safetensors" \
+stage ode_init "$ODE" "$(steps 2000)" ode_init --vae "$VAE/params.safetensors" "${W2V[@]}" \
     --teacher "$TEACHER/params.safetensors" --latent-frames 6 "${POOL6[@]}" --substeps 8 --lr 1e-4 --save-every 100
 
 # 6. DMD with student forcing (3 steps, reference sink, RAPR).
 DMD=$RUNS/dmd
-stage dmd "$DMD" "$(steps 1000)" dmd --vae "$VAE/params.safetensors" --teacher "$TEACHER/params.safetensors" \
+stage dmd "$DMD" "$(steps 1000)" dmd --vae "$VAE/params.safetensors" "${W2V[@]}" --teacher "$TEACHER/params.safetensors" \
     --student "$ODE/params.safetensors" --latent-frames 6 "${POOL6[@]}" --critic-updates 2 --lr 1e-5 --critic-lr 1e-5 --save-every 50
 
 # 7. Adversarial refinement, consistency-aware discriminator.
 GAN=$RUNS/gan
-stage gan "$GAN" "$(steps 500)" gan --vae "$VAE/params.safetensors" --teacher "$TEACHER/params.safetensors" \
+stage gan "$GAN" "$(steps 500)" gan --vae "$VAE/params.safetensors" "${W2V[@]}" --teacher "$TEACHER/params.safetensors" \
     --student "$DMD/params.safetensors" --latent-frames 6 "${POOL6[@]}" --lr 1e-5 --critic-lr 2e-5 --save-every 50
 
 # 8. Export: dit, audio projection, vae, wav2vec2 (f16) + the light decoder.
 if wanted export; then
     log "export -> $OUT_WEIGHTS"
-    "$SA" train export --config "$CONFIG" --vae "$VAE/params.safetensors" --teacher "$GAN/params.safetensors" \
+    "$SA" train export --config "$CONFIG" --vae "$VAE/params.safetensors" "${W2V[@]}" --teacher "$GAN/params.safetensors" \
         --out "$OUT_WEIGHTS"
     cp "$LIGHT/params.safetensors" "$OUT_WEIGHTS/light_decoder.safetensors"
     "$SA" weights check --config "$CONFIG" "$OUT_WEIGHTS"/*.safetensors

@@ -80,13 +80,24 @@ impl FrozenModules {
     ) -> Result<Self, TrainError> {
         Ok(Self {
             vae: WanVae::new(&cfg.vae, frozen_vb(vae, frozen_vae_seed(seed), dev)?)?,
-            wav2vec2: Wav2Vec2Model::new(
-                &cfg.audio.wav2vec2,
-                InputNormalization::ZeroMeanUnitVariance,
-                frozen_vb(wav2vec2, super::export::frozen_wav2vec2_seed(seed), dev)?,
-            )?,
+            wav2vec2: load_frozen_wav2vec2(cfg, wav2vec2, seed, dev)?,
         })
     }
+}
+
+/// The frozen wav2vec2 of the DiT stages: from `file`, else seeded random
+/// weights of a stage seeded `seed` (the weights `train export` writes).
+pub fn load_frozen_wav2vec2(
+    cfg: &ModelConfig,
+    file: Option<&PathBuf>,
+    seed: u64,
+    dev: &Device,
+) -> Result<Wav2Vec2Model, TrainError> {
+    Ok(Wav2Vec2Model::new(
+        &cfg.audio.wav2vec2,
+        InputNormalization::ZeroMeanUnitVariance,
+        frozen_vb(file, super::export::frozen_wav2vec2_seed(seed), dev)?,
+    )?)
 }
 
 /// A clip prepared for the teacher (frozen parts computed once).

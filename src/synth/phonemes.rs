@@ -1,6 +1,7 @@
 //! espeak-ng phonemes -> visemes -> per-frame mouth shape.
 //!
-//! Each espeak-ng English phoneme mnemonic maps to a [`Viseme`]: a target
+//! Each espeak-ng English phoneme mnemonic has a [`PhoneClass`] (its
+//! articulation), and each class a [`Viseme`]: a target
 //! mouth openness (jaw drop, 0 = lips closed, 1 = wide open) and width
 //! (0 = rounded/pursed, 1 = spread). The phoneme sequence with its sample
 //! timing becomes a step function of targets, which is smoothed with a
@@ -22,44 +23,155 @@ pub const REST: Viseme = Viseme { open: 0.0, width: 0.5 };
 /// Coarticulation smoothing (standard deviation, seconds).
 pub const COARTICULATION_SIGMA_S: f64 = 0.025;
 
+/// Articulatory class of an espeak-ng phoneme mnemonic: place of
+/// articulation for consonants, quality for vowels. It fixes the phoneme's
+/// [`Viseme`] and is the label of the audio encoder's phone-recognition
+/// pretraining (`train/audio_encoder_stage.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PhoneClass {
+    Silence,
+    /// p b m: lips closed.
+    Bilabial,
+    /// f v
+    Labiodental,
+    /// T D
+    Dental,
+    /// t d n l s z
+    Alveolar,
+    /// S Z tS dZ: slightly rounded.
+    Postalveolar,
+    /// r R 3
+    Rhotic,
+    /// w
+    LabialVelar,
+    /// j
+    Palatal,
+    /// k g N x h
+    Dorsal,
+    /// a A: aI aU: open.
+    OpenVowel,
+    /// E e eI
+    MidFrontVowel,
+    /// i: I
+    CloseFrontVowel,
+    /// @ V 3:
+    CentralVowel,
+    /// O: O 0 OI
+    OpenBackRoundedVowel,
+    /// oU u: U
+    CloseBackRoundedVowel,
+    /// Unknown mnemonics, judged by their first character.
+    OtherOpen,
+    OtherMid,
+    OtherClose,
+    OtherRounded,
+    OtherConsonant,
+}
+
+impl PhoneClass {
+    /// The class of one mnemonic (stress and length marks ignored).
+    pub fn of(symbol: &str) -> Self {
+        use PhoneClass::*;
+        let s: String = symbol.chars().filter(|c| !matches!(c, '\'' | ',' | '%' | '=')).collect();
+        match s.as_str() {
+            "" | "_" | "_:" | "_!" | "_|" | "_^_" | "?" => Silence,
+            "p" | "b" | "m" => Bilabial,
+            "f" | "v" => Labiodental,
+            "T" | "D" => Dental,
+            "t" | "d" | "n" | "l" | "s" | "z" | "t#" | "d#" | "n-" | "l-" | "L" => Alveolar,
+            "S" | "Z" | "tS" | "dZ" => Postalveolar,
+            "r" | "r-" | "R" | "3" => Rhotic,
+            "w" | "W" => LabialVelar,
+            "j" => Palatal,
+            "k" | "g" | "N" | "x" | "h" => Dorsal,
+            "a" | "A:" | "A" | "aI" | "aU" | "a#" | "A@" | "aa" => OpenVowel,
+            "E" | "e" | "eI" | "e@" | "E@" => MidFrontVowel,
+            "i:" | "i" | "I" | "I#" | "i@" | "I2" => CloseFrontVowel,
+            "@" | "V" | "3:" | "@2" | "@5" | "@L" | "@r" | "a@" => CentralVowel,
+            "O:" | "O" | "0" | "OI" | "O@" | "o@" => OpenBackRoundedVowel,
+            "oU" | "o" | "U" | "u:" | "u" | "U@" => CloseBackRoundedVowel,
+            other => match other.chars().next() {
+                Some('a' | 'A') => OtherOpen,
+                Some('e' | 'E' | '@' | 'V' | '3') => OtherMid,
+                Some('i' | 'I' | 'y') => OtherClose,
+                Some('o' | 'O' | 'u' | 'U' | '0') => OtherRounded,
+                Some(_) => OtherConsonant,
+                None => Silence,
+            },
+        }
+    }
+
+    /// The mouth target of the class.
+    pub fn viseme(self) -> Viseme {
+        use PhoneClass::*;
+        let v = |open, width| Viseme { open, width };
+        match self {
+            Silence => REST,
+            Bilabial => v(0.0, 0.45),
+            Labiodental => v(0.12, 0.55),
+            Dental => v(0.22, 0.55),
+            Alveolar => v(0.2, 0.6),
+            Postalveolar => v(0.22, 0.35),
+            Rhotic => v(0.25, 0.35),
+            LabialVelar => v(0.12, 0.2),
+            Palatal => v(0.25, 0.7),
+            Dorsal => v(0.32, 0.5),
+            OpenVowel => v(0.9, 0.6),
+            MidFrontVowel => v(0.6, 0.72),
+            CloseFrontVowel => v(0.3, 0.85),
+            CentralVowel => v(0.5, 0.55),
+            OpenBackRoundedVowel => v(0.72, 0.35),
+            CloseBackRoundedVowel => v(0.4, 0.2),
+            OtherOpen => v(0.85, 0.6),
+            OtherMid => v(0.55, 0.6),
+            OtherClose => v(0.3, 0.8),
+            OtherRounded => v(0.5, 0.3),
+            OtherConsonant => v(0.25, 0.5),
+        }
+    }
+
+    /// Number of recognition labels ([`label`](Self::label) is below it).
+    pub const LABELS: usize = 17;
+
+    /// Recognition label: the sixteen named classes and one for unknown
+    /// consonants; unknown vowels join the named vowel they resemble.
+    pub fn label(self) -> usize {
+        use PhoneClass::*;
+        match self {
+            Silence => 0,
+            Bilabial => 1,
+            Labiodental => 2,
+            Dental => 3,
+            Alveolar => 4,
+            Postalveolar => 5,
+            Rhotic => 6,
+            LabialVelar => 7,
+            Palatal => 8,
+            Dorsal => 9,
+            OpenVowel | OtherOpen => 10,
+            MidFrontVowel | OtherMid => 11,
+            CloseFrontVowel | OtherClose => 12,
+            CentralVowel => 13,
+            OpenBackRoundedVowel | OtherRounded => 14,
+            CloseBackRoundedVowel => 15,
+            OtherConsonant => 16,
+        }
+    }
+}
+
 /// Viseme of one espeak-ng phoneme mnemonic (stress marks ignored).
 pub fn viseme_for(symbol: &str) -> Viseme {
-    let s: String = symbol.chars().filter(|c| !matches!(c, '\'' | ',' | '%' | '=')).collect();
-    let v = |open, width| Viseme { open, width };
-    match s.as_str() {
-        "" | "_" | "_:" | "_!" | "_|" | "_^_" | "?" => REST,
-        // bilabials: lips closed
-        "p" | "b" | "m" => v(0.0, 0.45),
-        // labiodentals
-        "f" | "v" => v(0.12, 0.55),
-        // dentals
-        "T" | "D" => v(0.22, 0.55),
-        // alveolars
-        "t" | "d" | "n" | "l" | "s" | "z" | "t#" | "d#" | "n-" | "l-" | "L" => v(0.2, 0.6),
-        // postalveolars: slightly rounded
-        "S" | "Z" | "tS" | "dZ" => v(0.22, 0.35),
-        "r" | "r-" | "R" | "3" => v(0.25, 0.35),
-        "w" | "W" => v(0.12, 0.2),
-        "j" => v(0.25, 0.7),
-        "k" | "g" | "N" | "x" | "h" => v(0.32, 0.5),
-        // open vowels
-        "a" | "A:" | "A" | "aI" | "aU" | "a#" | "A@" | "aa" => v(0.9, 0.6),
-        "E" | "e" | "eI" | "e@" | "E@" => v(0.6, 0.72),
-        "i:" | "i" | "I" | "I#" | "i@" | "I2" => v(0.3, 0.85),
-        "@" | "V" | "3:" | "@2" | "@5" | "@L" | "@r" | "a@" => v(0.5, 0.55),
-        "O:" | "O" | "0" | "OI" | "O@" | "o@" => v(0.72, 0.35),
-        "oU" | "o" | "U" | "u:" | "u" | "U@" => v(0.4, 0.2),
-        other => {
-            // Unknown mnemonic: judge by its first character.
-            match other.chars().next() {
-                Some('a' | 'A') => v(0.85, 0.6),
-                Some('e' | 'E' | '@' | 'V' | '3') => v(0.55, 0.6),
-                Some('i' | 'I' | 'y') => v(0.3, 0.8),
-                Some('o' | 'O' | 'u' | 'U' | '0') => v(0.5, 0.3),
-                Some(_) => v(0.25, 0.5),
-                None => REST,
-            }
-        }
+    PhoneClass::of(symbol).viseme()
+}
+
+/// The phone label (see [`PhoneClass::label`]) at time `t_s` of a track
+/// with these phonemes: silence outside every phoneme.
+pub fn phone_label_at(phonemes: &[TimedPhoneme], t_s: f64) -> usize {
+    // Phonemes are in time order; the last one starting at or before t.
+    let i = phonemes.partition_point(|p| p.start_s <= t_s);
+    match i.checked_sub(1).map(|i| &phonemes[i]) {
+        Some(p) if t_s < p.end_s => PhoneClass::of(&p.symbol).label(),
+        _ => PhoneClass::Silence.label(),
     }
 }
 
@@ -159,6 +271,25 @@ mod tests {
         // Unknown symbols still give a sane target.
         let v = viseme_for("Q#");
         assert!((0.0..=1.0).contains(&v.open));
+    }
+
+    #[test]
+    fn phone_labels_cover_classes_and_follow_timing() {
+        for sym in
+            ["", "m", "f", "D", "s", "tS", "r", "w", "j", "k", "aI", "eI", "i:", "@", "O:", "u:", "Q#", "ee", "y"]
+        {
+            assert!(PhoneClass::of(sym).label() < PhoneClass::LABELS, "{sym}");
+        }
+        assert_eq!(PhoneClass::of("'a").label(), PhoneClass::of("aa").label());
+        assert_eq!(PhoneClass::of("Q#"), PhoneClass::OtherConsonant);
+        let ph = vec![
+            TimedPhoneme { symbol: "m".into(), start_s: 0.10, end_s: 0.20 },
+            TimedPhoneme { symbol: "A:".into(), start_s: 0.20, end_s: 0.40 },
+        ];
+        assert_eq!(phone_label_at(&ph, 0.05), 0);
+        assert_eq!(phone_label_at(&ph, 0.15), PhoneClass::Bilabial.label());
+        assert_eq!(phone_label_at(&ph, 0.20), PhoneClass::OpenVowel.label());
+        assert_eq!(phone_label_at(&ph, 0.45), 0);
     }
 
     #[test]

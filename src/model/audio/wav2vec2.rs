@@ -28,7 +28,7 @@
 //! after); `last_hidden_state` is after it.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::stream_stats::StreamNormStats;
 use super::AudioError;
@@ -73,6 +73,25 @@ pub struct Wav2Vec2Output {
     pub last_hidden_state: Tensor,
 }
 
+/// A LayerNorm that keeps its `eps`, so that with gradients tracked
+/// (the audio encoder stage) it takes the differentiable path of
+/// [`crate::model::grad_ops`] instead of candle's fused kernel.
+#[derive(Clone)]
+struct Norm {
+    ln: candle_nn::LayerNorm,
+    eps: f64,
+}
+
+impl Norm {
+    fn new(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self { ln: candle_nn::layer_norm(size, eps, vb)?, eps })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::model::grad_ops::layer_norm_module(&self.ln, x, self.eps)
+    }
+}
+
 #[derive(Clone)]
 enum ConvNorm {
     None,
@@ -80,7 +99,7 @@ enum ConvNorm {
     /// time. (weight, bias) of shape [C].
     Group(Tensor, Tensor),
     /// LayerNorm over channels of a [B, C, T] tensor.
-    Layer(LayerNorm),
+    Layer(Norm),
 }
 
 #[derive(Clone)]
@@ -229,10 +248,10 @@ impl Attention {
 #[derive(Clone)]
 struct EncoderLayer {
     attention: Attention,
-    layer_norm: LayerNorm,
+    layer_norm: Norm,
     intermediate_dense: Linear,
     output_dense: Linear,
-    final_layer_norm: LayerNorm,
+    final_layer_norm: Norm,
     pre_ln: bool,
 }
 
@@ -242,10 +261,10 @@ impl EncoderLayer {
         let ff = vb.pp("feed_forward");
         Ok(Self {
             attention: Attention::new(cfg, vb.pp("attention"))?,
-            layer_norm: candle_nn::layer_norm(h, cfg.layer_norm_eps, vb.pp("layer_norm"))?,
+            layer_norm: Norm::new(h, cfg.layer_norm_eps, vb.pp("layer_norm"))?,
             intermediate_dense: candle_nn::linear(h, cfg.intermediate_size, ff.pp("intermediate_dense"))?,
             output_dense: candle_nn::linear(cfg.intermediate_size, h, ff.pp("output_dense"))?,
-            final_layer_norm: candle_nn::layer_norm(h, cfg.layer_norm_eps, vb.pp("final_layer_norm"))?,
+            final_layer_norm: Norm::new(h, cfg.layer_norm_eps, vb.pp("final_layer_norm"))?,
             pre_ln: cfg.do_stable_layer_norm,
         })
     }
@@ -275,10 +294,10 @@ pub struct Wav2Vec2Model {
     /// The weights' dtype; inputs are cast to it after normalisation.
     dtype: DType,
     conv_layers: Vec<ConvLayer>,
-    projection_norm: LayerNorm,
+    projection_norm: Norm,
     projection: Linear,
     pos_conv: PositionalConvEmbedding,
-    encoder_layer_norm: LayerNorm,
+    encoder_layer_norm: Norm,
     layers: Vec<EncoderLayer>,
     normalization: InputNormalization,
 }
@@ -308,7 +327,7 @@ impl Wav2Vec2Model {
                     )
                 }
                 ("group", _) => ConvNorm::None,
-                _ => ConvNorm::Layer(candle_nn::layer_norm(c_out, CONV_NORM_EPS, vb_l.pp("layer_norm"))?),
+                _ => ConvNorm::Layer(Norm::new(c_out, CONV_NORM_EPS, vb_l.pp("layer_norm"))?),
             };
             conv_layers.push(ConvLayer { weight, bias, stride: cfg.conv_stride[i], norm });
         }
@@ -323,10 +342,10 @@ impl Wav2Vec2Model {
             device: vb.device().clone(),
             dtype: vb.dtype(),
             conv_layers,
-            projection_norm: candle_nn::layer_norm(c_last, cfg.layer_norm_eps, fp.pp("layer_norm"))?,
+            projection_norm: Norm::new(c_last, cfg.layer_norm_eps, fp.pp("layer_norm"))?,
             projection: candle_nn::linear(c_last, cfg.hidden_size, fp.pp("projection"))?,
             pos_conv: PositionalConvEmbedding::new(cfg, enc.pp("pos_conv_embed").pp("conv"))?,
-            encoder_layer_norm: candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, enc.pp("layer_norm"))?,
+            encoder_layer_norm: Norm::new(cfg.hidden_size, cfg.layer_norm_eps, enc.pp("layer_norm"))?,
             layers,
             normalization,
         })
