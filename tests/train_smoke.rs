@@ -497,6 +497,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
             .env("RUNS", dir.path())
             .env("CONFIG", "tiny")
             .env("STEPS_DIV", "100000")
+            .env("AUDIO_ENCODER", "1")
             .env("RUST_LOG", "warn")
             .output()
     };
