@@ -42,6 +42,26 @@ fn assert_decreases(losses: &[(u64, f32)]) {
     assert!(last < first * 0.95, "loss did not decrease: {losses:?}");
 }
 
+/// Every variable of `params` gets a nonzero gradient in `grads`.
+fn assert_every_parameter_has_a_gradient(
+    params: &ParamStore,
+    grads: &candle_core::backprop::GradStore,
+) -> anyhow::Result<()> {
+    let vars = params.named_vars();
+    let mut frozen = Vec::new();
+    for (name, var) in &vars {
+        let norm = match grads.get(var.as_tensor()) {
+            Some(g) => g.sqr()?.sum_all()?.to_scalar::<f32>()?,
+            None => 0.0,
+        };
+        if norm == 0.0 {
+            frozen.push(name.clone());
+        }
+    }
+    assert!(frozen.is_empty(), "{} of {} parameters get no gradient: {frozen:?}", frozen.len(), vars.len());
+    Ok(())
+}
+
 #[test]
 fn vae_stage_loss_decreases_and_resumes() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -449,18 +469,7 @@ fn vae_stage_loss_reaches_every_parameter() -> anyhow::Result<()> {
     st.init()?;
     let (loss, _) = st.loss(0, &mut 0)?;
     let grads = loss.backward()?;
-    let mut frozen = Vec::new();
-    let vars = st.params().named_vars();
-    for (name, var) in &vars {
-        let norm = match grads.get(var.as_tensor()) {
-            Some(g) => g.sqr()?.sum_all()?.to_scalar::<f32>()?,
-            None => 0.0,
-        };
-        if norm == 0.0 {
-            frozen.push(name.clone());
-        }
-    }
-    assert!(frozen.is_empty(), "{} of {} parameters get no gradient: {frozen:?}", frozen.len(), vars.len());
+    assert_every_parameter_has_a_gradient(st.params(), &grads)?;
     Ok(())
 }
 
@@ -604,18 +613,7 @@ fn audio_encoder_stage_learns_every_parameter_and_its_checkpoint_loads() -> anyh
     let (loss, parts) = st.loss(0, &mut 0)?;
     assert!(parts.iter().any(|(n, v)| *n == "acc" && (0.0..=1.0).contains(v)), "{parts:?}");
     let grads = loss.backward()?;
-    let vars = st.params().named_vars();
-    let mut frozen = Vec::new();
-    for (name, var) in &vars {
-        let norm = match grads.get(var.as_tensor()) {
-            Some(g) => g.sqr()?.sum_all()?.to_scalar::<f32>()?,
-            None => 0.0,
-        };
-        if norm == 0.0 {
-            frozen.push(name.clone());
-        }
-    }
-    assert!(frozen.is_empty(), "{} of {} parameters get no gradient: {frozen:?}", frozen.len(), vars.len());
+    assert_every_parameter_has_a_gradient(st.params(), &grads)?;
 
     let dir = tempfile::tempdir()?;
     let r = run(&mut st, &opts(dir.path(), 8, 3e-3))?;
