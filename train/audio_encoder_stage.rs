@@ -8,7 +8,10 @@
 //! random init it passes on little more than loudness: a ridge read-out of
 //! mouth openness on held-out clips reaches r 0.59 from its features
 //! against 0.52 from the RMS alone (`train audio_probe`, docs/TRAINING.md
-//! session 10). Training it to recognise phones restores the missing part.
+//! session 10). Training it to recognise phones should restore the
+//! missing part; so far it does not (1,500 steps: read-out r 0.553, below
+//! the random encoder), so `reproduce.sh` runs this stage only with
+//! `AUDIO_ENCODER=1` (docs/TRAINING.md, stage 0 status).
 //!
 //! Labels: the espeak-ng phoneme timing of each talk track, grouped into
 //! [`PhoneClass`] labels (place of articulation / vowel quality; silence

@@ -165,7 +165,8 @@ pub fn viseme_for(symbol: &str) -> Viseme {
 }
 
 /// The phone label (see [`PhoneClass::label`]) at time `t_s` of a track
-/// with these phonemes: silence outside every phoneme.
+/// with these phonemes (in time order, as a conversation holds them):
+/// silence outside every phoneme.
 pub fn phone_label_at(phonemes: &[TimedPhoneme], t_s: f64) -> usize {
     // Phonemes are in time order; the last one starting at or before t.
     let i = phonemes.partition_point(|p| p.start_s <= t_s);
