@@ -209,25 +209,10 @@ fn predict(rows: &[Vec<f64>], w: &[f64], bias: f64) -> Vec<f64> {
     rows.iter().map(|r| bias + r.iter().zip(w).map(|(a, b)| a * b).sum::<f64>()).collect()
 }
 
-/// Pearson correlation (0 when either side is constant).
-pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    if n < 2 {
-        return 0.0;
-    }
-    let (ma, mb) = (a[..n].iter().sum::<f64>() / n as f64, b[..n].iter().sum::<f64>() / n as f64);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for i in 0..n {
-        let (x, y) = (a[i] - ma, b[i] - mb);
-        sab += x * y;
-        saa += x * x;
-        sbb += y * y;
-    }
-    if saa <= 0.0 || sbb <= 0.0 {
-        0.0
-    } else {
-        sab / (saa * sbb).sqrt()
-    }
+/// Pearson correlation ([`crate::eval::lip_sync::pearson`]); 0 when it is
+/// undefined (a constant side, fewer than 3 pairs).
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    crate::eval::lip_sync::pearson(a, b).unwrap_or(0.0)
 }
 
 fn standardize(rows: &mut [Vec<f64>], mean: &[f64], std: &[f64]) {
