@@ -60,6 +60,11 @@ pub struct EvalArgs {
     /// best a generator decoding with it can score).
     #[arg(long, conflicts_with_all = ["weights", "ground_truth", "random_weights", "ablation_weights"])]
     vae_roundtrip: Option<String>,
+    /// With --vae-roundtrip: decode with this light decoder (a `train
+    /// light_decoder` checkpoint or light_decoder.safetensors) instead of
+    /// the VAE's own decoder.
+    #[arg(long, requires = "vae_roundtrip")]
+    light_decoder: Option<String>,
     #[arg(long, default_value = "cpu")]
     device: String,
     /// VAE decoder: full (Wan2.2) or light (its safetensors among --weights).
@@ -130,6 +135,11 @@ pub struct TrainArgs {
     /// Distinct training identities to cycle through.
     #[arg(long, default_value_t = 10_000)]
     identities: u64,
+    /// Training clips are windows starting at a random offset in [0, this]
+    /// seconds of their conversation (0: at its start; the start never
+    /// shows a listening reaction).
+    #[arg(long, default_value_t = streamavatar::train::data::DEFAULT_MAX_OFFSET_S)]
+    clip_offset_max: f64,
     /// teacher: stage-1 VAE params.safetensors (default: seeded random).
     #[arg(long)]
     vae: Option<String>,
@@ -197,11 +207,11 @@ pub struct TrainArgs {
     /// vae, light_decoder: weight of the low-passed chroma L1 term (0 = off).
     #[arg(long, default_value_t = 0.0)]
     chroma_weight: f64,
-    /// vae: weight of the face-region term (L1 + edge L1 inside the face
+    /// vae, light_decoder: weight of the face-region term (L1 + edge L1 inside the face
     /// with room for head motion; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     face_weight: f64,
-    /// vae: weight of the temporal term (L1 between the frame-to-frame
+    /// vae, light_decoder: weight of the temporal term (L1 between the frame-to-frame
     /// changes of reconstruction and clip: flicker; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     temporal_weight: f64,
@@ -501,7 +511,10 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     let target = if a.ground_truth {
         EvalTarget::GroundTruth
     } else if let Some(file) = &a.vae_roundtrip {
-        EvalTarget::VaeRoundTrip(file.into())
+        if a.decoder == streamavatar::generator::DecoderKind::Light && a.light_decoder.is_none() {
+            anyhow::bail!("eval --vae-roundtrip --decoder light: name the light decoder with --light-decoder FILE");
+        }
+        EvalTarget::VaeRoundTrip { vae: file.into(), light_decoder: a.light_decoder.as_ref().map(Into::into) }
     } else if a.random_weights {
         EvalTarget::Generator(EvalWeights::Random { seed: streamavatar::generator::streaming::RANDOM_WEIGHTS_SEED })
     } else if !a.weights.is_empty() {
@@ -616,8 +629,13 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     // The clips of every stage below (training, recon, teacher_check).
-    let data =
-        ClipSource { seed: a.seed, size: cfg.stream.width, latent_frames: a.latent_frames, identities: a.identities };
+    let data = ClipSource {
+        seed: a.seed,
+        size: cfg.stream.width,
+        latent_frames: a.latent_frames,
+        identities: a.identities,
+        max_offset_s: a.clip_offset_max,
+    };
     if a.stage == "recon" {
         let Some(vae) = &a.vae else {
             anyhow::bail!("train recon needs --vae <stage-1 params> (--out = folder for the comparison PNGs)");
@@ -703,7 +721,12 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 })?;
             let frozen =
                 streamavatar::train::teacher_stage::FrozenModules::load_on(&cfg, Some(&vae), None, a.seed, &device)?;
-            let weights = LightLossWeights { chroma: a.chroma_weight.max(0.0), ..Default::default() };
+            let weights = LightLossWeights {
+                chroma: a.chroma_weight.max(0.0),
+                face: a.face_weight.max(0.0),
+                temporal: a.temporal_weight.max(0.0),
+                ..Default::default()
+            };
             let mut st = LightDecoderStage::new(cfg, frozen.vae, data, a.batch, weights, a.seed);
             if let Some(side) = a.crop {
                 st = st.with_crop(side)?;

@@ -32,7 +32,7 @@ fn opts(out: &std::path::Path, steps: u64, lr: f64) -> RunOptions {
 }
 
 fn source() -> ClipSource {
-    ClipSource { seed: 3, size: 64, latent_frames: 2, identities: 8 }
+    ClipSource { seed: 3, size: 64, latent_frames: 2, identities: 8, max_offset_s: 2.0 }
 }
 
 fn assert_decreases(losses: &[(u64, f32)]) {
@@ -225,11 +225,13 @@ fn vae_checkpoint_carries_latent_statistics_through_export(
 /// generator recognises (`decoder.<index>.*`) and streams with.
 #[test]
 fn light_decoder_stage_loss_decreases_and_its_checkpoint_decodes() -> anyhow::Result<()> {
-    use streamavatar::train::light_decoder_stage::LightDecoderStage;
+    use streamavatar::train::light_decoder_stage::{LightDecoderStage, LightLossWeights};
     let dir = tempfile::tempdir()?;
     let cfg = ModelConfig::tiny();
     let frozen = FrozenModules::load(&cfg, None, None, 7)?;
-    let mut st = LightDecoderStage::new(cfg.clone(), frozen.vae, source(), 1, Default::default(), 7);
+    // Every loss term on, the face and temporal ones included.
+    let weights = LightLossWeights { face: 3.0, temporal: 3.0, ..Default::default() };
+    let mut st = LightDecoderStage::new(cfg.clone(), frozen.vae, source(), 1, weights, 7);
     let r = run(&mut st, &opts(dir.path(), 8, 3e-3))?;
     assert_eq!((r.first_step, r.last_step), (0, 8));
     assert_decreases(&r.losses);
@@ -310,7 +312,7 @@ fn ode_init_stage_loss_decreases() -> anyhow::Result<()> {
 /// Clips of 6 latent frames after the reference: two chunks of 3 in the
 /// tiny config, so student forcing goes through the KV cache.
 fn two_chunk_source() -> ClipSource {
-    ClipSource { seed: 3, size: 64, latent_frames: 6, identities: 8 }
+    ClipSource { seed: 3, size: 64, latent_frames: 6, identities: 8, max_offset_s: 2.0 }
 }
 
 fn teacher(source: ClipSource) -> anyhow::Result<TeacherStage> {

@@ -4,6 +4,12 @@
 //! talk / listen masks from the synth ground-truth behaviour state
 //! (StreamAvatar takes them from TalkNet; here they are exact).
 //!
+//! A clip is a window of a longer conversation that starts at a random
+//! offset (up to [`ClipSource::max_offset_s`]): the first second of a
+//! conversation is an idle lead-in and the start of one turn, so clips cut
+//! there never showed the listening reactions (nods 0.2-0.6 s after the
+//! partner's phrase ends) that the models must learn (session 11).
+//!
 //! Clip `i` of a [`ClipSource`] is a pure function of `(seed, i)`, so the
 //! loader's whole state is one cursor (saved in the checkpoint).
 
@@ -11,7 +17,18 @@ use candle_core::{Device, Tensor};
 
 use crate::eval::face_layout::FaceLayout;
 use crate::synth::motion::BehaviourState;
-use crate::synth::{render_clip, ClipSpec};
+use crate::synth::rng::SynthRng;
+use crate::synth::{script_clip, ClipSpec};
+
+/// Offsets are whole multiples of this many video frames: 3 frames at
+/// 24 fps are exactly 2,000 samples at 16 kHz, so a window's audio starts
+/// on a sample.
+const OFFSET_STEP_FRAMES: usize = 3;
+const SAMPLES_PER_OFFSET_STEP: usize = 2_000;
+
+/// The default of [`ClipSource::max_offset_s`] for training: windows over
+/// the first ~12 s of a conversation (a few turns each way).
+pub const DEFAULT_MAX_OFFSET_S: f64 = 12.0;
 
 use super::TrainError;
 
@@ -38,6 +55,9 @@ pub struct ClipSource {
     pub latent_frames: usize,
     /// Distinct identities cycled through (training range).
     pub identities: u64,
+    /// Clip `i` starts at a random offset in `[0, max_offset_s]` seconds
+    /// of its conversation (0: every clip starts the conversation).
+    pub max_offset_s: f64,
 }
 
 impl ClipSource {
@@ -46,9 +66,16 @@ impl ClipSource {
         1 + 4 * self.latent_frames
     }
 
-    /// The spec of clip `index`.
+    /// The first video frame of clip `index` in its conversation.
+    pub fn offset_frames(&self, index: u64) -> usize {
+        let steps = (self.max_offset_s.max(0.0) * 24.0 / OFFSET_STEP_FRAMES as f64).floor() as usize;
+        let mut rng = SynthRng::derive(self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0x0FF5E7);
+        rng.index(steps + 1) * OFFSET_STEP_FRAMES
+    }
+
+    /// The spec of clip `index`'s whole conversation (up to the window's end).
     pub fn spec(&self, index: u64) -> ClipSpec {
-        let frames = self.video_frames();
+        let frames = self.offset_frames(index) + self.video_frames();
         // A little more than needed so the synth's frame count covers N.
         let seconds = (frames as f64 + 0.5) / 24.0;
         let identity = index % self.identities.max(1);
@@ -62,18 +89,23 @@ impl ClipSource {
             .map_err(|e| TrainError::Invalid(format!("face layout of clip {index}: {e}")))
     }
 
-    /// Render clip `index` into tensors on `device`.
+    /// Render clip `index` into tensors on `device`: only the window's
+    /// frames are drawn.
     pub fn clip(&self, index: u64, device: &Device) -> Result<ClipTensors, TrainError> {
-        let spec = self.spec(index);
-        let clip = render_clip(&spec)?;
-        let n = self.video_frames();
-        if clip.frames.len() < n {
-            return Err(TrainError::Invalid(format!("synth gave {} frames, need {n}", clip.frames.len())));
+        let script = script_clip(&self.spec(index))?;
+        let (start, n) = (self.offset_frames(index), self.video_frames());
+        if script.poses.len() < start + n {
+            return Err(TrainError::Invalid(format!(
+                "synth gave {} frames, need {} (offset {start})",
+                script.poses.len(),
+                start + n
+            )));
         }
-        let (h, w) = (clip.frames[0].height, clip.frames[0].width);
+        let frames = (start..start + n).map(|f| script.render_frame(f)).collect::<Result<Vec<_>, _>>()?;
+        let (h, w) = (frames[0].height, frames[0].width);
         let mut pix = Vec::with_capacity(3 * n * h * w);
         for c in 0..3 {
-            for f in &clip.frames[..n] {
+            for f in &frames {
                 pix.extend(f.data.iter().skip(c).step_by(3).map(|&v| v as f32 / 127.5 - 1.0));
             }
         }
@@ -81,14 +113,15 @@ impl ClipSource {
         // One video frame of extra (silent) audio: the wav2vec2 hop (20 ms)
         // does not divide a 24 fps frame, so the features of exactly `n`
         // frames of audio end short of the last frame.
+        let first = start / OFFSET_STEP_FRAMES * SAMPLES_PER_OFFSET_STEP;
         let samples = (n + 1) * 16_000 / 24;
         let cut = |a: &[f32]| {
-            let mut v = a[..a.len().min(samples)].to_vec();
+            let mut v = a[first.min(a.len())..a.len().min(first + samples)].to_vec();
             v.resize(samples, 0.0);
             v
         };
-        let conv = &clip.script.conversation;
-        let truth = &clip.script.truth[..n];
+        let conv = &script.conversation;
+        let truth = &script.truth[start..start + n];
         let talk_mask = truth.iter().map(|t| f32::from(t.state == BehaviourState::Talk)).collect();
         let listen_mask = truth.iter().map(|t| f32::from(t.state == BehaviourState::Listen)).collect();
         Ok(ClipTensors { video, talk: cut(&conv.talk), listen: cut(&conv.listen), talk_mask, listen_mask })
@@ -101,7 +134,7 @@ mod tests {
 
     #[test]
     fn clip_shapes_and_ranges() -> anyhow::Result<()> {
-        let src = ClipSource { seed: 1, size: 32, latent_frames: 2, identities: 4 };
+        let src = ClipSource { seed: 1, size: 32, latent_frames: 2, identities: 4, max_offset_s: 0.0 };
         let c = src.clip(0, &Device::Cpu)?;
         assert_eq!(c.video.dims(), &[1, 3, 9, 32, 32]);
         let (lo, hi) = (c.video.min_all()?.to_scalar::<f32>()?, c.video.max_all()?.to_scalar::<f32>()?);
@@ -112,6 +145,37 @@ mod tests {
         assert_eq!(c.talk_mask.len(), 9);
         assert!(c.talk_mask.iter().zip(&c.listen_mask).all(|(t, l)| t + l <= 1.0));
         assert_eq!(src.spec(3), src.spec(3));
+        Ok(())
+    }
+
+    #[test]
+    fn windows_start_across_the_conversation_and_match_its_frames_and_audio() -> anyhow::Result<()> {
+        let src = ClipSource { seed: 2, size: 32, latent_frames: 2, identities: 4, max_offset_s: 6.0 };
+        let offsets: Vec<usize> = (0..40).map(|i| src.offset_frames(i)).collect();
+        assert!(offsets.iter().all(|&o| o % OFFSET_STEP_FRAMES == 0 && o <= 6 * 24), "{offsets:?}");
+        assert!(offsets.iter().any(|&o| o > 3 * 24) && offsets.iter().any(|&o| o < 3 * 24), "{offsets:?}");
+        assert_eq!(ClipSource { max_offset_s: 0.0, ..src.clone() }.offset_frames(7), 0);
+
+        // The window is the same frames and audio as the whole conversation
+        // rendered from its start, cut at the offset.
+        let index = (0..40).find(|&i| src.offset_frames(i) >= 24).expect("an offset of >= 1 s");
+        let start = src.offset_frames(index);
+        let clip = src.clip(index, &Device::Cpu)?;
+        let whole = crate::synth::render_clip(&src.spec(index))?;
+        let frame = |f: &crate::media::frame::RgbFrame| -> Vec<f32> {
+            f.data.iter().step_by(3).map(|&v| v as f32 / 127.5 - 1.0).collect()
+        };
+        for k in [0, 8] {
+            let red: Vec<f32> = clip.video.narrow(2, k, 1)?.narrow(1, 0, 1)?.flatten_all()?.to_vec1()?;
+            assert_eq!(red, frame(&whole.frames[start + k]), "frame {k}");
+        }
+        let first = start * 16_000 / 24;
+        let conv = &whole.script.conversation;
+        assert_eq!(&clip.talk[..100], &conv.talk[first..first + 100]);
+        assert_eq!(&clip.listen[..100], &conv.listen[first..first + 100]);
+        let states = &whole.script.truth[start..start + 9];
+        let listen: Vec<f32> = states.iter().map(|t| f32::from(t.state == BehaviourState::Listen)).collect();
+        assert_eq!(clip.listen_mask, listen);
         Ok(())
     }
 }

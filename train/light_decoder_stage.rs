@@ -7,8 +7,11 @@
 //! like the DiT's latents (the light decoder takes normalized latents), and
 //! the light decoder, streamed from the start of the clip like at inference,
 //! learns to reproduce the clip itself:
-//! `L1 + L2 + edge_weight * edge L1 + chroma_weight * chroma L1` (the same
-//! terms as the VAE stage; see `vae_stage.rs`). Targets are the real frames,
+//! `L1 + L2 + edge_weight * edge L1 + chroma_weight * chroma L1
+//! + face_weight * face-region L1 + temporal_weight * temporal L1` (the same
+//! terms as the VAE stage; see `vae_stage.rs`: the face term keeps the eyes
+//! and mouth sharp, the temporal term keeps the decoder from flickering,
+//! which buries the listening motion). Targets are the real frames,
 //! not the VAE decoder's output, so the light decoder is not capped by the
 //! VAE decoder's blur.
 //!
@@ -23,7 +26,7 @@ use crate::model::vae::{LightDecoder, WanVae};
 use super::data::ClipSource;
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
-use super::vae_stage::{check_crop, chroma_l1, edge_l1, random_crop};
+use super::vae_stage::{check_crop, chroma_l1, edge_l1, face_mask, face_region_loss, random_crop, temporal_l1};
 use super::TrainError;
 
 /// Scale of each MemBlock's last conv at initialisation (see `init`).
@@ -34,11 +37,15 @@ pub const RESIDUAL_INIT_SCALE: f64 = 0.1;
 pub struct LightLossWeights {
     pub edge: f64,
     pub chroma: f64,
+    /// Face-region term (0 = off).
+    pub face: f64,
+    /// Temporal (flicker) term (0 = off).
+    pub temporal: f64,
 }
 
 impl Default for LightLossWeights {
     fn default() -> Self {
-        Self { edge: 0.5, chroma: 0.5 }
+        Self { edge: 0.5, chroma: 0.5, face: 0.0, temporal: 0.0 }
     }
 }
 
@@ -119,13 +126,19 @@ impl Stage for LightDecoderStage {
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let decoder = self.decoder()?;
         let mut clips = Vec::with_capacity(self.batch);
+        let mut masks = Vec::with_capacity(self.batch);
         for _ in 0..self.batch {
             clips.push(self.data.clip(*cursor, &self.device)?.video);
+            if self.weights.face > 0.0 {
+                masks.push(face_mask(&self.data, *cursor, &self.device)?);
+            }
             *cursor += 1;
         }
         let mut video = Tensor::cat(&clips, 0)?;
+        let mut mask = if masks.is_empty() { None } else { Some(Tensor::cat(&masks, 0)?) };
         if let Some(side) = self.crop {
             video = random_crop(&video, self.data.size, side, step, self.seed)?;
+            mask = mask.map(|m| random_crop(&m, self.data.size, side, step, self.seed)).transpose()?;
         }
         let z = self.vae.latent_norm().normalize(&self.vae.encode(&video)?.mu)?.detach();
         let recon = decoder.streaming().decode_chunk_unclamped(&z)?;
@@ -133,8 +146,19 @@ impl Stage for LightDecoderStage {
         let l2 = (&recon - &video)?.sqr()?.mean_all()?;
         let edge = edge_l1(&recon, &video)?;
         let chroma = chroma_l1(&recon, &video)?;
-        let loss = (((&l1 + &l2)? + (&edge * self.weights.edge)?)? + (&chroma * self.weights.chroma)?)?;
+        let mut loss = (((&l1 + &l2)? + (&edge * self.weights.edge)?)? + (&chroma * self.weights.chroma)?)?;
         let s = |t: &Tensor| t.to_scalar::<f32>().unwrap_or(f32::NAN);
-        Ok((loss, vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("chroma", s(&chroma))]))
+        let mut parts = vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("chroma", s(&chroma))];
+        if self.weights.temporal > 0.0 {
+            let temporal = temporal_l1(&recon, &video)?;
+            parts.push(("temporal", s(&temporal)));
+            loss = (loss + (temporal * self.weights.temporal)?)?;
+        }
+        if let Some(m) = &mask {
+            let face = face_region_loss(&recon, &video, m, self.weights.edge)?;
+            parts.push(("face", s(&face)));
+            loss = (loss + (face * self.weights.face)?)?;
+        }
+        Ok((loss, parts))
     }
 }

@@ -134,17 +134,27 @@ stage vae_video "$VAE" "$S_VID" vae --latent-frames 2 --crop 64 --batch 2 --lr 3
 S_VID_T3=$((S_VID + $(steps 3000)))
 stage vae_video "$VAE" "$S_VID_T3" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
     --face-weight 3 --temporal-weight 3 --save-every 250
-S_VID_LONG=$((S_VID_T3 + $(steps 3000)))
+#    From step 14,000 of the committed run the clips are windows across
+#    their conversation (`train/data.rs`; before, every clip was the
+#    conversation's first second, which never shows a listening nod, and
+#    the round trip damped nods ~4x, session 11), hence 1,000 more steps
+#    here than the first plan.
+S_VID_LONG=$((S_VID_T3 + $(steps 4000)))
 stage vae_video "$VAE" "$S_VID_LONG" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
     --face-weight 3 --temporal-weight 10 --save-every 250
 S_VID_FINE=$((S_VID_LONG + $(steps 1000)))
 stage vae_video "$VAE" "$S_VID_FINE" vae --latent-frames 5 --crop 64 --batch 1 --lr 1e-4 --kl-weight 0 \
     --face-weight 3 --temporal-weight 10 --save-every 250
 
-# 3. Light decoder (the CPU default decoder) for the final VAE.
+# 3. Light decoder (the CPU default decoder) for the final VAE, with the
+#    VAE's face-region and temporal terms (temporal weight 3, then 10, as
+#    the VAE: without it a decoder flickers and buries the listening motion).
 LIGHT=$RUNS/light_decoder
-stage light_decoder "$LIGHT" "$(steps 4000)" light_decoder --vae "$VAE/params.safetensors" \
-    --latent-frames 2 --crop 64 --batch 2 --lr 1e-3 --save-every 250
+S_LIGHT=$(steps 2000)
+stage light_decoder "$LIGHT" "$S_LIGHT" light_decoder --vae "$VAE/params.safetensors" \
+    --latent-frames 2 --crop 64 --batch 2 --lr 1e-3 --face-weight 3 --temporal-weight 3 --save-every 250
+stage light_decoder "$LIGHT" "$((S_LIGHT + $(steps 2000)))" light_decoder --vae "$VAE/params.safetensors" \
+    --latent-frames 2 --crop 64 --batch 2 --lr 3e-4 --face-weight 3 --temporal-weight 10 --save-every 250
 
 # The DiT stages train on one finite clip pool whose VAE latents and audio
 # features are computed once and kept in $RUNS/samples_lf6/

@@ -79,6 +79,10 @@ pub struct SampleKey {
     pub size: usize,
     pub latent_frames: usize,
     pub identities: u64,
+    /// [`ClipSource::max_offset_s`] in milliseconds (absent in the keys of
+    /// stores made before clip windows: they started every clip at 0).
+    #[serde(default)]
+    pub max_offset_ms: u64,
     pub pool: u64,
 }
 
@@ -93,6 +97,7 @@ impl SampleKey {
             size: data.size,
             latent_frames: data.latent_frames,
             identities: data.identities,
+            max_offset_ms: (data.max_offset_s.max(0.0) * 1000.0).round() as u64,
             pool,
         }
     }
@@ -224,7 +229,7 @@ mod tests {
     }
 
     fn key(pool: u64, vae_seed: u64) -> SampleKey {
-        let data = ClipSource { seed: 1, size: 32, latent_frames: 1, identities: 4 };
+        let data = ClipSource { seed: 1, size: 32, latent_frames: 1, identities: 4, max_offset_s: 2.0 };
         SampleKey::new("tiny", FrozenSource::Seeded { seed: vae_seed }, FrozenSource::Seeded { seed: 9 }, &data, pool)
     }
 

@@ -23,9 +23,10 @@ pub enum EvalTarget {
     GroundTruth,
     /// The streaming generator of the request's config.
     Generator(EvalWeights),
-    /// The ground truth encoded and decoded by the VAE of this file (the
-    /// ceiling of a VAE before a DiT is trained on it).
-    VaeRoundTrip(std::path::PathBuf),
+    /// The ground truth encoded by the VAE of `vae` and decoded by it or by
+    /// the light decoder of `light_decoder` (the ceiling of a VAE before a
+    /// DiT is trained on it).
+    VaeRoundTrip { vae: std::path::PathBuf, light_decoder: Option<std::path::PathBuf> },
 }
 
 /// One `streamavatar eval` run.
@@ -70,11 +71,14 @@ pub fn run_eval(req: &EvalRequest) -> Result<EvalReport, EvalError> {
             let metrics = evaluate(&mut gt, &spec, &scripts)?;
             RowReport::measured("ground_truth", "Ground truth", description, metrics, &req.thresholds)
         }
-        EvalTarget::VaeRoundTrip(file) => {
+        EvalTarget::VaeRoundTrip { vae, light_decoder } => {
             if req.ablation.is_some() {
                 return Err(EvalError::Invalid("the ablation table needs a generator, not a VAE round trip".into()));
             }
-            let mut m = VaeRoundTripModel::load(&req.config, file)?;
+            let mut m = VaeRoundTripModel::load(&req.config, vae)?;
+            if let Some(light) = light_decoder {
+                m = m.with_light_decoder(&req.config, light)?;
+            }
             let description = m.describe();
             let metrics = evaluate(&mut m, &spec, &scripts)?;
             RowReport::measured("vae_roundtrip", "Ground truth through the VAE", description, metrics, &req.thresholds)
