@@ -215,6 +215,10 @@ pub struct TrainArgs {
     /// changes of reconstruction and clip: flicker; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     temporal_weight: f64,
+    /// vae, light_decoder: weight of the temporal term inside the face
+    /// region (head nods; needs --face-weight > 0 for the mask; 0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    face_temporal_weight: f64,
     /// vae: decode mu instead of a posterior sample (a plain autoencoder).
     #[arg(long)]
     no_posterior_sample: bool,
@@ -698,6 +702,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 chroma: a.chroma_weight,
                 face: a.face_weight,
                 temporal: a.temporal_weight,
+                face_temporal: a.face_temporal_weight.max(0.0),
                 sample_posterior: !a.no_posterior_sample,
                 ..Default::default()
             };
@@ -725,6 +730,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 chroma: a.chroma_weight.max(0.0),
                 face: a.face_weight.max(0.0),
                 temporal: a.temporal_weight.max(0.0),
+                face_temporal: a.face_temporal_weight.max(0.0),
                 ..Default::default()
             };
             let mut st = LightDecoderStage::new(cfg, frozen.vae, data, a.batch, weights, a.seed);

@@ -230,7 +230,7 @@ fn light_decoder_stage_loss_decreases_and_its_checkpoint_decodes() -> anyhow::Re
     let cfg = ModelConfig::tiny();
     let frozen = FrozenModules::load(&cfg, None, None, 7)?;
     // Every loss term on, the face and temporal ones included.
-    let weights = LightLossWeights { face: 3.0, temporal: 3.0, ..Default::default() };
+    let weights = LightLossWeights { face: 3.0, temporal: 3.0, face_temporal: 1.0, ..Default::default() };
     let mut st = LightDecoderStage::new(cfg.clone(), frozen.vae, source(), 1, weights, 7);
     let r = run(&mut st, &opts(dir.path(), 8, 3e-3))?;
     assert_eq!((r.first_step, r.last_step), (0, 8));
@@ -470,9 +470,16 @@ fn student_rollout_gradient_path_matches_inference_path() -> anyhow::Result<()> 
 /// module that copies a weight without its graph would silently freeze it).
 #[test]
 fn vae_stage_loss_reaches_every_parameter() -> anyhow::Result<()> {
-    let mut st = VaeStage::new(ModelConfig::tiny(), source(), 1, Default::default(), 7);
+    use streamavatar::train::vae_stage::VaeLossWeights;
+    // Every term of the recipe on.
+    let weights = VaeLossWeights { chroma: 0.5, face: 3.0, temporal: 10.0, face_temporal: 3.0, ..Default::default() };
+    let mut st = VaeStage::new(ModelConfig::tiny(), source(), 1, weights, 7);
     st.init()?;
-    let (loss, _) = st.loss(0, &mut 0)?;
+    let (loss, parts) = st.loss(0, &mut 0)?;
+    let names: Vec<&str> = parts.iter().map(|p| p.0).collect();
+    for term in ["l1", "edge", "chroma", "temporal", "face", "face_temporal"] {
+        assert!(names.contains(&term), "no `{term}` among {names:?}");
+    }
     let grads = loss.backward()?;
     assert_every_parameter_has_a_gradient(st.params(), &grads)?;
     Ok(())

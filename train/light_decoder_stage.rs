@@ -8,7 +8,8 @@
 //! the light decoder, streamed from the start of the clip like at inference,
 //! learns to reproduce the clip itself:
 //! `L1 + L2 + edge_weight * edge L1 + chroma_weight * chroma L1
-//! + face_weight * face-region L1 + temporal_weight * temporal L1` (the same
+//! + face_weight * face-region L1 + temporal_weight * temporal L1
+//! + face_temporal_weight * temporal L1 in the face` (the same
 //! terms as the VAE stage; see `vae_stage.rs`: the face term keeps the eyes
 //! and mouth sharp, the temporal term keeps the decoder from flickering,
 //! which buries the listening motion). Targets are the real frames,
@@ -26,7 +27,9 @@ use crate::model::vae::{LightDecoder, WanVae};
 use super::data::ClipSource;
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
-use super::vae_stage::{check_crop, chroma_l1, edge_l1, face_mask, face_region_loss, random_crop, temporal_l1};
+use super::vae_stage::{
+    check_crop, chroma_l1, edge_l1, face_mask, face_region_loss, face_temporal_l1, random_crop, temporal_l1,
+};
 use super::TrainError;
 
 /// Scale of each MemBlock's last conv at initialisation (see `init`).
@@ -41,11 +44,13 @@ pub struct LightLossWeights {
     pub face: f64,
     /// Temporal (flicker) term (0 = off).
     pub temporal: f64,
+    /// Temporal term inside the face (0 = off; needs `face > 0`).
+    pub face_temporal: f64,
 }
 
 impl Default for LightLossWeights {
     fn default() -> Self {
-        Self { edge: 0.5, chroma: 0.5, face: 0.0, temporal: 0.0 }
+        Self { edge: 0.5, chroma: 0.5, face: 0.0, temporal: 0.0, face_temporal: 0.0 }
     }
 }
 
@@ -158,6 +163,11 @@ impl Stage for LightDecoderStage {
             let face = face_region_loss(&recon, &video, m, self.weights.edge)?;
             parts.push(("face", s(&face)));
             loss = (loss + (face * self.weights.face)?)?;
+            if self.weights.face_temporal > 0.0 {
+                let face_temporal = face_temporal_l1(&recon, &video, m)?;
+                parts.push(("face_temporal", s(&face_temporal)));
+                loss = (loss + (face_temporal * self.weights.face_temporal)?)?;
+            }
         }
         Ok((loss, parts))
     }

@@ -48,11 +48,16 @@ pub struct VaeLossWeights {
     /// between decoder chunks; that flicker buries the head motion the
     /// listening metric reads (docs/TRAINING.md, sessions 8-9).
     pub temporal: f64,
+    /// Weight of [`face_temporal_l1`]: the temporal term again inside the
+    /// face mask. Head nods move only the head; over the whole frame their
+    /// changes are a small share of the temporal term, and a VAE trained
+    /// without it damped nods ~4x (docs/TRAINING.md, session 11).
+    pub face_temporal: f64,
 }
 
 impl Default for VaeLossWeights {
     fn default() -> Self {
-        Self { kl: 1e-4, edge: 0.5, chroma: 0.0, sample_posterior: true, face: 0.0, temporal: 0.0 }
+        Self { kl: 1e-4, edge: 0.5, chroma: 0.0, sample_posterior: true, face: 0.0, temporal: 0.0, face_temporal: 0.0 }
     }
 }
 
@@ -96,6 +101,16 @@ pub fn temporal_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     }
     let change = |x: &Tensor| x.narrow(2, 1, t - 1)? - x.narrow(2, 0, t - 1)?;
     (change(a)? - change(b)?)?.abs()?.mean_all()
+}
+
+/// [`temporal_l1`] inside `mask` (`[B, 1, 1, H, W]`, 0 / 1) as a mean over
+/// the masked pixels; 0 when the mask is empty.
+pub fn face_temporal_l1(recon: &Tensor, video: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let share = mask.mean_all()?.to_scalar::<f32>()?;
+    if share <= 0.0 {
+        return Tensor::zeros((), recon.dtype(), recon.device());
+    }
+    temporal_l1(&recon.broadcast_mul(mask)?, &video.broadcast_mul(mask)?)? / f64::from(share)
 }
 
 /// Side of the average pooling in [`chroma_l1`] (pixels).
@@ -304,7 +319,14 @@ impl Stage for VaeStage {
             Some(m) => {
                 let face = face_region_loss(&recon, &video, m, self.weights.edge)?;
                 parts.push(("face", s(&face)));
-                (loss + (face * self.weights.face)?)?
+                let loss = (loss + (face * self.weights.face)?)?;
+                if self.weights.face_temporal > 0.0 {
+                    let face_temporal = face_temporal_l1(&recon, &video, m)?;
+                    parts.push(("face_temporal", s(&face_temporal)));
+                    (loss + (face_temporal * self.weights.face_temporal)?)?
+                } else {
+                    loss
+                }
             }
             None => loss,
         };
@@ -348,6 +370,24 @@ mod tests {
         let flicker = (&video + sign.broadcast_as(video.shape())? * 0.1)?;
         assert!((temporal_l1(&flicker, &video)?.to_scalar::<f32>()? - 0.2).abs() < 1e-5);
         assert_eq!(temporal_l1(&video.narrow(2, 0, 1)?, &video.narrow(2, 0, 1)?)?.to_scalar::<f32>()?, 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn face_temporal_l1_sees_changes_inside_the_mask_only() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let video = Tensor::zeros((1, 3, 3, 4, 4), DType::F32, &dev)?;
+        // The reconstruction flickers by 0.4 in the left half only.
+        let left = Tensor::cat(
+            &[Tensor::ones((1, 1, 1, 4, 2), DType::F32, &dev)?, Tensor::zeros((1, 1, 1, 4, 2), DType::F32, &dev)?],
+            4,
+        )?;
+        let pulse = Tensor::new(&[0f32, 0.4, 0.0], &dev)?.reshape((1, 1, 3, 1, 1))?;
+        let recon = left.broadcast_mul(&pulse)?.broadcast_as((1, 3, 3, 4, 4))?.contiguous()?;
+        let right = (1.0 - &left)?;
+        assert!((face_temporal_l1(&recon, &video, &left)?.to_scalar::<f32>()? - 0.4).abs() < 1e-6);
+        assert_eq!(face_temporal_l1(&recon, &video, &right)?.to_scalar::<f32>()?, 0.0);
+        assert_eq!(face_temporal_l1(&recon, &video, &left.zeros_like()?)?.to_scalar::<f32>()?, 0.0);
         Ok(())
     }
 
