@@ -4,8 +4,12 @@
 //! partner's speech and with silence, over the listening frames.
 //!
 //! ```sh
-//! cargo run --release --example listening_trace -- <VAE params> [<light decoder>] [--seconds 15]
+//! cargo run --release --example listening_trace -- <VAE params> [<light decoder>] [--seconds 15] [--images]
 //! ```
+//!
+//! `--images` round-trips every frame alone through the VAE's image path
+//! (no temporal compression, no causal cache): if the nods survive there
+//! and not in the video path, the temporal path loses them.
 //!
 //! Prints the mean energies (the listening metric's numerator and
 //! denominator), the mean difference between the partner and silent
@@ -37,8 +41,47 @@ fn stream(
     Ok(frames)
 }
 
+/// Every frame of the ground truth encoded and decoded alone (images).
+struct ImageRoundTrip(streamavatar::model::vae::WanVae);
+
+impl EvalModel for ImageRoundTrip {
+    fn describe(&self) -> String {
+        "ground truth through the VAE, frame by frame as images".into()
+    }
+
+    fn generate(
+        &mut self,
+        script: &ClipScript,
+        listen: ListenAudio,
+        n_frames: usize,
+        sink: &mut dyn FnMut(&RgbFrame) -> Result<(), streamavatar::eval::EvalError>,
+    ) -> Result<(), streamavatar::eval::EvalError> {
+        use streamavatar::generator::reference::{frame_to_tensor, video_to_frames};
+        let err = |e: String| streamavatar::eval::EvalError::Invalid(e);
+        let truth = stream(&mut GroundTruthModel, script, listen, n_frames).map_err(|e| err(e.to_string()))?;
+        for batch in truth.chunks(16) {
+            let images: Vec<_> = batch
+                .iter()
+                .map(|f| frame_to_tensor(f, candle_core::DType::F32, &candle_core::Device::Cpu))
+                .collect::<Result<_, _>>()?;
+            let images = candle_core::Tensor::cat(&images, 0).map_err(|e| err(e.to_string()))?;
+            let z = self.0.encode_image(&images).map_err(|e| err(e.to_string()))?;
+            let video = self.0.decode(&z).map_err(|e| err(e.to_string()))?;
+            let k = video.dim(0).map_err(|e| err(e.to_string()))?;
+            for i in 0..k {
+                for frame in video_to_frames(&video.narrow(0, i, 1).map_err(|e| err(e.to_string()))?)? {
+                    sink(&frame)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let images = args.iter().any(|a| a == "--images");
+    args.retain(|a| a != "--images");
     let mut seconds = 15.0;
     if let Some(i) = args.iter().position(|a| a == "--seconds") {
         seconds = args.get(i + 1).ok_or_else(|| anyhow::anyhow!("--seconds needs a value"))?.parse()?;
@@ -49,10 +92,18 @@ fn main() -> anyhow::Result<()> {
     };
     let cfg = streamavatar::config::ModelConfig::mini();
     let size = cfg.stream.width;
-    let mut round_trip = VaeRoundTripModel::load(&cfg, Path::new(vae))?;
-    if let Some(light) = args.get(1) {
-        round_trip = round_trip.with_light_decoder(&cfg, Path::new(light))?;
-    }
+    let mut round_trip: Box<dyn EvalModel> = if images {
+        let tensors = candle_core::safetensors::load(vae, &candle_core::Device::Cpu)?;
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &candle_core::Device::Cpu);
+        Box::new(ImageRoundTrip(streamavatar::model::vae::WanVae::new(&cfg.vae, vb)?))
+    } else {
+        let mut video = VaeRoundTripModel::load(&cfg, Path::new(vae))?;
+        if let Some(light) = args.get(1) {
+            video = video.with_light_decoder(&cfg, Path::new(light))?;
+        }
+        Box::new(video)
+    };
+    println!("{}", round_trip.describe());
     // The first held-out identity and conversation of `streamavatar eval`.
     let script = script_clip(&ClipSpec::new(1 << 32, 0, seconds, size))?;
     let n = (seconds * FPS) as usize;
@@ -64,8 +115,8 @@ fn main() -> anyhow::Result<()> {
         stream(&mut GroundTruthModel, &script, ListenAudio::Silence, n)?,
     );
     let decoded = (
-        stream(&mut round_trip, &script, ListenAudio::Partner, n)?,
-        stream(&mut round_trip, &script, ListenAudio::Silence, n)?,
+        stream(round_trip.as_mut(), &script, ListenAudio::Partner, n)?,
+        stream(round_trip.as_mut(), &script, ListenAudio::Silence, n)?,
     );
 
     let listening: Vec<usize> = (1..n).filter(|&t| mask[t]).collect();
