@@ -140,6 +140,10 @@ pub struct TrainArgs {
     /// shows a listening reaction).
     #[arg(long, default_value_t = streamavatar::train::data::DEFAULT_MAX_OFFSET_S)]
     clip_offset_max: f64,
+    /// Place each clip's window where the head moves most among 8 random
+    /// offsets (hard examples for the VAE's temporal path).
+    #[arg(long)]
+    motion_windows: bool,
     /// teacher: stage-1 VAE params.safetensors (default: seeded random).
     #[arg(long)]
     vae: Option<String>,
@@ -639,6 +643,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         latent_frames: a.latent_frames,
         identities: a.identities,
         max_offset_s: a.clip_offset_max,
+        motion_windows: a.motion_windows,
     };
     if a.stage == "recon" {
         let Some(vae) = &a.vae else {

@@ -32,7 +32,7 @@ fn opts(out: &std::path::Path, steps: u64, lr: f64) -> RunOptions {
 }
 
 fn source() -> ClipSource {
-    ClipSource { seed: 3, size: 64, latent_frames: 2, identities: 8, max_offset_s: 2.0 }
+    ClipSource { seed: 3, size: 64, latent_frames: 2, identities: 8, max_offset_s: 2.0, motion_windows: true }
 }
 
 fn assert_decreases(losses: &[(u64, f32)]) {
@@ -315,7 +315,7 @@ fn ode_init_stage_loss_decreases() -> anyhow::Result<()> {
 /// critic for a few updates and measure it on clip 0, which needs clips
 /// alike (`source()` covers the windows).
 fn two_chunk_source() -> ClipSource {
-    ClipSource { seed: 3, size: 64, latent_frames: 6, identities: 8, max_offset_s: 0.0 }
+    ClipSource { seed: 3, size: 64, latent_frames: 6, identities: 8, max_offset_s: 0.0, motion_windows: false }
 }
 
 fn teacher(source: ClipSource) -> anyhow::Result<TeacherStage> {

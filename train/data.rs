@@ -10,6 +10,10 @@
 //! there never showed the listening reactions (nods 0.2-0.6 s after the
 //! partner's phrase ends) that the models must learn (session 11).
 //!
+//! With [`ClipSource::motion_windows`] the window is the one with the most
+//! head motion among [`MOTION_CANDIDATES`] random offsets: hard examples
+//! for a VAE whose temporal path damps nods (session 11).
+//!
 //! Clip `i` of a [`ClipSource`] is a pure function of `(seed, i)`, so the
 //! loader's whole state is one cursor (saved in the checkpoint).
 
@@ -29,6 +33,18 @@ const SAMPLES_PER_OFFSET_STEP: usize = 2_000;
 /// The default of [`ClipSource::max_offset_s`] for training: windows over
 /// the first ~12 s of a conversation (a few turns each way).
 pub const DEFAULT_MAX_OFFSET_S: f64 = 12.0;
+
+/// Random offsets a motion window is chosen from.
+pub const MOTION_CANDIDATES: usize = 8;
+
+/// Head motion in `poses`: the summed frame-to-frame change of yaw, pitch
+/// and roll, degrees.
+pub fn head_motion(poses: &[crate::synth::motion::Pose]) -> f32 {
+    poses
+        .windows(2)
+        .map(|w| (w[1].yaw - w[0].yaw).abs() + (w[1].pitch - w[0].pitch).abs() + (w[1].roll - w[0].roll).abs())
+        .sum()
+}
 
 use super::TrainError;
 
@@ -58,6 +74,9 @@ pub struct ClipSource {
     /// Clip `i` starts at a random offset in `[0, max_offset_s]` seconds
     /// of its conversation (0: every clip starts the conversation).
     pub max_offset_s: f64,
+    /// Place the window where the head moves most (see module docs)
+    /// instead of at one random offset.
+    pub motion_windows: bool,
 }
 
 impl ClipSource {
@@ -66,16 +85,38 @@ impl ClipSource {
         1 + 4 * self.latent_frames
     }
 
-    /// The first video frame of clip `index` in its conversation.
-    pub fn offset_frames(&self, index: u64) -> usize {
+    /// The window starts clip `index` may take: one uniform draw, or
+    /// [`MOTION_CANDIDATES`] with `motion_windows`.
+    fn candidate_offsets(&self, index: u64) -> Vec<usize> {
         let steps = (self.max_offset_s.max(0.0) * 24.0 / OFFSET_STEP_FRAMES as f64).floor() as usize;
         let mut rng = SynthRng::derive(self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0x0FF5E7);
-        rng.index(steps + 1) * OFFSET_STEP_FRAMES
+        let count = if self.motion_windows { MOTION_CANDIDATES } else { 1 };
+        (0..count).map(|_| rng.index(steps + 1) * OFFSET_STEP_FRAMES).collect()
+    }
+
+    /// The latest frame clip `index`'s window may start at.
+    fn max_offset_frames(&self, index: u64) -> usize {
+        self.candidate_offsets(index).into_iter().max().unwrap_or(0)
+    }
+
+    /// The first video frame of clip `index` in its conversation, given the
+    /// conversation's script.
+    pub fn offset_frames(&self, index: u64, script: &crate::synth::ClipScript) -> usize {
+        let n = self.video_frames();
+        let motion = |start: usize| head_motion(script.poses.get(start..start + n).unwrap_or(&[]));
+        let mut best = (0, f32::NEG_INFINITY);
+        for start in self.candidate_offsets(index) {
+            let score = motion(start);
+            if score > best.1 {
+                best = (start, score);
+            }
+        }
+        best.0
     }
 
     /// The spec of clip `index`'s whole conversation (up to the window's end).
     pub fn spec(&self, index: u64) -> ClipSpec {
-        let frames = self.offset_frames(index) + self.video_frames();
+        let frames = self.max_offset_frames(index) + self.video_frames();
         // A little more than needed so the synth's frame count covers N.
         let seconds = (frames as f64 + 0.5) / 24.0;
         let identity = index % self.identities.max(1);
@@ -93,7 +134,7 @@ impl ClipSource {
     /// frames are drawn.
     pub fn clip(&self, index: u64, device: &Device) -> Result<ClipTensors, TrainError> {
         let script = script_clip(&self.spec(index))?;
-        let (start, n) = (self.offset_frames(index), self.video_frames());
+        let (start, n) = (self.offset_frames(index, &script), self.video_frames());
         if script.poses.len() < start + n {
             return Err(TrainError::Invalid(format!(
                 "synth gave {} frames, need {} (offset {start})",
@@ -134,7 +175,8 @@ mod tests {
 
     #[test]
     fn clip_shapes_and_ranges() -> anyhow::Result<()> {
-        let src = ClipSource { seed: 1, size: 32, latent_frames: 2, identities: 4, max_offset_s: 0.0 };
+        let src =
+            ClipSource { seed: 1, size: 32, latent_frames: 2, identities: 4, max_offset_s: 0.0, motion_windows: false };
         let c = src.clip(0, &Device::Cpu)?;
         assert_eq!(c.video.dims(), &[1, 3, 9, 32, 32]);
         let (lo, hi) = (c.video.min_all()?.to_scalar::<f32>()?, c.video.max_all()?.to_scalar::<f32>()?);
@@ -150,18 +192,20 @@ mod tests {
 
     #[test]
     fn windows_start_across_the_conversation_and_match_its_frames_and_audio() -> anyhow::Result<()> {
-        let src = ClipSource { seed: 2, size: 32, latent_frames: 2, identities: 4, max_offset_s: 6.0 };
-        let offsets: Vec<usize> = (0..40).map(|i| src.offset_frames(i)).collect();
+        let src =
+            ClipSource { seed: 2, size: 32, latent_frames: 2, identities: 4, max_offset_s: 6.0, motion_windows: false };
+        let offsets: Vec<usize> = (0..40).map(|i| src.candidate_offsets(i)[0]).collect();
         assert!(offsets.iter().all(|&o| o % OFFSET_STEP_FRAMES == 0 && o <= 6 * 24), "{offsets:?}");
         assert!(offsets.iter().any(|&o| o > 3 * 24) && offsets.iter().any(|&o| o < 3 * 24), "{offsets:?}");
-        assert_eq!(ClipSource { max_offset_s: 0.0, ..src.clone() }.offset_frames(7), 0);
+        assert_eq!(ClipSource { max_offset_s: 0.0, ..src.clone() }.candidate_offsets(7), vec![0]);
 
         // The window is the same frames and audio as the whole conversation
         // rendered from its start, cut at the offset.
-        let index = (0..40).find(|&i| src.offset_frames(i) >= 24).expect("an offset of >= 1 s");
-        let start = src.offset_frames(index);
-        let clip = src.clip(index, &Device::Cpu)?;
+        let index = (0..40).find(|&i| src.candidate_offsets(i)[0] >= 24).expect("an offset of >= 1 s");
         let whole = crate::synth::render_clip(&src.spec(index))?;
+        let start = src.offset_frames(index, &whole.script);
+        assert_eq!(start, src.candidate_offsets(index)[0]);
+        let clip = src.clip(index, &Device::Cpu)?;
         let frame = |f: &crate::media::frame::RgbFrame| -> Vec<f32> {
             f.data.iter().step_by(3).map(|&v| v as f32 / 127.5 - 1.0).collect()
         };
@@ -176,6 +220,27 @@ mod tests {
         let states = &whole.script.truth[start..start + 9];
         let listen: Vec<f32> = states.iter().map(|t| f32::from(t.state == BehaviourState::Listen)).collect();
         assert_eq!(clip.listen_mask, listen);
+        Ok(())
+    }
+
+    #[test]
+    fn motion_windows_pick_the_candidate_where_the_head_moves_most() -> anyhow::Result<()> {
+        let src =
+            ClipSource { seed: 5, size: 32, latent_frames: 5, identities: 4, max_offset_s: 12.0, motion_windows: true };
+        let (mut picked, mut uniform) = (0.0, 0.0);
+        for index in 0..6 {
+            let candidates = src.candidate_offsets(index);
+            assert_eq!(candidates.len(), MOTION_CANDIDATES);
+            let script = crate::synth::script_clip(&src.spec(index))?;
+            let n = src.video_frames();
+            let start = src.offset_frames(index, &script);
+            let motion = |s: usize| head_motion(&script.poses[s..s + n]);
+            assert!(candidates.contains(&start));
+            assert!(candidates.iter().all(|&c| motion(c) <= motion(start)), "not the most moving window");
+            picked += motion(start);
+            uniform += motion(candidates[0]);
+        }
+        assert!(picked > uniform, "motion windows move no more than uniform ones: {picked} vs {uniform}");
         Ok(())
     }
 }

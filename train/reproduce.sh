@@ -145,13 +145,16 @@ stage vae_video "$VAE" "$S_VID_LONG" vae --latent-frames 5 --crop 64 --batch 1 -
 #    The round trip still damped head nods (~4x less frame-to-frame
 #    change than the clips during a nod, listening ratio 1.02 at step
 #    14,500): over the whole frame a nod is a small share of the temporal
-#    term, so it is repeated inside the face region (session 11).
+#    term, so it is repeated inside the face region, and the clips are the
+#    windows with the most head motion among 8 (`--motion-windows`): the
+#    VAE's image path keeps the nods, its temporal path loses them
+#    (`examples/listening_trace.rs --images`, session 11).
 S_VID_MOTION=$((S_VID_LONG + $(steps 2000)))
 stage vae_video "$VAE" "$S_VID_MOTION" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
-    --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 --save-every 250
+    --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 --motion-windows --save-every 250
 S_VID_FINE=$((S_VID_MOTION + $(steps 1000)))
 stage vae_video "$VAE" "$S_VID_FINE" vae --latent-frames 5 --crop 64 --batch 1 --lr 1e-4 --kl-weight 0 \
-    --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 --save-every 250
+    --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 --motion-windows --save-every 250
 
 # 3. Light decoder (the CPU default decoder) for the final VAE, with the
 #    VAE's face-region and temporal terms (temporal weight 3, then 10, as

@@ -83,6 +83,9 @@ pub struct SampleKey {
     /// stores made before clip windows: they started every clip at 0).
     #[serde(default)]
     pub max_offset_ms: u64,
+    /// [`ClipSource::motion_windows`].
+    #[serde(default)]
+    pub motion_windows: bool,
     pub pool: u64,
 }
 
@@ -98,6 +101,7 @@ impl SampleKey {
             latent_frames: data.latent_frames,
             identities: data.identities,
             max_offset_ms: (data.max_offset_s.max(0.0) * 1000.0).round() as u64,
+            motion_windows: data.motion_windows,
             pool,
         }
     }
@@ -229,7 +233,8 @@ mod tests {
     }
 
     fn key(pool: u64, vae_seed: u64) -> SampleKey {
-        let data = ClipSource { seed: 1, size: 32, latent_frames: 1, identities: 4, max_offset_s: 2.0 };
+        let data =
+            ClipSource { seed: 1, size: 32, latent_frames: 1, identities: 4, max_offset_s: 2.0, motion_windows: false };
         SampleKey::new("tiny", FrozenSource::Seeded { seed: vae_seed }, FrozenSource::Seeded { seed: 9 }, &data, pool)
     }
 

@@ -341,7 +341,14 @@ mod tests {
 
     #[test]
     fn face_mask_covers_the_mouth_and_eyes_of_the_clip_identity() -> anyhow::Result<()> {
-        let data = ClipSource { seed: 1, size: 128, latent_frames: 0, identities: 50, max_offset_s: 0.0 };
+        let data = ClipSource {
+            seed: 1,
+            size: 128,
+            latent_frames: 0,
+            identities: 50,
+            max_offset_s: 0.0,
+            motion_windows: false,
+        };
         for index in [0u64, 7, 33] {
             let m = face_mask(&data, index, &Device::Cpu)?;
             assert_eq!(m.dims(), &[1, 1, 1, 128, 128]);
