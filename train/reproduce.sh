@@ -146,27 +146,28 @@ stage vae_video "$VAE" "$S_VID_LONG" vae --latent-frames 5 --crop 64 --batch 1 -
 #    change than the clips during a nod, listening ratio 1.02 at step
 #    14,500): over the whole frame a nod is a small share of the temporal
 #    term, so it is repeated inside the face region, and the clips are the
-#    windows with the most head motion among 8 (`--motion-windows`): the
-#    VAE's image path keeps the nods, its temporal path loses them
-#    (`examples/listening_trace.rs --images`, session 11).
-S_VID_MOTION=$((S_VID_LONG + $(steps 2000)))
+#    windows with the most head motion among 8 (`--motion-windows`).
+#    The VAE ends here: `examples/listening_trace.rs --latents` showed its
+#    encoder's latents react to a nod in the same latent frame, while its
+#    decoder's output lags and carries the nod on for ~20 frames (session
+#    11). The encoder (the latent space every DiT stage learns) is final;
+#    the decoding is the light decoder's job (stage 3, the CPU default).
+S_VID_MOTION=$((S_VID_LONG + $(steps 1000)))
 stage vae_video "$VAE" "$S_VID_MOTION" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
-    --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 --motion-windows --save-every 250
-S_VID_FINE=$((S_VID_MOTION + $(steps 1000)))
-stage vae_video "$VAE" "$S_VID_FINE" vae --latent-frames 5 --crop 64 --batch 1 --lr 1e-4 --kl-weight 0 \
     --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 --motion-windows --save-every 250
 
 # 3. Light decoder (the CPU default decoder) for the final VAE, with the
-#    VAE's face-region and temporal terms (temporal weight 3, then 10, as
-#    the VAE: without it a decoder flickers and buries the listening motion).
+#    VAE's face-region and temporal terms (temporal weight 3, then 10) on
+#    21-frame motion windows: it must follow head motion the VAE's own
+#    decoder smooths away.
 LIGHT=$RUNS/light_decoder
 S_LIGHT=$(steps 2000)
 stage light_decoder "$LIGHT" "$S_LIGHT" light_decoder --vae "$VAE/params.safetensors" \
-    --latent-frames 2 --crop 64 --batch 2 --lr 1e-3 --face-weight 3 --temporal-weight 3 --face-temporal-weight 1 \
-    --save-every 250
+    --latent-frames 5 --crop 64 --batch 1 --lr 1e-3 --face-weight 3 --temporal-weight 3 --face-temporal-weight 1 \
+    --motion-windows --save-every 250
 stage light_decoder "$LIGHT" "$((S_LIGHT + $(steps 2000)))" light_decoder --vae "$VAE/params.safetensors" \
-    --latent-frames 2 --crop 64 --batch 2 --lr 3e-4 --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 \
-    --save-every 250
+    --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 \
+    --motion-windows --save-every 250
 
 # The DiT stages train on one finite clip pool whose VAE latents and audio
 # features are computed once and kept in $RUNS/samples_lf6/
