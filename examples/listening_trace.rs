@@ -9,7 +9,11 @@
 //!
 //! `--images` round-trips every frame alone through the VAE's image path
 //! (no temporal compression, no causal cache): if the nods survive there
-//! and not in the video path, the temporal path loses them.
+//! and not in the video path, the temporal path loses them. `--latents`
+//! also prints, per latent frame, how far the partner and silent streams'
+//! latents (posterior means) are apart next to how far their frames are:
+//! if the latents react when the clip does and the decoded frames later,
+//! the decoder smooths the motion; if the latents lag too, the encoder.
 //!
 //! Prints the mean energies (the listening metric's numerator and
 //! denominator), the mean difference between the partner and silent
@@ -78,10 +82,48 @@ impl EvalModel for ImageRoundTrip {
     }
 }
 
+/// Per latent frame: mean |mu_partner - mu_silent| next to the mean
+/// partner-vs-silent frame distance of the clip and of the round trip over
+/// the latent frame's video frames.
+fn latent_trace(
+    vae_file: &Path,
+    cfg: &streamavatar::config::ModelConfig,
+    truth: &(Vec<RgbFrame>, Vec<RgbFrame>),
+    decoded: &(Vec<RgbFrame>, Vec<RgbFrame>),
+    apart: impl Fn(&[RgbFrame], &[RgbFrame], usize) -> f32,
+) -> anyhow::Result<()> {
+    use streamavatar::generator::reference::frame_to_tensor;
+    let dev = candle_core::Device::Cpu;
+    let tensors = candle_core::safetensors::load(vae_file, &dev)?;
+    let vae = streamavatar::model::vae::WanVae::new(
+        &cfg.vae,
+        candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &dev),
+    )?;
+    let n = (truth.0.len() - 1) / 4 * 4 + 1;
+    let encode = |frames: &[RgbFrame]| -> anyhow::Result<candle_core::Tensor> {
+        let per_frame: Vec<_> =
+            frames[..n].iter().map(|f| frame_to_tensor(f, candle_core::DType::F32, &dev)).collect::<Result<_, _>>()?;
+        Ok(vae.encode(&candle_core::Tensor::stack(&per_frame, 2)?)?.mu)
+    };
+    let (zp, zs) = (encode(&truth.0)?, encode(&truth.1)?);
+    let latent_apart: Vec<f32> = (zp - zs)?.abs()?.mean((0, 1, 3, 4))?.to_vec1()?;
+    println!("latent frame (video frames): |mu partner - mu silent| | frames apart: truth, round trip");
+    for (g, d) in latent_apart.iter().enumerate().skip(1) {
+        let frames = 4 * g - 3..=4 * g;
+        let mean = |a: &[RgbFrame], b: &[RgbFrame]| frames.clone().map(|t| apart(a, b, t)).sum::<f32>() / 4.0;
+        let (t, r) = (mean(&truth.0, &truth.1), mean(&decoded.0, &decoded.1));
+        if t > 2e-4 || r > 2e-4 || *d > 1e-3 {
+            println!("{g:4} ({:3}-{:3}): {d:.3e} | {t:.2e} {r:.2e}", frames.start(), frames.end());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let images = args.iter().any(|a| a == "--images");
-    args.retain(|a| a != "--images");
+    let latents = args.iter().any(|a| a == "--latents");
+    args.retain(|a| a != "--images" && a != "--latents");
     let mut seconds = 15.0;
     if let Some(i) = args.iter().position(|a| a == "--seconds") {
         seconds = args.get(i + 1).ok_or_else(|| anyhow::anyhow!("--seconds needs a value"))?.parse()?;
@@ -148,6 +190,9 @@ fn main() -> anyhow::Result<()> {
         let phases: Vec<String> =
             by_phase.iter().zip(&count).map(|(e, c)| format!("{:.1e}", e / (*c).max(1) as f64)).collect();
         println!("{name}, all frames, energy by (frame - 1) mod 12: {}", phases.join(" "));
+    }
+    if latents {
+        latent_trace(Path::new(vae), &cfg, &truth, &decoded, |a, b, t| apart(a, b, t))?;
     }
     println!("frame  truth: partner silent apart | round trip: partner silent apart");
     for &t in listening.iter().filter(|&&t| apart(&truth.0, &truth.1, t) > 5e-4) {
