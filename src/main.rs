@@ -223,6 +223,10 @@ pub struct TrainArgs {
     /// region (head nods; needs --face-weight > 0 for the mask; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     face_temporal_weight: f64,
+    /// vae: train the decoder only (the encoder, hence the latents and the
+    /// DiT stages' clip pools, stay as they are).
+    #[arg(long)]
+    freeze_encoder: bool,
     /// vae: decode mu instead of a posterior sample (a plain autoencoder).
     #[arg(long)]
     no_posterior_sample: bool,
@@ -584,8 +588,13 @@ fn teacher_stage_from_args(
         (None, Some(_)) => anyhow::bail!("--sample-cache needs --clip-pool K (a finite set of clips to keep)"),
         (Some(pool), dir) => {
             use streamavatar::train::sample_store::{FrozenSource, SampleKey};
-            let vae_src =
-                FrozenSource::of(vae.as_deref(), streamavatar::train::teacher_stage::frozen_vae_seed(a.seed))?;
+            // Only the encoding half of the VAE makes the samples: a VAE
+            // whose decoder was trained on (`--freeze-encoder`) keeps the pool.
+            let vae_src = FrozenSource::of_tensors(
+                vae.as_deref(),
+                streamavatar::train::teacher_stage::frozen_vae_seed(a.seed),
+                streamavatar::train::sample_store::is_vae_encoding_tensor,
+            )?;
             let w2v_src = FrozenSource::of(w2v.as_deref(), streamavatar::train::export::frozen_wav2vec2_seed(a.seed))?;
             let key = SampleKey::new(&cfg.name, vae_src, w2v_src, &data, pool);
             SampleStore::pooled(key, dir.as_ref().map(std::path::PathBuf::from))?
@@ -714,6 +723,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             let mut st = vae_stage::VaeStage::new(cfg, data, a.batch, weights, a.seed).on_device(&device);
             if let Some(side) = a.crop {
                 st = st.with_crop(side)?;
+            }
+            if a.freeze_encoder {
+                st = st.with_frozen_encoder();
             }
             runner::run(&mut st, &opts)?
         }

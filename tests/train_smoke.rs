@@ -83,6 +83,48 @@ fn vae_stage_loss_decreases_and_resumes() -> anyhow::Result<()> {
     vae_checkpoint_carries_latent_statistics_through_export(&ModelConfig::tiny(), dir.path())
 }
 
+/// `--freeze-encoder`: resumed on the decoder only, a VAE keeps its
+/// encoder, `quant_conv` and latent statistics bit for bit (so its latents
+/// and the DiT stages' clip pools stay valid: the pool fingerprint of the
+/// encoding tensors is unchanged) while its decoder learns.
+#[test]
+fn vae_with_a_frozen_encoder_trains_the_decoder_only() -> anyhow::Result<()> {
+    use streamavatar::train::sample_store::{is_vae_encoding_tensor, FrozenSource};
+    let dir = tempfile::tempdir()?;
+    let (whole, decoder_only) = (dir.path().join("whole"), dir.path().join("decoder_only"));
+    let mut st = VaeStage::new(ModelConfig::tiny(), source(), 1, Default::default(), 7);
+    run(&mut st, &opts(&whole, 3, 3e-3))?;
+    std::fs::create_dir_all(&decoder_only)?;
+    for f in ["params.safetensors", "optim.safetensors", "state.json"] {
+        std::fs::copy(whole.join(f), decoder_only.join(f))?;
+    }
+    let mut frozen = VaeStage::new(ModelConfig::tiny(), source(), 1, Default::default(), 7).with_frozen_encoder();
+    let r = run(&mut frozen, &RunOptions { save_every: 1, ..opts(&decoder_only, 6, 3e-3) })?;
+    assert_eq!((r.first_step, r.last_step), (3, 6));
+
+    let before = candle_core::safetensors::load(whole.join("params.safetensors"), &candle_core::Device::Cpu)?;
+    let after = candle_core::safetensors::load(decoder_only.join("params.safetensors"), &candle_core::Device::Cpu)?;
+    assert_eq!(before.len(), after.len());
+    let mut decoder_moved = false;
+    for (name, t) in &before {
+        let d = (t - &after[name])?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        if is_vae_encoding_tensor(name) {
+            assert_eq!(d, 0.0, "`{name}` changed with the encoder frozen");
+        } else if d > 0.0 {
+            decoder_moved = true;
+        }
+    }
+    assert!(decoder_moved, "no decoder tensor moved");
+    assert!(before.contains_key("latents_mean"));
+    let fingerprint = |p: &std::path::Path| FrozenSource::of_tensors(Some(p), 0, is_vae_encoding_tensor);
+    assert_eq!(fingerprint(&whole.join("params.safetensors"))?, fingerprint(&decoder_only.join("params.safetensors"))?);
+    assert_ne!(
+        FrozenSource::of(Some(&whole.join("params.safetensors")), 0)?,
+        FrozenSource::of(Some(&decoder_only.join("params.safetensors")), 0)?
+    );
+    Ok(())
+}
+
 /// `init_from`: a VAE with a wider decoder starts from a trained VAE's
 /// encoder (loaded exactly) and a fresh decoder (the shapes differ).
 #[test]
@@ -605,10 +647,24 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         }
     }
     assert!(check_dir.join("clip_000.png").is_file());
-    // Everything is at its step count: a rerun resumes and trains nothing.
+    // Everything is at its step count: a rerun resumes and trains nothing,
+    // and leaves the checkpoints as they were (the VAE's file keys the DiT
+    // stages' clip pool), even where `before_save` would now measure other
+    // latent statistics (as after packing to f16).
+    let vae_file = dir.path().join("vae_video/params.safetensors");
+    let mut tensors = candle_core::safetensors::load(&vae_file, &candle_core::Device::Cpu)?;
+    let mean = tensors.get("latents_mean").expect("latent statistics in the VAE checkpoint");
+    let shifted = (mean + 0.25)?;
+    tensors.insert("latents_mean".into(), shifted);
+    candle_core::safetensors::save(&tensors, &vae_file)?;
+    // (Other statistics are another latent space: the clip pool made with
+    // the old ones would be refused, rightly.)
+    std::fs::remove_dir_all(dir.path().join("samples_lf6"))?;
+    let vae_before = std::fs::read(&vae_file)?;
     let again = run()?;
     assert!(again.status.success(), "rerun failed: {}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(checkpoint::load_state(&dir.path().join("gan"))?.step, 1);
+    assert!(std::fs::read(&vae_file)? == vae_before, "a rerun rewrote the finished VAE checkpoint");
     Ok(())
 }
 

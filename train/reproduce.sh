@@ -147,14 +147,18 @@ stage vae_video "$VAE" "$S_VID_LONG" vae --latent-frames 5 --crop 64 --batch 1 -
 #    14,500): over the whole frame a nod is a small share of the temporal
 #    term, so it is repeated inside the face region, and the clips are the
 #    windows with the most head motion among 8 (`--motion-windows`).
-#    The VAE ends here: `examples/listening_trace.rs --latents` showed its
-#    encoder's latents react to a nod in the same latent frame, while its
-#    decoder's output lags and carries the nod on for ~20 frames (session
-#    11). The encoder (the latent space every DiT stage learns) is final;
-#    the decoding is the light decoder's job (stage 3, the CPU default).
 S_VID_MOTION=$((S_VID_LONG + $(steps 1000)))
 stage vae_video "$VAE" "$S_VID_MOTION" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
     --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 --motion-windows --save-every 250
+#    Then the decoder alone (`--freeze-encoder`): `examples/listening_trace.rs
+#    --latents` showed the encoder's latents react to a nod in the same
+#    latent frame, while the decoder's output lags and carries the nod on
+#    for ~20 frames (session 11). The encoder, i.e. the latent space every
+#    DiT stage learns, is final from here, and the DiT stages' clip pool
+#    stays valid (it is keyed to the encoding tensors only).
+S_VID_DECODER=$((S_VID_MOTION + $(steps 2000)))
+stage vae_video "$VAE" "$S_VID_DECODER" vae --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --kl-weight 0 \
+    --face-weight 3 --temporal-weight 10 --face-temporal-weight 10 --motion-windows --freeze-encoder --save-every 250
 
 # 3. Light decoder (the CPU default decoder) for the final VAE, with the
 #    VAE's face-region and temporal terms (temporal weight 3, then 10) on

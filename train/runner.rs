@@ -213,9 +213,15 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
             break;
         }
     }
-    stage.before_save()?;
-    save(&opts.out, stage.params(), &opt, critic.as_ref().zip(critic_opt.as_ref()), &state)?;
+    // A resumed stage that had already reached its steps leaves its
+    // checkpoint as it was (rewriting it would recompute what `before_save`
+    // measures, e.g. a VAE's latent statistics, and change the file that
+    // later stages' caches are keyed to).
     let done = state.step - first_step;
+    if done > 0 || !opts.out.join("state.json").exists() {
+        stage.before_save()?;
+        save(&opts.out, stage.params(), &opt, critic.as_ref().zip(critic_opt.as_ref()), &state)?;
+    }
     Ok(RunReport {
         first_step,
         last_step: state.step,

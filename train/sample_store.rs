@@ -41,8 +41,21 @@ const FORMAT: u32 = 1;
 pub enum FrozenSource {
     /// A weight file: its size and FNV-1a 64 hash of its bytes.
     File { bytes: u64, fnv1a64: String },
+    /// Some tensors of a weight file: FNV-1a 64 over their names, dtypes,
+    /// shapes and bytes, in name order.
+    Tensors { count: usize, fnv1a64: String },
     /// Seeded random weights.
     Seeded { seed: u64 },
+}
+
+/// The tensors of a VAE file that make its latents: the encoder,
+/// `quant_conv` and the latent statistics (not the decoder).
+pub fn is_vae_encoding_tensor(name: &str) -> bool {
+    name.starts_with("encoder.") || name.starts_with("quant_conv.") || name == "latents_mean" || name == "latents_std"
+}
+
+fn fnv1a64(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 impl FrozenSource {
@@ -60,11 +73,29 @@ impl FrozenSource {
                 break;
             }
             bytes += n as u64;
-            for b in &buf[..n] {
-                hash = (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
+            hash = fnv1a64(hash, &buf[..n]);
         }
         Ok(Self::File { bytes, fnv1a64: format!("{hash:016x}") })
+    }
+
+    /// Fingerprint the tensors of `file` that `keep` names (e.g.
+    /// [`is_vae_encoding_tensor`]: a VAE whose decoder alone was trained on
+    /// keeps its fingerprint), or the seed when there is no file.
+    pub fn of_tensors(file: Option<&Path>, seed: u64, keep: impl Fn(&str) -> bool) -> Result<Self, TrainError> {
+        let Some(path) = file else { return Ok(Self::Seeded { seed }) };
+        let err = |msg: String| TrainError::Checkpoint { path: path.to_path_buf(), msg };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+        let mut names: Vec<String> = tensors.names().into_iter().filter(|n| keep(n)).map(str::to_string).collect();
+        names.sort();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for name in &names {
+            let view = tensors.tensor(name).map_err(|e| err(e.to_string()))?;
+            hash = fnv1a64(hash, name.as_bytes());
+            hash = fnv1a64(hash, format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
+            hash = fnv1a64(hash, view.data());
+        }
+        Ok(Self::Tensors { count: names.len(), fnv1a64: format!("{hash:016x}") })
     }
 }
 

@@ -149,6 +149,8 @@ pub struct VaeStage {
     device: Device,
     seed: u64,
     crop: Option<usize>,
+    /// Train the decoder only (see [`VaeStage::with_frozen_encoder`]).
+    frozen_encoder: bool,
 }
 
 impl VaeStage {
@@ -163,6 +165,7 @@ impl VaeStage {
             device,
             seed,
             crop: None,
+            frozen_encoder: false,
         }
     }
 
@@ -178,6 +181,16 @@ impl VaeStage {
     pub fn with_crop(mut self, side: usize) -> Result<Self, TrainError> {
         self.crop = Some(check_crop(&self.cfg, &self.data, side)?);
         Ok(self)
+    }
+
+    /// Train the decoder only: the posterior is detached, so the encoder
+    /// and `quant_conv` get no gradient (AdamW skips them, no weight decay
+    /// either), and the stored latent statistics are kept. The latents,
+    /// and every DiT stage's clip pool made from them, stay valid
+    /// (`sample_store` fingerprints only the encoding half of a VAE file).
+    pub fn with_frozen_encoder(mut self) -> Self {
+        self.frozen_encoder = true;
+        self
     }
 
     /// (Re)build the VAE from the current variables.
@@ -264,6 +277,9 @@ impl Stage for VaeStage {
     }
 
     fn before_save(&mut self) -> Result<(), TrainError> {
+        if self.frozen_encoder {
+            return Ok(());
+        }
         super::latent_stats::store(&self.params, &self.vae()?, &self.data, &self.device)
     }
 
@@ -284,7 +300,11 @@ impl Stage for VaeStage {
             video = random_crop(&video, self.data.size, side, step, self.seed)?;
             mask = mask.map(|m| random_crop(&m, self.data.size, side, step, self.seed)).transpose()?;
         }
-        let post = vae.encode(&video)?;
+        let mut post = vae.encode(&video)?;
+        if self.frozen_encoder {
+            post.mu = post.mu.detach();
+            post.logvar = post.logvar.detach();
+        }
         let z = if self.weights.sample_posterior {
             let eps = crate::model::sampler::NoiseSource::new(self.seed ^ step.wrapping_mul(0x2545_F491)).sample(
                 post.mu.shape().clone(),
