@@ -6,13 +6,12 @@
 //! The VAE is frozen: each clip is encoded to its posterior mean, normalised
 //! like the DiT's latents (the light decoder takes normalized latents), and
 //! the light decoder, streamed from the start of the clip like at inference,
-//! learns to reproduce the clip itself:
-//! `L1 + L2 + edge_weight * edge L1 + chroma_weight * chroma L1
-//! + face_weight * face-region L1 + temporal_weight * temporal L1
-//! + face_temporal_weight * temporal L1 in the face` (the same
-//! terms as the VAE stage; see `vae_stage.rs`: the face term keeps the eyes
-//! and mouth sharp, the temporal term keeps the decoder from flickering,
-//! which buries the listening motion). Targets are the real frames,
+//! learns to reproduce the clip itself: L1 + L2, and weighted, the edge
+//! L1, the chroma L1, the face-region L1, the temporal L1 and the temporal
+//! L1 inside the face (the terms of the VAE stage, see `vae_stage.rs`: the
+//! face term keeps the eyes and mouth sharp, the temporal terms keep the
+//! decoder from flickering, which buries the listening motion, and make it
+//! follow head nods). Targets are the real frames,
 //! not the VAE decoder's output, so the light decoder is not capped by the
 //! VAE decoder's blur.
 //!
