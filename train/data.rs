@@ -24,6 +24,8 @@ use crate::synth::motion::BehaviourState;
 use crate::synth::rng::SynthRng;
 use crate::synth::{script_clip, ClipSpec};
 
+use super::TrainError;
+
 /// Offsets are whole multiples of this many video frames: 3 frames at
 /// 24 fps are exactly 2,000 samples at 16 kHz, so a window's audio starts
 /// on a sample.
@@ -45,8 +47,6 @@ pub fn head_motion(poses: &[crate::synth::motion::Pose]) -> f32 {
         .map(|w| (w[1].yaw - w[0].yaw).abs() + (w[1].pitch - w[0].pitch).abs() + (w[1].roll - w[0].roll).abs())
         .sum()
 }
-
-use super::TrainError;
 
 /// One clip ready for a model.
 #[derive(Debug, Clone)]

@@ -41,8 +41,8 @@ const FORMAT: u32 = 1;
 pub enum FrozenSource {
     /// A weight file: its size and FNV-1a 64 hash of its bytes.
     File { bytes: u64, fnv1a64: String },
-    /// Some tensors of a weight file: FNV-1a 64 over their names, dtypes,
-    /// shapes and bytes, in name order.
+    /// Some tensors of a weight file: FNV-1a 64 over their names, shapes
+    /// and values (as f32), in name order.
     Tensors { count: usize, fnv1a64: String },
     /// Seeded random weights.
     Seeded { seed: u64 },
@@ -80,20 +80,29 @@ impl FrozenSource {
 
     /// Fingerprint the tensors of `file` that `keep` names (e.g.
     /// [`is_vae_encoding_tensor`]: a VAE whose decoder alone was trained on
-    /// keeps its fingerprint), or the seed when there is no file.
+    /// keeps its fingerprint), or the seed when there is no file. The
+    /// values are hashed as f32, so an f16 copy of f32 weights that holds
+    /// the same values (a packed checkpoint, resumed) keeps it too.
     pub fn of_tensors(file: Option<&Path>, seed: u64, keep: impl Fn(&str) -> bool) -> Result<Self, TrainError> {
         let Some(path) = file else { return Ok(Self::Seeded { seed }) };
         let err = |msg: String| TrainError::Checkpoint { path: path.to_path_buf(), msg };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
-        let mut names: Vec<String> = tensors.names().into_iter().filter(|n| keep(n)).map(str::to_string).collect();
+        let tensors =
+            candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| err(e.to_string()))?;
+        let mut names: Vec<&String> = tensors.keys().filter(|n| keep(n)).collect();
         names.sort();
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for name in &names {
-            let view = tensors.tensor(name).map_err(|e| err(e.to_string()))?;
+            let t = &tensors[*name];
+            let values: Vec<f32> = t
+                .to_dtype(candle_core::DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .map_err(|e| err(format!("`{name}`: {e}")))?;
             hash = fnv1a64(hash, name.as_bytes());
-            hash = fnv1a64(hash, format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
-            hash = fnv1a64(hash, view.data());
+            hash = fnv1a64(hash, format!("{:?}", t.dims()).as_bytes());
+            for v in values {
+                hash = fnv1a64(hash, &v.to_le_bytes());
+            }
         }
         Ok(Self::Tensors { count: names.len(), fnv1a64: format!("{hash:016x}") })
     }
@@ -316,6 +325,35 @@ mod tests {
         // FNV-1a 64 of the empty input is the offset basis.
         std::fs::write(&a, b"")?;
         assert_eq!(FrozenSource::of(Some(&a), 0)?, FrozenSource::File { bytes: 0, fnv1a64: "cbf29ce484222325".into() });
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn encoding_fingerprint_ignores_the_decoder_and_the_storage_dtype() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("sa-tensor-fingerprint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let dev = Device::Cpu;
+        let vae = |encoder: f32, decoder: f32, dtype: DType| -> anyhow::Result<HashMap<String, Tensor>> {
+            let t = |v: f32| Tensor::new(&[v, 0.5, -1.25], &dev).and_then(|t| t.to_dtype(dtype));
+            Ok(HashMap::from([
+                ("encoder.conv1.weight".to_string(), t(encoder)?),
+                ("quant_conv.bias".to_string(), t(0.25)?),
+                ("latents_mean".to_string(), Tensor::new(&[0.1f32, 0.2, 0.3], &dev)?),
+                ("decoder.conv1.weight".to_string(), t(decoder)?),
+            ]))
+        };
+        let fingerprint = |name: &str, tensors: HashMap<String, Tensor>| -> anyhow::Result<FrozenSource> {
+            let path = dir.join(name);
+            candle_core::safetensors::save(&tensors, &path)?;
+            Ok(FrozenSource::of_tensors(Some(&path), 0, is_vae_encoding_tensor)?)
+        };
+        let base = fingerprint("base", vae(1.0, 2.0, DType::F32)?)?;
+        assert!(matches!(base, FrozenSource::Tensors { count: 3, .. }), "{base:?}");
+        assert_eq!(base, fingerprint("decoder", vae(1.0, 3.0, DType::F32)?)?, "a decoder change moved it");
+        assert_eq!(base, fingerprint("f16", vae(1.0, 2.0, DType::F16)?)?, "an f16 copy of the same values moved it");
+        assert_ne!(base, fingerprint("encoder", vae(1.5, 2.0, DType::F32)?)?, "an encoder change did not move it");
+        assert_eq!(FrozenSource::of_tensors(None, 3, is_vae_encoding_tensor)?, FrozenSource::Seeded { seed: 3 });
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
