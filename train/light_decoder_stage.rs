@@ -27,7 +27,7 @@ use super::data::ClipSource;
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
 use super::vae_stage::{
-    check_crop, chroma_l1, edge_l1, face_mask, face_region_loss, face_temporal_l1, random_crop, temporal_l1,
+    add_face_and_temporal_terms, check_crop, chroma_l1, edge_l1, load_clip_batch, FaceTemporalWeights,
 };
 use super::TrainError;
 
@@ -129,45 +129,32 @@ impl Stage for LightDecoderStage {
 
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let decoder = self.decoder()?;
-        let mut clips = Vec::with_capacity(self.batch);
-        let mut masks = Vec::with_capacity(self.batch);
-        for _ in 0..self.batch {
-            clips.push(self.data.clip(*cursor, &self.device)?.video);
-            if self.weights.face > 0.0 {
-                masks.push(face_mask(&self.data, *cursor, &self.device)?);
-            }
-            *cursor += 1;
-        }
-        let mut video = Tensor::cat(&clips, 0)?;
-        let mut mask = if masks.is_empty() { None } else { Some(Tensor::cat(&masks, 0)?) };
-        if let Some(side) = self.crop {
-            video = random_crop(&video, self.data.size, side, step, self.seed)?;
-            mask = mask.map(|m| random_crop(&m, self.data.size, side, step, self.seed)).transpose()?;
-        }
+        let (video, mask) = load_clip_batch(
+            &self.data,
+            &self.device,
+            self.batch,
+            cursor,
+            self.weights.face > 0.0,
+            self.crop,
+            step,
+            self.seed,
+        )?;
         let z = self.vae.latent_norm().normalize(&self.vae.encode(&video)?.mu)?.detach();
         let recon = decoder.streaming().decode_chunk_unclamped(&z)?;
         let l1 = (&recon - &video)?.abs()?.mean_all()?;
         let l2 = (&recon - &video)?.sqr()?.mean_all()?;
         let edge = edge_l1(&recon, &video)?;
         let chroma = chroma_l1(&recon, &video)?;
-        let mut loss = (((&l1 + &l2)? + (&edge * self.weights.edge)?)? + (&chroma * self.weights.chroma)?)?;
+        let loss = (((&l1 + &l2)? + (&edge * self.weights.edge)?)? + (&chroma * self.weights.chroma)?)?;
         let s = |t: &Tensor| t.to_scalar::<f32>().unwrap_or(f32::NAN);
         let mut parts = vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("chroma", s(&chroma))];
-        if self.weights.temporal > 0.0 {
-            let temporal = temporal_l1(&recon, &video)?;
-            parts.push(("temporal", s(&temporal)));
-            loss = (loss + (temporal * self.weights.temporal)?)?;
-        }
-        if let Some(m) = &mask {
-            let face = face_region_loss(&recon, &video, m, self.weights.edge)?;
-            parts.push(("face", s(&face)));
-            loss = (loss + (face * self.weights.face)?)?;
-            if self.weights.face_temporal > 0.0 {
-                let face_temporal = face_temporal_l1(&recon, &video, m)?;
-                parts.push(("face_temporal", s(&face_temporal)));
-                loss = (loss + (face_temporal * self.weights.face_temporal)?)?;
-            }
-        }
+        let weights = FaceTemporalWeights {
+            edge: self.weights.edge,
+            face: self.weights.face,
+            temporal: self.weights.temporal,
+            face_temporal: self.weights.face_temporal,
+        };
+        let loss = add_face_and_temporal_terms(loss, &mut parts, &recon, &video, mask.as_ref(), weights)?;
         Ok((loss, parts))
     }
 }

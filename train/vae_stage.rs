@@ -55,6 +55,17 @@ pub struct VaeLossWeights {
     pub face_temporal: f64,
 }
 
+impl VaeLossWeights {
+    fn face_temporal_weights(&self) -> FaceTemporalWeights {
+        FaceTemporalWeights {
+            edge: self.edge,
+            face: self.face,
+            temporal: self.temporal,
+            face_temporal: self.face_temporal,
+        }
+    }
+}
+
 impl Default for VaeLossWeights {
     fn default() -> Self {
         Self { kl: 1e-4, edge: 0.5, chroma: 0.0, sample_posterior: true, face: 0.0, temporal: 0.0, face_temporal: 0.0 }
@@ -111,6 +122,80 @@ pub fn face_temporal_l1(recon: &Tensor, video: &Tensor, mask: &Tensor) -> candle
         return Tensor::zeros((), recon.dtype(), recon.device());
     }
     temporal_l1(&recon.broadcast_mul(mask)?, &video.broadcast_mul(mask)?)? / f64::from(share)
+}
+
+/// Weights of the terms [`add_face_and_temporal_terms`] adds (0 skips one).
+#[derive(Debug, Clone, Copy)]
+pub struct FaceTemporalWeights {
+    /// The edge weight inside [`face_region_loss`].
+    pub edge: f64,
+    pub face: f64,
+    pub temporal: f64,
+    pub face_temporal: f64,
+}
+
+/// `batch` clips from `cursor` on (advanced past them) as one
+/// `[batch, 3, T, H, W]` video, with their face masks when `with_masks`,
+/// both cut to the same random `crop` square when one is set.
+#[allow(clippy::too_many_arguments)]
+pub fn load_clip_batch(
+    data: &ClipSource,
+    device: &Device,
+    batch: usize,
+    cursor: &mut u64,
+    with_masks: bool,
+    crop: Option<usize>,
+    step: u64,
+    seed: u64,
+) -> Result<(Tensor, Option<Tensor>), TrainError> {
+    let mut clips = Vec::with_capacity(batch);
+    let mut masks = Vec::with_capacity(batch);
+    for _ in 0..batch {
+        clips.push(data.clip(*cursor, device)?.video);
+        if with_masks {
+            masks.push(face_mask(data, *cursor, device)?);
+        }
+        *cursor += 1;
+    }
+    let mut video = Tensor::cat(&clips, 0)?;
+    let mut mask = if masks.is_empty() { None } else { Some(Tensor::cat(&masks, 0)?) };
+    if let Some(side) = crop {
+        video = random_crop(&video, data.size, side, step, seed)?;
+        mask = mask.map(|m| random_crop(&m, data.size, side, step, seed)).transpose()?;
+    }
+    Ok((video, mask))
+}
+
+/// `loss` plus the temporal term, then (with a `mask`) the face term and the
+/// face-temporal term, each weighted; their values are appended to `parts`
+/// in that order. A term with weight 0 is neither computed nor logged
+/// (the face term is logged whenever there is a mask).
+pub fn add_face_and_temporal_terms(
+    loss: Tensor,
+    parts: &mut Vec<(&'static str, f32)>,
+    recon: &Tensor,
+    video: &Tensor,
+    mask: Option<&Tensor>,
+    weights: FaceTemporalWeights,
+) -> Result<Tensor, TrainError> {
+    let s = |t: &Tensor| t.to_scalar::<f32>().unwrap_or(f32::NAN);
+    let mut loss = loss;
+    if weights.temporal > 0.0 {
+        let temporal = temporal_l1(recon, video)?;
+        parts.push(("temporal", s(&temporal)));
+        loss = (loss + (temporal * weights.temporal)?)?;
+    }
+    if let Some(m) = mask {
+        let face = face_region_loss(recon, video, m, weights.edge)?;
+        parts.push(("face", s(&face)));
+        loss = (loss + (face * weights.face)?)?;
+        if weights.face_temporal > 0.0 {
+            let face_temporal = face_temporal_l1(recon, video, m)?;
+            parts.push(("face_temporal", s(&face_temporal)));
+            loss = (loss + (face_temporal * weights.face_temporal)?)?;
+        }
+    }
+    Ok(loss)
 }
 
 /// Side of the average pooling in [`chroma_l1`] (pixels).
@@ -285,21 +370,16 @@ impl Stage for VaeStage {
 
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
         let vae = self.vae()?;
-        let mut clips = Vec::with_capacity(self.batch);
-        let mut masks = Vec::with_capacity(self.batch);
-        for _ in 0..self.batch {
-            clips.push(self.data.clip(*cursor, &self.device)?.video);
-            if self.weights.face > 0.0 {
-                masks.push(face_mask(&self.data, *cursor, &self.device)?);
-            }
-            *cursor += 1;
-        }
-        let mut video = Tensor::cat(&clips, 0)?;
-        let mut mask = if masks.is_empty() { None } else { Some(Tensor::cat(&masks, 0)?) };
-        if let Some(side) = self.crop {
-            video = random_crop(&video, self.data.size, side, step, self.seed)?;
-            mask = mask.map(|m| random_crop(&m, self.data.size, side, step, self.seed)).transpose()?;
-        }
+        let (video, mask) = load_clip_batch(
+            &self.data,
+            &self.device,
+            self.batch,
+            cursor,
+            self.weights.face > 0.0,
+            self.crop,
+            step,
+            self.seed,
+        )?;
         let mut post = vae.encode(&video)?;
         if self.frozen_encoder {
             post.mu = post.mu.detach();
@@ -328,28 +408,14 @@ impl Stage for VaeStage {
         let s = |t: &Tensor| t.to_scalar::<f32>().unwrap_or(f32::NAN);
         let mut parts =
             vec![("l1", s(&l1)), ("l2", s(&l2)), ("edge", s(&edge)), ("kl", s(&kl)), ("chroma", s(&chroma))];
-        let loss = if self.weights.temporal > 0.0 {
-            let temporal = temporal_l1(&recon, &video)?;
-            parts.push(("temporal", s(&temporal)));
-            (loss + (temporal * self.weights.temporal)?)?
-        } else {
-            loss
-        };
-        let loss = match &mask {
-            Some(m) => {
-                let face = face_region_loss(&recon, &video, m, self.weights.edge)?;
-                parts.push(("face", s(&face)));
-                let loss = (loss + (face * self.weights.face)?)?;
-                if self.weights.face_temporal > 0.0 {
-                    let face_temporal = face_temporal_l1(&recon, &video, m)?;
-                    parts.push(("face_temporal", s(&face_temporal)));
-                    (loss + (face_temporal * self.weights.face_temporal)?)?
-                } else {
-                    loss
-                }
-            }
-            None => loss,
-        };
+        let loss = add_face_and_temporal_terms(
+            loss,
+            &mut parts,
+            &recon,
+            &video,
+            mask.as_ref(),
+            self.weights.face_temporal_weights(),
+        )?;
         Ok((loss, parts))
     }
 }
