@@ -227,6 +227,11 @@ pub struct TrainArgs {
     /// DiT stages' clip pools, stay as they are).
     #[arg(long)]
     freeze_encoder: bool,
+    /// vae: with --freeze-encoder, decode this many latent frames (a
+    /// multiple of 3) before each clip's --latent-frames without gradient,
+    /// so the decoder trains mid-stream with a full causal cache.
+    #[arg(long, default_value_t = 0)]
+    stream_warmup: usize,
     /// vae: decode mu instead of a posterior sample (a plain autoencoder).
     #[arg(long)]
     no_posterior_sample: bool,
@@ -649,7 +654,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let data = ClipSource {
         seed: a.seed,
         size: cfg.stream.width,
-        latent_frames: a.latent_frames,
+        latent_frames: a.latent_frames + if a.stage == "vae" { a.stream_warmup } else { 0 },
         identities: a.identities,
         max_offset_s: a.clip_offset_max,
         motion_windows: a.motion_windows,
@@ -727,6 +732,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             if a.freeze_encoder {
                 st = st.with_frozen_encoder();
             }
+            st = st.with_stream_warmup(a.stream_warmup)?;
             runner::run(&mut st, &opts)?
         }
         "audio_encoder" => {

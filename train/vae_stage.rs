@@ -224,6 +224,9 @@ pub const INITIAL_LOGVAR: f32 = -6.0;
 const POSTERIOR_BIAS: &str = "quant_conv.bias";
 const POSTERIOR_WEIGHT: &str = "quant_conv.weight";
 
+/// Latent frames per chunk of the streaming decode (the generator's chunk).
+const STREAM_CHUNK_LATENT_FRAMES: usize = 3;
+
 /// Stage 1 state.
 pub struct VaeStage {
     cfg: ModelConfig,
@@ -236,6 +239,9 @@ pub struct VaeStage {
     crop: Option<usize>,
     /// Train the decoder only (see [`VaeStage::with_frozen_encoder`]).
     frozen_encoder: bool,
+    /// Latent frames decoded without gradient before the trained ones
+    /// (see [`VaeStage::with_stream_warmup`]).
+    stream_warmup: usize,
 }
 
 impl VaeStage {
@@ -251,6 +257,7 @@ impl VaeStage {
             seed,
             crop: None,
             frozen_encoder: false,
+            stream_warmup: 0,
         }
     }
 
@@ -276,6 +283,44 @@ impl VaeStage {
     pub fn with_frozen_encoder(mut self) -> Self {
         self.frozen_encoder = true;
         self
+    }
+
+    /// Train the decoder mid-stream: each clip starts with `latent_frames`
+    /// extra latent frames (after its first) that the streaming decoder
+    /// decodes first, filling its causal cache, with the cache then cut off
+    /// the graph ([`StreamingDecoder::detach_cache`]); only the frames after
+    /// them are decoded with gradient and scored, together with the last
+    /// warm-up frame (detached) so the temporal terms see the step across
+    /// the boundary. The clip source's `latent_frames` must include the
+    /// warm-up. A decoder trained only from an empty cache on short clips
+    /// lags and carries head nods on ~20 frames when it streams for
+    /// minutes (docs/TRAINING.md, session 11). Needs the frozen encoder
+    /// (the warm-up latents get no gradient) and a multiple of 3 latent
+    /// frames, the chunk size the generator decodes in, so the trained
+    /// chunks start where streamed chunks start.
+    ///
+    /// [`StreamingDecoder::detach_cache`]: crate::model::vae::StreamingDecoder::detach_cache
+    pub fn with_stream_warmup(mut self, latent_frames: usize) -> Result<Self, TrainError> {
+        if latent_frames == 0 {
+            self.stream_warmup = 0;
+            return Ok(self);
+        }
+        if !self.frozen_encoder {
+            return Err(TrainError::Invalid("--stream-warmup needs --freeze-encoder".into()));
+        }
+        if latent_frames % STREAM_CHUNK_LATENT_FRAMES != 0 {
+            return Err(TrainError::Invalid(format!(
+                "--stream-warmup {latent_frames}: must be a multiple of {STREAM_CHUNK_LATENT_FRAMES} latent frames"
+            )));
+        }
+        if self.data.latent_frames <= latent_frames {
+            return Err(TrainError::Invalid(format!(
+                "--stream-warmup {latent_frames} leaves no trained latent frame in clips of {}",
+                self.data.latent_frames
+            )));
+        }
+        self.stream_warmup = latent_frames;
+        Ok(self)
     }
 
     /// (Re)build the VAE from the current variables.
@@ -314,6 +359,40 @@ pub fn edge_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     let dy = (d.narrow(3, 1, h - 1)? - d.narrow(3, 0, h - 1)?)?.abs()?.mean_all()?;
     let dx = (d.narrow(4, 1, w - 1)? - d.narrow(4, 0, w - 1)?)?.abs()?.mean_all()?;
     dy + dx
+}
+
+impl VaeStage {
+    /// The reconstruction of `z` and the frames of `video` it is scored
+    /// against: all of them, or with a stream warm-up the frames from the
+    /// last warm-up frame on (see [`VaeStage::with_stream_warmup`]).
+    fn decode_for_loss(&self, vae: &WanVae, z: &Tensor, video: &Tensor) -> Result<(Tensor, Tensor), TrainError> {
+        if self.stream_warmup == 0 {
+            return Ok((vae.decode_unclamped(z)?, video.clone()));
+        }
+        let f = z.dim(2)?;
+        let warm_end = 1 + self.stream_warmup;
+        let mut stream = vae.streaming_decoder();
+        let mut warm = stream.decode_chunk_unclamped(&z.narrow(2, 0, 1)?)?;
+        let mut start = 1;
+        while start < warm_end {
+            let n = (warm_end - start).min(STREAM_CHUNK_LATENT_FRAMES);
+            warm = stream.decode_chunk_unclamped(&z.narrow(2, start, n)?)?;
+            start += n;
+        }
+        let last_warm = warm.narrow(2, warm.dim(2)? - 1, 1)?.detach();
+        drop(warm);
+        stream.detach_cache();
+        let mut outs = vec![last_warm];
+        while start < f {
+            let n = (f - start).min(STREAM_CHUNK_LATENT_FRAMES);
+            outs.push(stream.decode_chunk_unclamped(&z.narrow(2, start, n)?)?);
+            start += n;
+        }
+        let recon = Tensor::cat(&outs, 2)?;
+        let frames = recon.dim(2)?;
+        let target = video.narrow(2, video.dim(2)? - frames, frames)?;
+        Ok((recon, target))
+    }
 }
 
 impl Stage for VaeStage {
@@ -395,7 +474,7 @@ impl Stage for VaeStage {
         } else {
             post.mu.clone()
         };
-        let recon = vae.decode_unclamped(&z)?;
+        let (recon, video) = self.decode_for_loss(&vae, &z, &video)?;
         let l1 = (&recon - &video)?.abs()?.mean_all()?;
         let l2 = (&recon - &video)?.sqr()?.mean_all()?;
         let edge = edge_l1(&recon, &video)?;
@@ -516,5 +595,51 @@ mod tests {
         let fine = Tensor::cat(&[&r, &grey.narrow(1, 1, 2)?], 1)?;
         assert!(chroma_l1(&grey, &fine)?.to_scalar::<f32>()? < 1e-6);
         Ok(())
+    }
+
+    /// With a stream warm-up the scored reconstruction is exactly the
+    /// whole-clip decode from the last warm-up frame on (the warm-up only
+    /// fills the cache), it lines up with the same video frames, and its
+    /// gradient reaches the decoder.
+    #[test]
+    fn stream_warmup_scores_the_frames_after_the_warmup() -> anyhow::Result<()> {
+        let data =
+            ClipSource { seed: 2, size: 64, latent_frames: 5, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        let mut st = VaeStage::new(ModelConfig::tiny(), data, 1, VaeLossWeights::default(), 3)
+            .with_frozen_encoder()
+            .with_stream_warmup(3)?;
+        st.init()?;
+        let vae = st.vae()?;
+        let video = st.data.clip(0, &Device::Cpu)?.video;
+        assert_eq!(video.dim(2)?, 21);
+        let z = vae.encode(&video)?.mu.detach();
+        let whole = vae.decode_unclamped(&z)?;
+        let (recon, target) = st.decode_for_loss(&vae, &z, &video)?;
+        // Latent frames 0..=3 decode to video frames 0..=12; the scored
+        // part is frame 12 (the last warm-up frame) and frames 13..=20.
+        assert_eq!(recon.dim(2)?, 9);
+        let d = (&recon - whole.narrow(2, 12, 9)?)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(d < 1e-5, "streamed tail differs from the whole decode by {d}");
+        assert_eq!((&target - video.narrow(2, 12, 9)?)?.abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
+
+        let grads = (&recon - &target)?.abs()?.mean_all()?.backward()?;
+        let decoder_vars: Vec<_> =
+            st.params.named_vars().into_iter().filter(|(n, _)| n.starts_with("decoder.")).collect();
+        assert!(!decoder_vars.is_empty());
+        let moved = decoder_vars.iter().filter_map(|(_, v)| grads.get(v.as_tensor())).count();
+        assert_eq!(moved, decoder_vars.len(), "every decoder tensor gets a gradient");
+        Ok(())
+    }
+
+    #[test]
+    fn stream_warmup_needs_a_frozen_encoder_whole_chunks_and_trained_frames() {
+        let data =
+            ClipSource { seed: 2, size: 64, latent_frames: 6, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        let stage = || VaeStage::new(ModelConfig::tiny(), data.clone(), 1, VaeLossWeights::default(), 3);
+        assert!(stage().with_stream_warmup(3).is_err(), "needs --freeze-encoder");
+        assert!(stage().with_frozen_encoder().with_stream_warmup(2).is_err(), "not a whole chunk");
+        assert!(stage().with_frozen_encoder().with_stream_warmup(6).is_err(), "nothing left to train");
+        assert!(stage().with_frozen_encoder().with_stream_warmup(3).is_ok());
+        assert!(stage().with_stream_warmup(0).is_ok());
     }
 }

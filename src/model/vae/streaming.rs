@@ -69,6 +69,17 @@ impl StreamingDecoder {
         self.geometry = None;
     }
 
+    /// Cut the cached frames off the autograd graph (truncated
+    /// backpropagation through the stream): later chunks still read them,
+    /// but no gradient flows back into the chunks that made them.
+    pub fn detach_cache(&mut self) {
+        for slot in &mut self.cache {
+            if let CacheSlot::Frames(t) = slot {
+                *t = t.detach();
+            }
+        }
+    }
+
     /// Latent frames decoded since the last reset.
     pub fn latent_frames_decoded(&self) -> usize {
         self.frames_in
