@@ -139,7 +139,14 @@ impl ParamStore {
         for (name, t) in tensors {
             match vars.get(&name) {
                 Some(v) => v.set(&t.to_dtype(v.dtype())?)?,
+                // Training is f32: a packed (f16 / bf16) checkpoint's
+                // tensors become f32 variables, not half-precision ones
+                // that an f32 activation cannot be multiplied with.
                 None => {
+                    let t = match t.dtype() {
+                        candle_core::DType::F16 | candle_core::DType::BF16 => t.to_dtype(candle_core::DType::F32)?,
+                        _ => t,
+                    };
                     vars.insert(name, Var::from_tensor(&t)?);
                 }
             }
@@ -246,6 +253,27 @@ mod tests {
         other.load(&p)?;
         let c = other.var_builder().get((4, 3), "lin.weight")?;
         assert_eq!(a.to_vec2::<f32>()?, c.to_vec2::<f32>()?);
+        Ok(())
+    }
+
+    /// A packed (f16) checkpoint loads into f32 variables, whether they
+    /// exist already or are created by the load.
+    #[test]
+    fn a_half_precision_checkpoint_loads_as_f32() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("packed.safetensors");
+        let t = Tensor::full(1.5f32, (2, 2), &Device::Cpu)?.to_dtype(DType::F16)?;
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("a".to_string(), t.clone()), ("b".to_string(), t)]),
+            &file,
+        )?;
+        let store = ParamStore::new(0, &Device::Cpu);
+        store.insert("a", &Tensor::zeros((2, 2), DType::F32, &Device::Cpu)?)?;
+        store.load(&file)?;
+        for (name, var) in store.named_vars() {
+            assert_eq!(var.dtype(), DType::F32, "{name}");
+            assert_eq!(var.as_tensor().sum_all()?.to_scalar::<f32>()?, 6.0, "{name}");
+        }
         Ok(())
     }
 }
