@@ -227,6 +227,10 @@ pub struct TrainArgs {
     /// DiT stages' clip pools, stay as they are).
     #[arg(long)]
     freeze_encoder: bool,
+    /// teacher: share (0-1) of the steps whose noise level is drawn
+    /// without the sampler's shift warp (low noise levels get trained).
+    #[arg(long, default_value_t = 0.0)]
+    unshifted_sigma_share: f64,
     /// vae: with --freeze-encoder, decode this many latent frames (a
     /// multiple of 3) before each clip's --latent-frames without gradient,
     /// so the decoder trains mid-stream with a full causal cache.
@@ -763,7 +767,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             runner::run(&mut st, &opts)?
         }
         "teacher" => {
-            let mut st = teacher_stage_from_args(&a, cfg, data)?;
+            let mut st = teacher_stage_from_args(&a, cfg, data)?.with_unshifted_sigma_share(a.unshifted_sigma_share)?;
             runner::run(&mut st, &opts)?
         }
         "ode_init" => {

@@ -5,7 +5,8 @@
 //!   image conditioning), excluded from the loss;
 //! * frames 1.. get `x_t = (1 - s) x0 + s eps` with one `s` per clip drawn
 //!   as `shift(u)`, `u = sigmoid(n)`, `n ~ N(0, 1)` (logit-normal, then the
-//!   sampler's shift warp), timestep
+//!   sampler's shift warp; `--unshifted-sigma-share` draws a share of the
+//!   steps without the warp, so low noise levels are learned too), timestep
 //!   `1000 s`; target velocity `eps - x0`, loss = MSE on frames 1..;
 //! * talk / listen audio: the frozen wav2vec2 encodes each track, features
 //!   are resampled to video frames, multiplied by the ground-truth talk /
@@ -119,13 +120,58 @@ pub struct TeacherStage {
     device: Device,
     /// Prepared samples (frozen encoders run once per clip of the pool).
     samples: SampleStore,
+    /// Share of steps whose noise level is drawn without the shift warp
+    /// (see [`TeacherStage::with_unshifted_sigma_share`]).
+    unshifted_sigma_share: f64,
 }
 
 impl TeacherStage {
     /// Trains on the device the frozen modules were loaded on.
     pub fn new(cfg: ModelConfig, frozen: FrozenModules, data: ClipSource, seed: u64) -> Self {
         let device = frozen.vae.device().clone();
-        Self { params: ParamStore::new(seed, &device), cfg, frozen, data, seed, device, samples: SampleStore::stream() }
+        Self {
+            params: ParamStore::new(seed, &device),
+            cfg,
+            frozen,
+            data,
+            seed,
+            device,
+            samples: SampleStore::stream(),
+            unshifted_sigma_share: 0.0,
+        }
+    }
+
+    /// Draw the noise level of a `share` of the steps (chosen by the step
+    /// number) as plain logit-normal `sigma = u` instead of `shift(u)`.
+    /// With the sampler's shift 5 alone, `P(sigma < 0.3)` is under 1 %: a
+    /// mini teacher trained so never learned the last, low-noise part of
+    /// its flow, and its ODE samples (which ODE init regresses) kept
+    /// high-frequency noise (docs/TRAINING.md, session 12).
+    pub fn with_unshifted_sigma_share(mut self, share: f64) -> Result<Self, TrainError> {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(TrainError::Invalid(format!("--unshifted-sigma-share {share}: must be in [0, 1]")));
+        }
+        self.unshifted_sigma_share = share;
+        Ok(self)
+    }
+
+    /// The shift of step `step`'s noise level (see
+    /// [`with_unshifted_sigma_share`](Self::with_unshifted_sigma_share)).
+    fn sigma_shift(&self, step: u64) -> f64 {
+        if self.unshifted_sigma_share <= 0.0 {
+            return self.cfg.stream.shift;
+        }
+        // SplitMix64 of the step: a uniform draw independent of the noise.
+        let mut z = (self.seed ^ step).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let draw = (z >> 11) as f64 / (1u64 << 53) as f64;
+        if draw < self.unshifted_sigma_share {
+            1.0
+        } else {
+            self.cfg.stream.shift
+        }
     }
 
     /// Train on a finite clip pool whose prepared samples are kept (see
@@ -301,7 +347,7 @@ impl Stage for TeacherStage {
         let u = noise.sample(1, DType::F32, &self.device)?.to_vec1::<f32>()?[0];
         // Logit-normal noise level (SD3): u = sigmoid(n), n ~ N(0, 1).
         let u = 1.0 / (1.0 + (-u as f64).exp());
-        let sigma = warp_sigma(u, self.cfg.stream.shift);
+        let sigma = warp_sigma(u, self.sigma_shift(step));
         let eps = noise.sample(x0.shape().clone(), DType::F32, &self.device)?;
         let reference = x0.narrow(2, 0, 1)?;
         let rest = x0.narrow(2, 1, f - 1)?;
@@ -318,5 +364,32 @@ impl Stage for TeacherStage {
         let loss = (v - target)?.sqr()?.mean_all()?;
         let value = loss.to_scalar::<f32>().unwrap_or(f32::NAN);
         Ok((loss, vec![("fm_mse", value), ("sigma", sigma as f32)]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(share: f64) -> anyhow::Result<TeacherStage> {
+        let cfg = ModelConfig::tiny();
+        let frozen = FrozenModules::load(&cfg, None, None, 7)?;
+        let data = ClipSource { seed: 1, size: 64, latent_frames: 2, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        Ok(TeacherStage::new(cfg, frozen, data, 7).with_unshifted_sigma_share(share)?)
+    }
+
+    /// The share of unwarped steps is what was asked for, and without it
+    /// every step keeps the sampler's shift (the committed recipe's draws).
+    #[test]
+    fn unshifted_sigma_share_picks_that_share_of_the_steps() -> anyhow::Result<()> {
+        let shift = ModelConfig::tiny().stream.shift;
+        assert_ne!(shift, 1.0);
+        let count = |st: &TeacherStage| (0..2000u64).filter(|&s| st.sigma_shift(s) == 1.0).count();
+        assert_eq!(count(&stage(0.0)?), 0);
+        assert_eq!(count(&stage(1.0)?), 2000);
+        let half = count(&stage(0.5)?);
+        assert!((900..=1100).contains(&half), "{half} of 2000 steps unwarped");
+        assert!(stage(1.5).is_err() && stage(-0.1).is_err());
+        Ok(())
     }
 }
