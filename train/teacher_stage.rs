@@ -143,10 +143,11 @@ impl TeacherStage {
 
     /// Draw the noise level of a `share` of the steps (chosen by the step
     /// number) as plain logit-normal `sigma = u` instead of `shift(u)`.
-    /// With the sampler's shift 5 alone, `P(sigma < 0.3)` is under 1 %: a
-    /// mini teacher trained so never learned the last, low-noise part of
-    /// its flow, and its ODE samples (which ODE init regresses) kept
-    /// high-frequency noise (docs/TRAINING.md, session 12).
+    /// With the sampler's shift 5 alone, `P(sigma < 0.3)` is under 1 %, so
+    /// the last, low-noise part of the flow (which ODE init's trajectories
+    /// run through) is barely trained. Tried against the mini teacher's
+    /// noisy samples in session 12 without a measurable gain
+    /// (docs/TRAINING.md); off by default.
     pub fn with_unshifted_sigma_share(mut self, share: f64) -> Result<Self, TrainError> {
         if !(0.0..=1.0).contains(&share) {
             return Err(TrainError::Invalid(format!("--unshifted-sigma-share {share}: must be in [0, 1]")));
@@ -161,12 +162,8 @@ impl TeacherStage {
         if self.unshifted_sigma_share <= 0.0 {
             return self.cfg.stream.shift;
         }
-        // SplitMix64 of the step: a uniform draw independent of the noise.
-        let mut z = (self.seed ^ step).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let draw = (z >> 11) as f64 / (1u64 << 53) as f64;
+        // A draw of its own per step, independent of the noise source.
+        let draw = crate::synth::rng::SynthRng::derive(self.seed ^ step, 0x5161_4A5E).unit();
         if draw < self.unshifted_sigma_share {
             1.0
         } else {
@@ -374,7 +371,8 @@ mod tests {
     fn stage(share: f64) -> anyhow::Result<TeacherStage> {
         let cfg = ModelConfig::tiny();
         let frozen = FrozenModules::load(&cfg, None, None, 7)?;
-        let data = ClipSource { seed: 1, size: 64, latent_frames: 2, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        let data =
+            ClipSource { seed: 1, size: 64, latent_frames: 2, identities: 4, max_offset_s: 0.0, motion_windows: false };
         Ok(TeacherStage::new(cfg, frozen, data, 7).with_unshifted_sigma_share(share)?)
     }
 

@@ -294,7 +294,8 @@ impl VaeStage {
     /// the boundary. The clip source's `latent_frames` must include the
     /// warm-up. A decoder trained only from an empty cache on short clips
     /// lags and carries head nods on ~20 frames when it streams for
-    /// minutes (docs/TRAINING.md, session 11). Needs the frozen encoder
+    /// minutes (docs/TRAINING.md, session 11); 250 steps of this made its
+    /// flicker worse (session 12), so the recipe does not use it. Needs the frozen encoder
     /// (the warm-up latents get no gradient) and a multiple of 3 latent
     /// frames, the chunk size the generator decodes in, so the trained
     /// chunks start where streamed chunks start.
