@@ -52,6 +52,9 @@ pub struct GeneratorBenchSpec {
     pub pipeline: Option<bool>,
     /// Use the fused attention kernel where it applies (CUDA, bf16).
     pub flash: bool,
+    /// Use the VAE's CUDA kernels (convolution, norm + SiLU) where they
+    /// apply (bf16); off = candle's ops, for A/B runs.
+    pub vae_kernels: bool,
 }
 
 /// Measured numbers.
@@ -110,6 +113,7 @@ pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport
     let plan = DevicePlan::parse(&spec.device)?;
     crate::model::attention::set_half_precision_scores(spec.half_scores);
     crate::model::flash_attention::set_enabled(spec.flash);
+    crate::model::vae::cuda_kernels::set_enabled(spec.vae_kernels);
     if cfg.name == "full" && plan.dit.is_cpu() {
         if spec.decoder != DecoderKind::Full || spec.pipeline == Some(true) {
             return Err(GeneratorError::Model(
@@ -198,7 +202,7 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
         config: name,
         device: spec.device.clone(),
         method: format!(
-            "streaming: real StreamingGenerator, {} weights, {} decoder, {}, 1 warm-up + {} timed chunks, attention {}",
+            "streaming: real StreamingGenerator, {} weights, {} decoder, {}, 1 warm-up + {} timed chunks, attention {}, VAE {}",
             match (&weights_kind, g.devices().dit.is_cpu()) {
                 (WeightsKind::Random, true) => "random (seeded)",
                 (WeightsKind::Random, false) => "random (seeded, drawn on the device)",
@@ -217,6 +221,11 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
                 "scores in the compute dtype"
             } else {
                 "scores in f32"
+            },
+            if spec.vae_kernels && g.devices().dtype == DType::BF16 && !g.devices().vae.is_cpu() {
+                "CUDA kernels (implicit-GEMM conv, fused norm + SiLU) where they apply"
+            } else {
+                "candle ops"
             }
         ),
         fps: (chunks.len() * fpc) as f64 / wall,

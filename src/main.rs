@@ -430,6 +430,10 @@ pub struct BenchGeneratorArgs {
     /// score matrix instead, for A/B runs.
     #[arg(long)]
     no_flash: bool,
+    /// Do not use the VAE's CUDA kernels (implicit-GEMM convolution, fused
+    /// norm + SiLU): candle's im2col convolution and ops, for A/B runs.
+    #[arg(long)]
+    no_vae_kernels: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -1054,6 +1058,7 @@ fn run_bench_generator(a: BenchGeneratorArgs) -> anyhow::Result<()> {
         decoder: a.decoder,
         pipeline: a.pipeline,
         flash: !a.no_flash,
+        vae_kernels: !a.no_vae_kernels,
     })?;
     println!("{report}");
     Ok(())

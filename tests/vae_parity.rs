@@ -294,3 +294,103 @@ fn peak_rss_mb() -> u64 {
         .map(|kb| kb / 1024)
         .unwrap_or(0)
 }
+
+/// The VAE's CUDA kernels (implicit-GEMM causal convolution, fused channel
+/// RMS norm + SiLU) against candle's ops in f32 on the same bf16-rounded
+/// numbers. On the CPU the kernels never apply (checked); on a GPU
+/// (`STREAMAVATAR_TEST_DEVICE=cuda:0`) each conv shape is compared and the
+/// full decoder's largest convolution is timed.
+/// Tolerance: max abs diff <= 1e-2 x the largest output (bf16 output
+/// rounding is 4e-3 relative).
+#[test]
+fn cuda_kernels_match_candle_ops() -> Result<()> {
+    use streamavatar::model::vae::{cuda_kernels, CausalConv3d};
+    let dev = test_device();
+    // (c_in, c_out, kernel, frames in, cache frames, h, w)
+    let shapes: [(usize, usize, (usize, usize, usize), usize, usize, usize, usize); 6] = [
+        (32, 48, (3, 3, 3), 3, 0, 7, 9),
+        (64, 200, (3, 3, 3), 2, 2, 11, 13),
+        (96, 128, (1, 1, 1), 2, 0, 5, 130),
+        (64, 256, (3, 1, 1), 3, 2, 6, 10),
+        (1024, 1024, (3, 3, 3), 1, 2, 44, 80),
+        (256, 256, (3, 3, 3), 1, 2, 352, 640),
+    ];
+    let conv = |cin: usize, cout: usize, kernel: (usize, usize, usize), dtype: DType, w: &Tensor, b: &Tensor| {
+        let mut ts = HashMap::new();
+        ts.insert("weight".to_string(), w.clone());
+        ts.insert("bias".to_string(), b.clone());
+        let vb = VarBuilder::from_tensors(ts, dtype, &dev);
+        CausalConv3d::new(cin, cout, kernel, 1, (kernel.0 / 2, kernel.1 / 2), vb)
+    };
+    for (i, &(cin, cout, kernel, t, cached, h, w)) in shapes.iter().enumerate() {
+        let (kt, kh, kw) = kernel;
+        let round = |t: Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
+        let wt =
+            round(Tensor::randn(0f32, 1.0 / ((cin * kt * kh * kw) as f32).sqrt(), (cout, cin, kt, kh, kw), &dev)?)?;
+        let bias = round(Tensor::randn(0f32, 0.1, cout, &dev)?)?;
+        if dev.is_cpu() {
+            assert!(!cuda_kernels::conv_applies(&wt.to_dtype(DType::BF16)?, cin, 1), "no CUDA kernel on the CPU");
+            return Ok(());
+        }
+        let x = round(Tensor::randn(0f32, 1.0, (1, t, cin, h, w), &dev)?)?;
+        let cache =
+            if cached > 0 { Some(round(Tensor::randn(0f32, 1.0, (1, cached, cin, h, w), &dev)?)?) } else { None };
+        let fast = conv(cin, cout, kernel, DType::BF16, &wt, &bias)?;
+        let reference = conv(cin, cout, kernel, DType::F32, &wt, &bias)?;
+        let cache_bf16 = cache.as_ref().map(|c| c.to_dtype(DType::BF16)).transpose()?;
+        let x_bf16 = x.to_dtype(DType::BF16)?;
+        let y = fast.forward(&x_bf16, cache_bf16.as_ref())?;
+        let y_ref = reference.forward(&x, cache.as_ref())?;
+        let d = max_abs_diff(&y, &y_ref)?;
+        let scale = y_ref.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        eprintln!("conv {cin}->{cout} {kernel:?} {t}+{cached} frames {h}x{w}: max abs diff {d:.3e} (outputs up to {scale:.3})");
+        assert!(d <= 1e-2 * scale, "conv kernel differs by {d} (outputs up to {scale})");
+        if i >= 4 {
+            dev.synchronize()?;
+            let t0 = std::time::Instant::now();
+            for _ in 0..5 {
+                fast.forward(&x_bf16, cache_bf16.as_ref())?;
+            }
+            dev.synchronize()?;
+            let ms = t0.elapsed().as_secs_f64() * 1e3 / 5.0;
+            let flop = 2.0 * (cout * cin * kt * kh * kw * t * h * w) as f64;
+            eprintln!("  kernel {ms:.2} ms per call ({:.0} TFLOP/s)", flop / ms / 1e9);
+        }
+    }
+    // The resample blocks' 2x nearest upsampling fused into a 3x3 conv.
+    for &(cin, cout, t, h, w) in &[(64usize, 96usize, 2usize, 5usize, 7usize), (512, 512, 1, 176, 320)] {
+        let wt =
+            Tensor::randn(0f32, 1.0 / ((cin * 9) as f32).sqrt(), (cout, cin, 3, 3), &dev)?.to_dtype(DType::BF16)?;
+        let bias = Tensor::randn(0f32, 0.1, cout, &dev)?.to_dtype(DType::BF16)?;
+        let x = Tensor::randn(0f32, 1.0, (1, t, cin, h, w), &dev)?.to_dtype(DType::BF16)?;
+        let geometry = cuda_kernels::ConvGeometry { kt: 1, kh: 3, kw: 3, pad: 1, up: 2 };
+        let kernel_w = cuda_kernels::conv_weight_layout(&wt.unsqueeze(2)?)?;
+        let y = cuda_kernels::causal_conv3d(&x, &kernel_w, &bias, geometry)?;
+        let frames = x.to_dtype(DType::F32)?.reshape((t, cin, h, w))?.upsample_nearest2d(2 * h, 2 * w)?;
+        let y_ref = frames
+            .conv2d(&wt.to_dtype(DType::F32)?, 1, 1, 1, 1)?
+            .broadcast_add(&bias.to_dtype(DType::F32)?.reshape((1, cout, 1, 1))?)?
+            .reshape((1, t, cout, 2 * h, 2 * w))?;
+        let d = max_abs_diff(&y, &y_ref)?;
+        let scale = y_ref.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        eprintln!(
+            "upsample conv {cin}->{cout} {t} frames {h}x{w} -> 2x: max abs diff {d:.3e} (outputs up to {scale:.3})"
+        );
+        assert!(d <= 1e-2 * scale, "upsampling conv kernel differs by {d}");
+    }
+    // Norm + SiLU: [frames, C, H, W] with uneven pixel count.
+    for &(c, h, w) in &[(96usize, 5usize, 7usize), (1024, 44, 80), (256, 352, 640)] {
+        let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &dev)?.to_dtype(DType::BF16)?;
+        let scale = (Tensor::rand(0.5f32, 1.5, c, &dev)? * (c as f64).sqrt())?;
+        assert!(cuda_kernels::norm_applies(&x));
+        let y = cuda_kernels::rms_norm_silu(&x, &scale)?;
+        let xf = x.to_dtype(DType::F32)?;
+        let norm = xf.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
+        let y_ref = xf.broadcast_div(&norm)?.broadcast_mul(&scale.reshape((c, 1, 1))?)?.silu()?;
+        let d = max_abs_diff(&y, &y_ref)?;
+        let top = y_ref.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        eprintln!("norm+silu C {c} {h}x{w}: max abs diff {d:.3e} (outputs up to {top:.3})");
+        assert!(d <= 1e-2 * top, "fused norm differs by {d}");
+    }
+    Ok(())
+}

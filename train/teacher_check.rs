@@ -13,7 +13,13 @@
 //!   teacher that only copies the reference scores about this, one that
 //!   moves like the clip (mouth, head, blinks) scores above it;
 //! * `vae_ceiling` — the VAE's own reconstruction of the clip: what a
-//!   perfect teacher would score through this VAE.
+//!   perfect teacher would score through this VAE;
+//! * `swapped_audio` — the same noise and reference, but the talk / listen
+//!   audio features of the next clip: a teacher that follows its audio
+//!   scores lower here than in `generated`, one that ignores it the same.
+//!   `audio_effect_mae` is the mean absolute difference (0-255 levels)
+//!   between the two generations, `motion_mae` the real clip's own mean
+//!   absolute difference to its decoded reference frame, for scale.
 //!
 //! `clip_NNN.png` shows real (top), generated (middle) and static (bottom)
 //! rows at the first, middle and last frame after the reference.
@@ -27,7 +33,7 @@ use crate::model::sampler::{warp_sigma, NoiseSource};
 
 use super::frame_quality::{psnr_db, ssim};
 use super::recon::{frame_rows, RECON_FIRST_CLIP};
-use super::teacher_stage::TeacherStage;
+use super::teacher_stage::{TeacherSample, TeacherStage};
 use super::TrainError;
 
 /// PSNR / SSIM of one video against the real clip (frames after the reference).
@@ -44,6 +50,9 @@ pub struct ClipCheck {
     pub generated: Score,
     pub static_reference: Score,
     pub vae_ceiling: Score,
+    pub swapped_audio: Score,
+    pub audio_effect_mae: f64,
+    pub motion_mae: f64,
 }
 
 /// Every clip and the means.
@@ -54,6 +63,9 @@ pub struct TeacherCheckReport {
     pub generated: Score,
     pub static_reference: Score,
     pub vae_ceiling: Score,
+    pub swapped_audio: Score,
+    pub audio_effect_mae: f64,
+    pub motion_mae: f64,
     pub seconds: f64,
 }
 
@@ -93,12 +105,20 @@ pub fn check_teacher(
         let mut noise = NoiseSource::new(seed ^ index);
         let eps = noise.sample((dims[0], dims[1], f - 1, dims[3], dims[4]), DType::F32, vae.device())?;
         let x = teacher.integrate_flow(&sample, &eps, &grid, 1, |_, _| ())?;
+        let other = teacher.prepare(&teacher.data().clip(index + clips.max(1), vae.device())?)?;
+        let swapped_sample = TeacherSample {
+            x0: sample.x0.clone(),
+            talk_features: other.talk_features.narrow(2, 0, sample.talk_features.dim(2)?)?,
+            listen_features: other.listen_features.narrow(2, 0, sample.listen_features.dim(2)?)?,
+        };
+        let x_swapped = teacher.integrate_flow(&swapped_sample, &eps, &grid, 1, |_, _| ())?;
         let reference = x0.narrow(2, 0, 1)?;
         let decode = |latents: &Tensor| -> Result<Vec<u8>, TrainError> {
             let video = vae.decode(&vae.latent_norm().denormalize(latents)?)?;
             after_reference(&video)
         };
         let generated = decode(&Tensor::cat(&[&reference, &x], 2)?)?;
+        let swapped = decode(&Tensor::cat(&[&reference, &x_swapped], 2)?)?;
         let ceiling = decode(x0)?;
         let real = after_reference(&clip.video)?;
         let still = still_reference(&vae.decode(&vae.latent_norm().denormalize(&reference)?)?, real.len())?;
@@ -111,6 +131,9 @@ pub fn check_teacher(
             generated: score(&generated)?,
             static_reference: score(&still)?,
             vae_ceiling: score(&ceiling)?,
+            swapped_audio: score(&swapped)?,
+            audio_effect_mae: mean_abs_diff(&generated, &swapped),
+            motion_mae: mean_abs_diff(&real, &still),
         });
         if let Some(dir) = out {
             let path = dir.join(format!("clip_{i:03}.png"));
@@ -131,9 +154,18 @@ pub fn check_teacher(
         generated: mean(|c| c.generated),
         static_reference: mean(|c| c.static_reference),
         vae_ceiling: mean(|c| c.vae_ceiling),
+        swapped_audio: mean(|c| c.swapped_audio),
+        audio_effect_mae: checks.iter().map(|c| c.audio_effect_mae).sum::<f64>() / checks.len().max(1) as f64,
+        motion_mae: checks.iter().map(|c| c.motion_mae).sum::<f64>() / checks.len().max(1) as f64,
         clips: checks,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Mean absolute difference of two equally long u8 videos (0-255 levels).
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    let n = a.len().min(b.len()).max(1);
+    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).sum::<f64>() / n as f64
 }
 
 /// `[1, 3, T, H, W]` in [-1, 1] -> u8 (C, T-1, H, W): the frames after frame 0.

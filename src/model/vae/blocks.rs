@@ -10,6 +10,7 @@ use candle_nn::VarBuilder;
 
 use super::causal_conv::{next_cache, CacheSlot, CausalConv3d, SlotAllocator};
 use super::cpu_conv;
+use super::cuda_kernels::{self, ConvGeometry};
 
 /// diffusers `WanRMS_norm`: `F.normalize(x, dim=channel) * sqrt(C) * gamma`
 /// (no bias in the Wan VAE). Normalisation runs in f32 for half types.
@@ -17,6 +18,8 @@ use super::cpu_conv;
 pub struct RmsNorm {
     /// `gamma * sqrt(C)`, shaped `[C, 1, 1]` to broadcast over `[.., C, H, W]`.
     scale: Tensor,
+    /// The same scale as `[C]` f32 for the fused CUDA kernel (bf16 on CUDA only).
+    scale_f32: Option<Tensor>,
 }
 
 impl RmsNorm {
@@ -24,7 +27,17 @@ impl RmsNorm {
     pub fn new(dim: usize, images: bool, vb: VarBuilder) -> Result<Self> {
         let gamma = if images { vb.get((dim, 1, 1), "gamma")? } else { vb.get((dim, 1, 1, 1), "gamma")? };
         let scale = (gamma.reshape((dim, 1, 1))? * (dim as f64).sqrt())?;
-        Ok(Self { scale })
+        let scale_f32 =
+            if cuda_kernels::norm_applies(&scale) { Some(scale.to_dtype(DType::F32)?.flatten_all()?) } else { None };
+        Ok(Self { scale, scale_f32 })
+    }
+
+    /// `silu(norm(x))`, fused into one CUDA kernel where it applies.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.scale_f32 {
+            Some(scale) if cuda_kernels::norm_applies(x) => cuda_kernels::rms_norm_silu(x, scale),
+            _ => self.forward(x)?.silu(),
+        }
     }
 
     /// `x`: `[..., C, H, W]` (channel is the third axis from the end).
@@ -71,9 +84,8 @@ impl ResidualBlock {
             Some(c) => c.forward(x, None)?,
             None => x.clone(),
         };
-        let norm_silu = |n: &RmsNorm, t: &Tensor| {
-            crate::model::profile::section("vae.norm_silu", t.device(), || n.forward(t)?.silu())
-        };
+        let norm_silu =
+            |n: &RmsNorm, t: &Tensor| crate::model::profile::section("vae.norm_silu", t.device(), || n.forward_silu(t));
         let y = norm_silu(&self.norm1, x)?;
         let y = self.conv1.forward_cached(&y, &mut cache[self.slot1])?;
         let y = norm_silu(&self.norm2, &y)?;
@@ -146,6 +158,9 @@ pub struct Resample {
     /// `conv_w` as `[C_out, C_in, 1, 3, 3]` for the CPU kernel of the
     /// stride-1 (upsampling) convolution (CPU f32 only).
     cpu_kernel_w: Option<Tensor>,
+    /// Weight and bias of the upsampling convolution for the CUDA kernel,
+    /// which also does the 2x upsampling (bf16 on CUDA, `C_in % 32 == 0`).
+    cuda_kernel: Option<(Tensor, Tensor)>,
     time_conv: Option<(CausalConv3d, usize)>,
 }
 
@@ -177,7 +192,12 @@ impl Resample {
         // time axis and a 1x3x3 kernel.
         let cpu_kernel_w =
             if upsampling && cpu_conv::supported(vb.device(), vb.dtype()) { Some(conv_w.unsqueeze(2)?) } else { None };
-        Ok(Self { mode, conv_w, conv_b, cpu_kernel_w, time_conv })
+        let cuda_kernel = if upsampling && cuda_kernels::conv_applies(&conv_w, dim, 1) {
+            Some((cuda_kernels::conv_weight_layout(&conv_w.unsqueeze(2)?)?, conv_b.flatten_all()?))
+        } else {
+            None
+        };
+        Ok(Self { mode, conv_w, conv_b, cpu_kernel_w, cuda_kernel, time_conv })
     }
 
     pub fn forward(&self, x: &Tensor, cache: &mut [CacheSlot]) -> Result<Tensor> {
@@ -199,6 +219,12 @@ impl Resample {
                     double_time(&tc.forward(&x, Some(&prev))?)?
                 }
             };
+        }
+        if let Some((w, bias)) = &self.cuda_kernel {
+            let geometry = ConvGeometry { kt: 1, kh: 3, kw: 3, pad: 1, up: 2 };
+            return crate::model::profile::section("vae.resample_conv", x.device(), || {
+                cuda_kernels::causal_conv3d(&x, w, bias, geometry)
+            });
         }
         let (b, t, c, h, w) = x.dims5()?;
         let frames = x.reshape((b * t, c, h, w))?;

@@ -8,6 +8,9 @@
 //! - CPU, f32, stride 1 in time: the accumulating shifted-GEMM kernel of
 //!   `cpu_conv.rs` (forward and backward; 1.3-3x faster than candle 0.11's
 //!   CPU `conv2d`, most on few channels).
+//! - CUDA, bf16, time stride 1, `C_in % 32 == 0`: the implicit-GEMM
+//!   tensor-core kernel of `cuda_kernels.rs` (reads the padded frame
+//!   sequence directly, bias fused).
 //! - otherwise: ONE 2-D convolution (cuDNN / candle kernels): the `kt`
 //!   time-shifted frame sequences are stacked along the channel axis
 //!   (`[B, T, kt*C, H, W]`) and convolved with the weight permuted to
@@ -21,6 +24,7 @@
 use candle_core::{Result, Tensor};
 
 use super::cpu_conv;
+use super::cuda_kernels::{self, ConvGeometry};
 use candle_nn::VarBuilder;
 
 /// Frames of history kept per cached convolution (diffusers `CACHE_T`).
@@ -81,6 +85,9 @@ enum ConvImpl {
     /// The CPU kernel of `cpu_conv.rs` (f32, time stride 1) with the
     /// weight as loaded, `[C_out, C_in, kt, kh, kw]`.
     CpuKernel { weight: Tensor },
+    /// The CUDA kernel of `cuda_kernels.rs` (bf16, time stride 1) with the
+    /// weight as `[C_out, kt * kh * kw * C_in]` and the bias as `[C_out]`.
+    CudaKernel { weight: Tensor, bias: Tensor, geometry: ConvGeometry },
 }
 
 /// diffusers `WanCausalConv3d` (an `nn.Conv3d` with causal time padding).
@@ -154,6 +161,10 @@ impl CausalConv3d {
         let bias = vb.get(out_channels, "bias")?.reshape((1, out_channels, 1, 1))?;
         let imp = if cpu_kernel && stride_t == 1 {
             ConvImpl::CpuKernel { weight: w }
+        } else if cuda_kernels::conv_applies(&w, in_channels, stride_t) {
+            let geometry = ConvGeometry { kt, kh, kw, pad: padding.1, up: 1 };
+            let flat_bias = bias.flatten_all()?;
+            ConvImpl::CudaKernel { weight: cuda_kernels::conv_weight_layout(&w)?, bias: flat_bias, geometry }
         } else {
             let weight = w.permute((0, 2, 1, 3, 4))?.contiguous()?.reshape((out_channels, kt * in_channels, kh, kw))?;
             ConvImpl::Stacked { weight }
@@ -202,6 +213,7 @@ impl CausalConv3d {
                 debug_assert_eq!(y.dim(1)?, t_out);
                 y.broadcast_add(&self.bias.unsqueeze(0)?)
             }
+            ConvImpl::CudaKernel { weight, bias, geometry } => cuda_kernels::causal_conv3d(&x, weight, bias, *geometry),
             ConvImpl::Stacked { weight } => {
                 let stacked = if self.kt == 1 && self.stride_t == 1 {
                     x

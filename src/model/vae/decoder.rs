@@ -76,7 +76,7 @@ impl Decoder3d {
         for b in &self.up_blocks {
             x = b.forward(&x, cache, first_chunk)?;
         }
-        let x = self.norm_out.forward(&x)?.silu()?;
+        let x = self.norm_out.forward_silu(&x)?;
         self.conv_out.forward_cached(&x, &mut cache[self.conv_out_slot])
     }
 }

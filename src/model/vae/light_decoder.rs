@@ -34,6 +34,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use super::causal_conv::conv2d_in_groups;
+use super::cuda_kernels::{self, ConvGeometry};
 use super::{check_latent_chunk, cpu_conv, VaeError};
 use crate::config::{LightDecoderConfig, VaeConfig};
 
@@ -46,16 +47,38 @@ struct Conv {
     weight: Tensor,
     bias: Option<Tensor>,
     pad: usize,
+    /// Weight and bias for the CUDA kernel (bf16 on CUDA, `C_in % 32 == 0`).
+    kernel: Option<(Tensor, Tensor)>,
 }
 
 impl Conv {
     fn new(c_in: usize, c_out: usize, k: usize, bias: bool, vb: VarBuilder) -> Result<Self, VaeError> {
         let weight = vb.get((c_out, c_in, k, k), "weight")?;
         let bias = if bias { Some(vb.get(c_out, "bias")?) } else { None };
-        Ok(Self { weight, bias, pad: k / 2 })
+        Self::from_parts(weight, bias)
+    }
+
+    /// From a loaded `[C_out, C_in, k, k]` weight (padding `k / 2`).
+    fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self, VaeError> {
+        let (c_out, c_in, k, _) = weight.dims4()?;
+        let kernel = if cuda_kernels::conv_applies(&weight, c_in, 1) {
+            let b = match &bias {
+                Some(b) => b.clone(),
+                None => Tensor::zeros(c_out, weight.dtype(), weight.device())?,
+            };
+            Some((cuda_kernels::conv_weight_layout(&weight.unsqueeze(2)?)?, b))
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, pad: k / 2, kernel })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some((w, b)) = &self.kernel {
+            let (kh, kw) = (self.weight.dim(2)?, self.weight.dim(3)?);
+            let geometry = ConvGeometry { kt: 1, kh, kw, pad: self.pad, up: 1 };
+            return cuda_kernels::causal_conv3d(&x.unsqueeze(0)?, w, b, geometry)?.squeeze(0);
+        }
         let y = if cpu_conv::supported(x.device(), x.dtype()) {
             let w = self.weight.unsqueeze(2)?;
             cpu_conv::conv(&x.unsqueeze(0)?, &w, self.pad)?.squeeze(0)?
@@ -123,7 +146,7 @@ impl TGrow {
                 full.narrow(0, rows - c * stride, c * stride)?.contiguous()?
             }
         };
-        Ok(Self { conv: Conv { weight, bias: None, pad: 0 }, stride })
+        Ok(Self { conv: Conv::from_parts(weight, None)?, stride })
     }
 
     /// `[B*T, C, H, W]` -> `[B*T*stride, C, H, W]`.

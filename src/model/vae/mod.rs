@@ -18,6 +18,7 @@
 mod blocks;
 mod causal_conv;
 mod cpu_conv;
+pub mod cuda_kernels;
 mod decoder;
 mod encoder;
 mod light_decoder;
