@@ -231,6 +231,10 @@ pub struct TrainArgs {
     /// without the sampler's shift warp (low noise levels get trained).
     #[arg(long, default_value_t = 0.0)]
     unshifted_sigma_share: f64,
+    /// teacher: loss weight (>= 1) of the latent pixels over the mouth
+    /// against 1 elsewhere (1 = plain MSE).
+    #[arg(long, default_value_t = 1.0)]
+    mouth_loss_weight: f64,
     /// vae: with --freeze-encoder, decode this many latent frames (a
     /// multiple of 3) before each clip's --latent-frames without gradient,
     /// so the decoder trains mid-stream with a full causal cache.
@@ -771,7 +775,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             runner::run(&mut st, &opts)?
         }
         "teacher" => {
-            let mut st = teacher_stage_from_args(&a, cfg, data)?.with_unshifted_sigma_share(a.unshifted_sigma_share)?;
+            let mut st = teacher_stage_from_args(&a, cfg, data)?
+                .with_unshifted_sigma_share(a.unshifted_sigma_share)?
+                .with_mouth_loss_weight(a.mouth_loss_weight)?;
             runner::run(&mut st, &opts)?
         }
         "ode_init" => {

@@ -339,23 +339,31 @@ fn cuda_kernels_match_candle_ops() -> Result<()> {
         let reference = conv(cin, cout, kernel, DType::F32, &wt, &bias)?;
         let cache_bf16 = cache.as_ref().map(|c| c.to_dtype(DType::BF16)).transpose()?;
         let x_bf16 = x.to_dtype(DType::BF16)?;
-        let y = fast.forward(&x_bf16, cache_bf16.as_ref())?;
         let y_ref = reference.forward(&x, cache.as_ref())?;
-        let d = max_abs_diff(&y, &y_ref)?;
         let scale = y_ref.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-        eprintln!("conv {cin}->{cout} {kernel:?} {t}+{cached} frames {h}x{w}: max abs diff {d:.3e} (outputs up to {scale:.3})");
-        assert!(d <= 1e-2 * scale, "conv kernel differs by {d} (outputs up to {scale})");
-        if i >= 4 {
-            dev.synchronize()?;
-            let t0 = std::time::Instant::now();
-            for _ in 0..5 {
-                fast.forward(&x_bf16, cache_bf16.as_ref())?;
+        // Both kernels, through the process-wide choice (the GPU runs this
+        // test binary with --test-threads 1; the default is restored).
+        for variant in [cuda_kernels::ConvKernel::Gather, cuda_kernels::ConvKernel::ChannelsLast] {
+            cuda_kernels::set_conv_kernel(variant);
+            let y = fast.forward(&x_bf16, cache_bf16.as_ref())?;
+            let d = max_abs_diff(&y, &y_ref)?;
+            eprintln!(
+                "conv {cin}->{cout} {kernel:?} {t}+{cached} frames {h}x{w}, {variant:?}: max abs diff {d:.3e} (outputs up to {scale:.3})"
+            );
+            assert!(d <= 1e-2 * scale, "{variant:?} conv kernel differs by {d} (outputs up to {scale})");
+            if i >= 4 {
+                dev.synchronize()?;
+                let t0 = std::time::Instant::now();
+                for _ in 0..5 {
+                    fast.forward(&x_bf16, cache_bf16.as_ref())?;
+                }
+                dev.synchronize()?;
+                let ms = t0.elapsed().as_secs_f64() * 1e3 / 5.0;
+                let flop = 2.0 * (cout * cin * kt * kh * kw * t * h * w) as f64;
+                eprintln!("  {variant:?}: {ms:.2} ms per call ({:.0} TFLOP/s)", flop / ms / 1e9);
             }
-            dev.synchronize()?;
-            let ms = t0.elapsed().as_secs_f64() * 1e3 / 5.0;
-            let flop = 2.0 * (cout * cin * kt * kh * kw * t * h * w) as f64;
-            eprintln!("  kernel {ms:.2} ms per call ({:.0} TFLOP/s)", flop / ms / 1e9);
         }
+        cuda_kernels::set_conv_kernel(cuda_kernels::ConvKernel::Gather);
     }
     // The resample blocks' 2x nearest upsampling fused into a 3x3 conv.
     for &(cin, cout, t, h, w) in &[(64usize, 96usize, 2usize, 5usize, 7usize), (512, 512, 1, 176, 320)] {
@@ -365,18 +373,20 @@ fn cuda_kernels_match_candle_ops() -> Result<()> {
         let x = Tensor::randn(0f32, 1.0, (1, t, cin, h, w), &dev)?.to_dtype(DType::BF16)?;
         let geometry = cuda_kernels::ConvGeometry { kt: 1, kh: 3, kw: 3, pad: 1, up: 2 };
         let kernel_w = cuda_kernels::conv_weight_layout(&wt.unsqueeze(2)?)?;
-        let y = cuda_kernels::causal_conv3d(&x, &kernel_w, &bias, geometry)?;
         let frames = x.to_dtype(DType::F32)?.reshape((t, cin, h, w))?.upsample_nearest2d(2 * h, 2 * w)?;
         let y_ref = frames
             .conv2d(&wt.to_dtype(DType::F32)?, 1, 1, 1, 1)?
             .broadcast_add(&bias.to_dtype(DType::F32)?.reshape((1, cout, 1, 1))?)?
             .reshape((1, t, cout, 2 * h, 2 * w))?;
-        let d = max_abs_diff(&y, &y_ref)?;
         let scale = y_ref.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-        eprintln!(
-            "upsample conv {cin}->{cout} {t} frames {h}x{w} -> 2x: max abs diff {d:.3e} (outputs up to {scale:.3})"
-        );
-        assert!(d <= 1e-2 * scale, "upsampling conv kernel differs by {d}");
+        for variant in [cuda_kernels::ConvKernel::Gather, cuda_kernels::ConvKernel::ChannelsLast] {
+            let y = cuda_kernels::causal_conv3d_with(&x, &kernel_w, &bias, geometry, variant)?;
+            let d = max_abs_diff(&y, &y_ref)?;
+            eprintln!(
+                "upsample conv {cin}->{cout} {t} frames {h}x{w} -> 2x, {variant:?}: max abs diff {d:.3e} (outputs up to {scale:.3})"
+            );
+            assert!(d <= 1e-2 * scale, "{variant:?} upsampling conv kernel differs by {d}");
+        }
     }
     // Norm + SiLU: [frames, C, H, W] with uneven pixel count.
     for &(c, h, w) in &[(96usize, 5usize, 7usize), (1024, 44, 80), (256, 352, 640)] {

@@ -123,6 +123,9 @@ pub struct TeacherStage {
     /// Share of steps whose noise level is drawn without the shift warp
     /// (see [`TeacherStage::with_unshifted_sigma_share`]).
     unshifted_sigma_share: f64,
+    /// Loss weight of the latent pixels over the mouth (see
+    /// [`TeacherStage::with_mouth_loss_weight`]); 1 = plain MSE.
+    mouth_loss_weight: f64,
 }
 
 impl TeacherStage {
@@ -138,6 +141,7 @@ impl TeacherStage {
             device,
             samples: SampleStore::stream(),
             unshifted_sigma_share: 0.0,
+            mouth_loss_weight: 1.0,
         }
     }
 
@@ -154,6 +158,40 @@ impl TeacherStage {
         }
         self.unshifted_sigma_share = share;
         Ok(self)
+    }
+
+    /// Weigh the flow-matching error on the latent pixels that cover the
+    /// clip identity's mouth (its mouth box grown by the head's largest
+    /// motion, [`FaceLayout`](crate::eval::face_layout::FaceLayout)) by
+    /// `weight` against 1 elsewhere; the loss is normalised by the mean
+    /// weight, so its scale stays that of the plain MSE. Why: at 128x128
+    /// the mouth lies in ~20 of a frame's 256 latent pixels, and what the
+    /// audio explains there is far below the rest of the error, so a plain
+    /// MSE teacher learns to ignore its audio (`teacher_check`'s
+    /// `swapped_audio`, session 13).
+    pub fn with_mouth_loss_weight(mut self, weight: f64) -> Result<Self, TrainError> {
+        if !(weight.is_finite() && weight >= 1.0) {
+            return Err(TrainError::Invalid(format!("--mouth-loss-weight {weight}: must be >= 1")));
+        }
+        self.mouth_loss_weight = weight;
+        Ok(self)
+    }
+
+    /// `[1, 1, 1, h, w]` loss weights of clip `index`'s latent pixels:
+    /// `mouth_loss_weight` over the mouth region, 1 elsewhere.
+    fn latent_weights(&self, index: u64, h: usize, w: usize) -> Result<Tensor, TrainError> {
+        let layout = self.data.face_layout(index)?;
+        let mouth = layout.with_motion(layout.mouth);
+        let factor = self.cfg.vae.scale_factor_spatial;
+        let (y0, y1) = (mouth.y0 / factor, mouth.y1.div_ceil(factor).min(h));
+        let (x0, x1) = (mouth.x0 / factor, mouth.x1.div_ceil(factor).min(w));
+        let mut map = vec![1f32; h * w];
+        for y in y0..y1 {
+            for x in x0..x1 {
+                map[y * w + x] = self.mouth_loss_weight as f32;
+            }
+        }
+        Ok(Tensor::from_vec(map, (1, 1, 1, h, w), &self.device)?)
     }
 
     /// The shift of step `step`'s noise level (see
@@ -332,6 +370,7 @@ impl Stage for TeacherStage {
     }
 
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError> {
+        let index = self.samples.slot(*cursor);
         let sample = self.sample(*cursor)?;
         *cursor += 1;
         let (dit, proj, prompt) = self.modules()?;
@@ -358,9 +397,19 @@ impl Stage for TeacherStage {
         let text = dit.text_context(&prompt)?;
         let v = dit.forward(&xt, &timesteps, &text, Some(&audio), AttentionMask::Bidirectional)?;
         let v = v.narrow(2, 1, f - 1)?;
-        let loss = (v - target)?.sqr()?.mean_all()?;
+        let err = (v - target)?.sqr()?;
+        if self.mouth_loss_weight == 1.0 {
+            let loss = err.mean_all()?;
+            let value = loss.to_scalar::<f32>().unwrap_or(f32::NAN);
+            return Ok((loss, vec![("fm_mse", value), ("sigma", sigma as f32)]));
+        }
+        let (h, w) = (x0.dim(3)?, x0.dim(4)?);
+        let weights = self.latent_weights(index, h, w)?;
+        let mean_weight = weights.mean_all()?.to_scalar::<f32>()? as f64;
+        let loss = (err.broadcast_mul(&weights)?.mean_all()? / mean_weight)?;
+        let plain = err.mean_all()?.to_scalar::<f32>().unwrap_or(f32::NAN);
         let value = loss.to_scalar::<f32>().unwrap_or(f32::NAN);
-        Ok((loss, vec![("fm_mse", value), ("sigma", sigma as f32)]))
+        Ok((loss, vec![("fm_weighted", value), ("fm_mse", plain), ("sigma", sigma as f32)]))
     }
 }
 
@@ -388,6 +437,27 @@ mod tests {
         let half = count(&stage(0.5)?);
         assert!((900..=1100).contains(&half), "{half} of 2000 steps unwarped");
         assert!(stage(1.5).is_err() && stage(-0.1).is_err());
+        Ok(())
+    }
+
+    /// The mouth weights cover the latent pixels under the clip identity's
+    /// mouth (and only a small part of the frame); other pixels weigh 1.
+    #[test]
+    fn mouth_weights_cover_the_mouth_of_the_clip_identity() -> anyhow::Result<()> {
+        let st = stage(0.0)?.with_mouth_loss_weight(10.0)?;
+        let factor = st.cfg.vae.scale_factor_spatial;
+        let (h, w) = (64 / factor, 64 / factor);
+        for index in [0u64, 1, 3] {
+            let map: Vec<f32> = st.latent_weights(index, h, w)?.flatten_all()?.to_vec1()?;
+            let heavy = map.iter().filter(|&&v| v == 10.0).count();
+            assert_eq!(heavy + map.iter().filter(|&&v| v == 1.0).count(), h * w);
+            assert!(heavy >= 1 && heavy <= h * w / 3, "{heavy} of {} pixels weighted", h * w);
+            let mouth = st.data.face_layout(index)?.mouth;
+            let (cy, cx) = ((mouth.y0 + mouth.y1) / 2 / factor, (mouth.x0 + mouth.x1) / 2 / factor);
+            assert_eq!(map[cy * w + cx], 10.0, "clip {index}: mouth centre not weighted");
+        }
+        assert!(stage(0.0)?.with_mouth_loss_weight(0.5).is_err());
+        assert!(stage(0.0)?.with_mouth_loss_weight(f64::NAN).is_err());
         Ok(())
     }
 }

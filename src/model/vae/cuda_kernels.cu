@@ -224,3 +224,149 @@ rms_norm_silu_bf16(const __nv_bfloat16* __restrict__ x, const float* __restrict_
         out[base + (size_t)i * hw] = __float2bfloat16_rn(v / (1.f + __expf(-v)));
     }
 }
+
+// ---------------------------------------------------------------------------
+// The same convolution from a channels-last copy of the input
+// (in_nhwc [B, t_in, h, w, c_in]): a K block's 32 channels of one pixel are
+// 64 contiguous bytes, so both tiles are fetched with 16-byte `cp.async`
+// (zero-filled outside the image) into a STAGES-deep shared-memory ring,
+// with no register staging: the loads of the next STAGES - 1 K blocks are in
+// flight while the tensor cores work on the current one. Tiles, warps,
+// fragments and the epilogue are those of causal_conv3d_bf16.
+// Dynamic shared memory: STAGES * (TILE_M + TILE_N) * LDS * 2 bytes.
+#define STAGES 3
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool fill) {
+    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    const int bytes = fill ? 16 : 0;  // 0: write 16 zero bytes, read nothing
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+causal_conv3d_nhwc_bf16(const __nv_bfloat16* __restrict__ in, const __nv_bfloat16* __restrict__ wgt,
+                        const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ out, int t_in,
+                        int t_out, int c_in, int c_out, int h, int w, int ho, int wo, int kt, int kh, int kw, int pad,
+                        int up) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+    // stage s: A at smem + s * STAGE_ELEMS, B right after it
+    const int STAGE_ELEMS = (TILE_M + TILE_N) * LDS;
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int g = lane >> 2, tig = lane & 3;
+    const int wm = warp % 4, wn = warp / 4;
+
+    const int hw_out = ho * wo;
+    const int p0 = blockIdx.x * TILE_N;
+    const int co0 = blockIdx.y * TILE_M;
+    const int frame = blockIdx.z;
+    const int b = frame / t_out, t = frame % t_out;
+    const size_t k_total = (size_t)kt * kh * kw * c_in;
+    const int kblocks_per_tap = c_in / TILE_K;
+    const int n_kblocks = kt * kh * kw * kblocks_per_tap;
+
+    // This thread's two 16-byte pieces of each tile: rows r0 and r0 + 64,
+    // piece `part` (8 channels) of the row's 32.
+    const int part = tid % 4;
+    const int r0 = tid / 4;
+    int py[2], px[2];
+    bool pvalid[2];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int p = p0 + r0 + 64 * j;
+        pvalid[j] = p < hw_out;
+        py[j] = pvalid[j] ? p / wo : 0;
+        px[j] = pvalid[j] ? p % wo : 0;
+    }
+
+    auto issue = [&](int kb, int stage) {
+        __nv_bfloat16* as = smem + stage * STAGE_ELEMS;
+        __nv_bfloat16* bs = as + TILE_M * LDS;
+        const int tap = kb / kblocks_per_tap;
+        const int ci0 = (kb % kblocks_per_tap) * TILE_K + part * 8;
+        const int dx = tap % kw, dy = (tap / kw) % kh, dt = tap / (kw * kh);
+        const size_t frame_in = (size_t)b * t_in + t + dt;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int r = r0 + 64 * j;
+            // A: weight row co0 + r (zero rows past c_out).
+            const bool a_ok = co0 + r < c_out;
+            const __nv_bfloat16* a_src = a_ok ? wgt + (size_t)(co0 + r) * k_total + (size_t)kb * TILE_K + part * 8 : wgt;
+            cp_async_16(as + r * LDS + part * 8, a_src, a_ok);
+            // B: pixel r of the tile at this tap (zero outside the image).
+            const int uy = py[j] + dy - pad, ux = px[j] + dx - pad;
+            const bool b_ok = pvalid[j] && uy >= 0 && uy < h * up && ux >= 0 && ux < w * up;
+            const __nv_bfloat16* b_src =
+                b_ok ? in + ((frame_in * h + uy / up) * w + ux / up) * c_in + ci0 : in;
+            cp_async_16(bs + r * LDS + part * 8, b_src, b_ok);
+        }
+    };
+
+    float acc[2][8][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int nj = 0; nj < 8; nj++) acc[mi][nj][0] = acc[mi][nj][1] = acc[mi][nj][2] = acc[mi][nj][3] = 0.f;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < n_kblocks) issue(s, s);
+        cp_async_commit();  // empty groups keep the count uniform
+    }
+    for (int kb = 0; kb < n_kblocks; kb++) {
+        cp_async_wait<STAGES - 2>();  // K block kb has landed (for this thread)
+        __syncthreads();              // ... for every thread; stage (kb - 1) % STAGES is free
+        const int next = kb + STAGES - 1;
+        if (next < n_kblocks) issue(next, next % STAGES);
+        cp_async_commit();
+        const __nv_bfloat16* as = smem + (kb % STAGES) * STAGE_ELEMS;
+        const __nv_bfloat16* bs = as + TILE_M * LDS;
+#pragma unroll
+        for (int ks = 0; ks < TILE_K; ks += 16) {
+            uint32_t af[2][4];
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++) {
+                const __nv_bfloat16* ap = as + (wm * 32 + mi * 16 + g) * LDS + ks + 2 * tig;
+                af[mi][0] = lds_u32(ap);
+                af[mi][1] = lds_u32(ap + 8 * LDS);
+                af[mi][2] = lds_u32(ap + 8);
+                af[mi][3] = lds_u32(ap + 8 * LDS + 8);
+            }
+#pragma unroll
+            for (int nj = 0; nj < 8; nj++) {
+                const __nv_bfloat16* bp = bs + (wn * 64 + nj * 8 + g) * LDS + ks + 2 * tig;
+                const uint32_t b0 = lds_u32(bp), b1 = lds_u32(bp + 8);
+                mma_bf16(acc[0][nj], af[0], b0, b1);
+                mma_bf16(acc[1][nj], af[1], b0, b1);
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+    const bool pairs = (hw_out % 2) == 0;
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++) {
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int co = co0 + wm * 32 + mi * 16 + g + half * 8;
+            if (co >= c_out) continue;
+            const float bv = __bfloat162float(bias[co]);
+            __nv_bfloat16* orow = out + ((size_t)frame * c_out + co) * hw_out;
+#pragma unroll
+            for (int nj = 0; nj < 8; nj++) {
+                const int p = p0 + wn * 64 + nj * 8 + 2 * tig;
+                const float v0 = acc[mi][nj][2 * half] + bv, v1 = acc[mi][nj][2 * half + 1] + bv;
+                if (pairs && p + 1 < hw_out) {
+                    *reinterpret_cast<__nv_bfloat162*>(orow + p) = __floats2bfloat162_rn(v0, v1);
+                } else {
+                    if (p < hw_out) orow[p] = __float2bfloat16_rn(v0);
+                    if (p + 1 < hw_out) orow[p + 1] = __float2bfloat16_rn(v1);
+                }
+            }
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! The VAE's own CUDA kernels (`cuda_kernels.cu`, compiled to PTX by
 //! `build.rs` in `--features cuda` builds), for bf16 on a CUDA device:
 //! - [`causal_conv3d`]: the causal 3-D convolution as an implicit GEMM on the
-//!   tensor cores, straight from the frames-major `[B, T, C, H, W]` layout
-//!   (no im2col buffer, no stacked time taps, bias fused);
+//!   tensor cores (no im2col buffer, no stacked time taps, bias fused), in
+//!   two kernels ([`ConvKernel`]): one gathers straight from the
+//!   frames-major `[B, T, C, H, W]` layout, the other reads a channels-last
+//!   copy with asynchronous 16-byte copies;
 //! - [`rms_norm_silu`]: diffusers' channel RMS norm and the SiLU after it in
 //!   one pass (f32 arithmetic, one rounding).
 //!
@@ -70,8 +72,51 @@ pub struct ConvGeometry {
 /// `weight` from [`conv_weight_layout`], `bias` `[C_out]`; returns
 /// `[B, T_in - kt + 1, C_out, up H + 2 pad - kh + 1, up W + 2 pad - kw + 1]`.
 pub fn causal_conv3d(x: &Tensor, weight: &Tensor, bias: &Tensor, geometry: ConvGeometry) -> Result<Tensor> {
+    causal_conv3d_with(x, weight, bias, geometry, conv_kernel())
+}
+
+/// The two convolution kernels of `cuda_kernels.cu` (same numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// `causal_conv3d_bf16`: gathers the input tile from the frames-major
+    /// layout with 2-byte loads staged in registers, one shared stage.
+    Gather,
+    /// `causal_conv3d_nhwc_bf16`: the input copied channels-last first
+    /// (candle's strided copy), then both tiles by 16-byte `cp.async` into a
+    /// 3-stage ring. Same numbers, but 1.1-1.3x slower than `Gather` with
+    /// the copy included (H100, 2026-11-27, docs/BENCHMARKS.md); kept as the
+    /// base for an input that is produced channels-last (e.g. by the norm
+    /// kernel), which would drop the copy.
+    ChannelsLast,
+}
+
+static CHANNELS_LAST: AtomicBool = AtomicBool::new(false);
+
+/// The kernel [`causal_conv3d`] uses (default [`ConvKernel::Gather`]).
+pub fn set_conv_kernel(kernel: ConvKernel) {
+    CHANNELS_LAST.store(kernel == ConvKernel::ChannelsLast, Ordering::Relaxed);
+}
+
+pub fn conv_kernel() -> ConvKernel {
+    if CHANNELS_LAST.load(Ordering::Relaxed) {
+        ConvKernel::ChannelsLast
+    } else {
+        ConvKernel::Gather
+    }
+}
+
+/// [`causal_conv3d`] with an explicit kernel (A/B timing in the tests).
+pub fn causal_conv3d_with(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    geometry: ConvGeometry,
+    kernel: ConvKernel,
+) -> Result<Tensor> {
     let contiguous = |t: &Tensor| if t.is_contiguous() { Ok(t.clone()) } else { t.force_contiguous() };
-    contiguous(x)?.apply_op3_no_bwd(&contiguous(weight)?, &contiguous(bias)?, &CausalConv { geometry })
+    let channels_last = kernel == ConvKernel::ChannelsLast;
+    let x = if channels_last { x.permute((0, 1, 3, 4, 2))?.force_contiguous()? } else { contiguous(x)? };
+    x.apply_op3_no_bwd(&contiguous(weight)?, &contiguous(bias)?, &CausalConv { geometry, channels_last })
 }
 
 /// `silu(x / max(||x||_C, 1e-12) * scale)` over the channel axis (third
@@ -86,9 +131,11 @@ pub fn rms_norm_silu(x: &Tensor, scale: &Tensor) -> Result<Tensor> {
     x.apply_op2_no_bwd(&scale.flatten_all()?, &RmsNormSilu)
 }
 
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 struct CausalConv {
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     geometry: ConvGeometry,
+    /// The input is `[B, T, H, W, C]` (the `ChannelsLast` kernel).
+    channels_last: bool,
 }
 
 struct RmsNormSilu;
@@ -98,6 +145,10 @@ mod cuda {
     pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/vae_cuda_kernels.ptx"));
     pub const MODULE: &str = "streamavatar_vae_kernels";
     pub const CONV: &str = "causal_conv3d_bf16";
+    pub const CONV_NHWC: &str = "causal_conv3d_nhwc_bf16";
+    /// Dynamic shared memory of the channels-last kernel: `STAGES` (3) x
+    /// (`TILE_M` + `TILE_N`) rows of `LDS` (40) bf16.
+    pub const CONV_NHWC_SHARED_BYTES: usize = 3 * (128 + 128) * 40 * 2;
     pub const NORM: &str = "rms_norm_silu_bf16";
     /// Output tile of one conv block (channels x pixels) and its threads:
     /// must match `TILE_M`, `TILE_N`, `THREADS` in the `.cu`.
@@ -139,7 +190,12 @@ impl candle_core::CustomOp3 for CausalConv {
         use half::bf16;
 
         let ConvGeometry { kt, kh, kw, pad, up } = self.geometry;
-        let (b, t_in, c_in, h, wd) = xl.shape().dims5()?;
+        let (b, t_in, c_in, h, wd) = if self.channels_last {
+            let (b, t, h, w, c) = xl.shape().dims5()?;
+            (b, t, c, h, w)
+        } else {
+            xl.shape().dims5()?
+        };
         let (c_out, k) = wl.shape().dims2()?;
         if !xl.is_contiguous() || !wl.is_contiguous() || !bl.is_contiguous() {
             candle_core::bail!("the VAE convolution kernel needs contiguous inputs");
@@ -150,7 +206,7 @@ impl candle_core::CustomOp3 for CausalConv {
                 bl.shape()
             );
         }
-        if wl.start_offset() % 8 != 0 {
+        if wl.start_offset() % 8 != 0 || (self.channels_last && xl.start_offset() % 8 != 0) {
             candle_core::bail!("VAE convolution kernel: weight must start 16-byte aligned");
         }
         if up == 0 || t_in < kt || up * h + 2 * pad < kh || up * wd + 2 * pad < kw {
@@ -169,7 +225,14 @@ impl candle_core::CustomOp3 for CausalConv {
         let n_out = b * t_out * c_out * ho * wo;
         // SAFETY: every output element lies in exactly one block's tile and is written.
         let out = unsafe { dev.alloc::<bf16>(n_out) }?;
-        let func = dev.get_or_load_custom_func(cuda::CONV, cuda::MODULE, cuda::PTX)?;
+        let (name, shared) =
+            if self.channels_last { (cuda::CONV_NHWC, cuda::CONV_NHWC_SHARED_BYTES) } else { (cuda::CONV, 0) };
+        let func = dev.get_or_load_custom_func(name, cuda::MODULE, cuda::PTX)?;
+        if shared > 0 {
+            use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
+            func.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)
+                .w()?;
+        }
         let cfg = LaunchConfig {
             grid_dim: (
                 (ho * wo).div_ceil(cuda::TILE_N) as u32,
@@ -177,7 +240,7 @@ impl candle_core::CustomOp3 for CausalConv {
                 (b * t_out) as u32,
             ),
             block_dim: (cuda::CONV_THREADS, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: shared as u32,
         };
         let ints = [t_in, t_out, c_in, c_out, h, wd, ho, wo, kt, kh, kw, pad, up].map(|v| v as i32);
         let mut builder = func.builder();
