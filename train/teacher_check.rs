@@ -19,7 +19,10 @@
 //!   scores lower here than in `generated`, one that ignores it the same.
 //!   `audio_effect_mae` is the mean absolute difference (0-255 levels)
 //!   between the two generations, `motion_mae` the real clip's own mean
-//!   absolute difference to its decoded reference frame, for scale.
+//!   absolute difference to its decoded reference frame, for scale. Lip
+//!   sync lives in a few hundred pixels, so every score also has a
+//!   `mouth_psnr_db` over the mouth box, and `audio_effect_mouth_psnr_db`
+//!   compares the two generations there (99 dB: identical mouths).
 //!
 //! `clip_NNN.png` shows real (top), generated (middle) and static (bottom)
 //! rows at the first, middle and last frame after the reference.
@@ -31,7 +34,7 @@ use serde::Serialize;
 
 use crate::model::sampler::{warp_sigma, NoiseSource};
 
-use super::frame_quality::{psnr_db, ssim};
+use super::frame_quality::{psnr_db, region_psnr_db, ssim};
 use super::recon::{frame_rows, RECON_FIRST_CLIP};
 use super::teacher_stage::{TeacherSample, TeacherStage};
 use super::TrainError;
@@ -41,6 +44,9 @@ use super::TrainError;
 pub struct Score {
     pub psnr_db: f64,
     pub ssim: f64,
+    /// PSNR over the clip identity's mouth box (grown by the largest head
+    /// motion): where lip sync shows.
+    pub mouth_psnr_db: f64,
 }
 
 /// One checked clip.
@@ -53,6 +59,9 @@ pub struct ClipCheck {
     pub swapped_audio: Score,
     pub audio_effect_mae: f64,
     pub motion_mae: f64,
+    /// PSNR of the swapped-audio generation against the generation over
+    /// the mouth box (99 = identical: the audio changes nothing there).
+    pub audio_effect_mouth_psnr_db: f64,
 }
 
 /// Every clip and the means.
@@ -66,6 +75,7 @@ pub struct TeacherCheckReport {
     pub swapped_audio: Score,
     pub audio_effect_mae: f64,
     pub motion_mae: f64,
+    pub audio_effect_mouth_psnr_db: f64,
     pub seconds: f64,
 }
 
@@ -123,8 +133,14 @@ pub fn check_teacher(
         let real = after_reference(&clip.video)?;
         let still = still_reference(&vae.decode(&vae.latent_norm().denormalize(&reference)?)?, real.len())?;
         let (_, _, t, h, w) = clip.video.dims5()?;
+        let layout = teacher.data().face_layout(index)?;
+        let mouth = layout.with_motion(layout.mouth);
         let score = |v: &[u8]| -> Result<Score, TrainError> {
-            Ok(Score { psnr_db: psnr_db(&real, v), ssim: ssim(&real, v, 3, t - 1, h, w)? })
+            Ok(Score {
+                psnr_db: psnr_db(&real, v),
+                ssim: ssim(&real, v, 3, t - 1, h, w)?,
+                mouth_psnr_db: region_psnr_db(&real, v, h, w, mouth),
+            })
         };
         checks.push(ClipCheck {
             index,
@@ -134,6 +150,7 @@ pub fn check_teacher(
             swapped_audio: score(&swapped)?,
             audio_effect_mae: mean_abs_diff(&generated, &swapped),
             motion_mae: mean_abs_diff(&real, &still),
+            audio_effect_mouth_psnr_db: region_psnr_db(&generated, &swapped, h, w, mouth),
         });
         if let Some(dir) = out {
             let path = dir.join(format!("clip_{i:03}.png"));
@@ -147,6 +164,7 @@ pub fn check_teacher(
         Score {
             psnr_db: checks.iter().map(|c| pick(c).psnr_db).sum::<f64>() / n,
             ssim: checks.iter().map(|c| pick(c).ssim).sum::<f64>() / n,
+            mouth_psnr_db: checks.iter().map(|c| pick(c).mouth_psnr_db).sum::<f64>() / n,
         }
     };
     Ok(TeacherCheckReport {
@@ -157,6 +175,8 @@ pub fn check_teacher(
         swapped_audio: mean(|c| c.swapped_audio),
         audio_effect_mae: checks.iter().map(|c| c.audio_effect_mae).sum::<f64>() / checks.len().max(1) as f64,
         motion_mae: checks.iter().map(|c| c.motion_mae).sum::<f64>() / checks.len().max(1) as f64,
+        audio_effect_mouth_psnr_db: checks.iter().map(|c| c.audio_effect_mouth_psnr_db).sum::<f64>()
+            / checks.len().max(1) as f64,
         clips: checks,
         seconds: t0.elapsed().as_secs_f64(),
     })

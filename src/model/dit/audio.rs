@@ -62,10 +62,14 @@ impl FrameAudioAttention {
                 x.dims()
             );
         }
-        let normed = self.norm.forward(x)?.to_dtype(x.dtype())?;
+        let dev = x.device();
+        let normed =
+            crate::model::profile::section("dit.audio_attn.norm", dev, || self.norm.forward(x)?.to_dtype(x.dtype()))?;
         let q_in = normed.reshape((b * frames, l / frames, d))?;
         let ctx = audio.to_dtype(x.dtype())?.reshape((b * frames, n_tok, d))?;
-        let out = self.attn.cross_attend(&q_in, &ctx)?.reshape((b, l, d))?;
+        let out = crate::model::profile::section("dit.audio_attn.attend", dev, || {
+            self.attn.cross_attend(&q_in, &ctx)?.reshape((b, l, d))
+        })?;
         x + out
     }
 }

@@ -111,9 +111,11 @@ impl DitBlock {
         // 1. self-attention
         let dev = x.device();
         let (x, kv) = profile::section("dit.self_attn", dev, || {
-            let h = modulate(&self.norm1, x, &shift_msa, &scale_msa, self.dtype)?;
+            let h = profile::section("dit.self_attn.modulate", dev, || {
+                modulate(&self.norm1, x, &shift_msa, &scale_msa, self.dtype)
+            })?;
             let (attn, kv) = self.self_attention(&h, sa)?;
-            Ok((gated_residual(x, &attn, &gate_msa)?, kv))
+            profile::section("dit.self_attn.residual", dev, || Ok((gated_residual(x, &attn, &gate_msa)?, kv)))
         })?;
 
         // 2. text cross-attention
@@ -135,9 +137,11 @@ impl DitBlock {
 
         // 4. feed-forward
         let x = profile::section("dit.ffn", dev, || {
-            let h = modulate(&self.norm3, &x, &c_shift, &c_scale, self.dtype)?;
-            let ff = self.ffn_out.forward(&self.ffn_in.forward(&h)?.gelu()?)?;
-            gated_residual(&x, &ff, &c_gate)
+            let h = profile::section("dit.ffn.modulate", dev, || {
+                modulate(&self.norm3, &x, &c_shift, &c_scale, self.dtype)
+            })?;
+            let ff = profile::section("dit.ffn.mlp", dev, || self.ffn_out.forward(&self.ffn_in.forward(&h)?.gelu()?))?;
+            profile::section("dit.ffn.residual", dev, || gated_residual(&x, &ff, &c_gate))
         })?;
         Ok((x, kv))
     }
@@ -152,18 +156,26 @@ impl DitBlock {
 
     fn self_attention(&self, h: &Tensor, sa: &SelfAttnInput<'_>) -> Result<(Tensor, Option<LayerKv>)> {
         let a = &self.attn1;
-        let q = apply_rope(&a.split_heads(&a.query(h)?)?, sa.cos, sa.sin)?;
-        let (k, v) = a.key_value(h)?;
-        let k_cur = apply_rope(&a.split_heads(&k)?, sa.cos, sa.sin)?;
-        let v_cur = a.split_heads(&v)?;
-        let (k_all, v_all) = match &sa.past {
-            Some(p) => (Tensor::cat(&[p.k, &k_cur], 2)?, Tensor::cat(&[p.v, &v_cur], 2)?),
-            None => (k_cur, v_cur),
-        };
-        let o = profile::section("dit.self_attn.sdpa", h.device(), || {
-            scaled_dot_product_attention(&q, &k_all, &v_all, sa.mask)
+        let dev = h.device();
+        let (q, k, v) = profile::section("dit.self_attn.qkv_proj_norm", dev, || {
+            let q = a.query(h)?;
+            let (k, v) = a.key_value(h)?;
+            Ok((q, k, v))
         })?;
+        let (q, k_cur, v_cur) = profile::section("dit.self_attn.rope_heads", dev, || {
+            let q = apply_rope(&a.split_heads(&q)?, sa.cos, sa.sin)?;
+            let k_cur = apply_rope(&a.split_heads(&k)?, sa.cos, sa.sin)?;
+            Ok((q, k_cur, a.split_heads(&v)?))
+        })?;
+        let (k_all, v_all) = profile::section("dit.self_attn.kv_cat", dev, || {
+            Ok(match &sa.past {
+                Some(p) => (Tensor::cat(&[p.k, &k_cur], 2)?, Tensor::cat(&[p.v, &v_cur], 2)?),
+                None => (k_cur, v_cur),
+            })
+        })?;
+        let o =
+            profile::section("dit.self_attn.sdpa", dev, || scaled_dot_product_attention(&q, &k_all, &v_all, sa.mask))?;
         let kv = sa.collect_kv.then_some(LayerKv { k, v });
-        Ok((a.project_out(&o)?, kv))
+        Ok((profile::section("dit.self_attn.out_proj", dev, || a.project_out(&o))?, kv))
     }
 }
