@@ -55,6 +55,9 @@ pub struct GeneratorBenchSpec {
     /// Use the VAE's CUDA kernels (convolution, norm + SiLU) where they
     /// apply (bf16); off = candle's ops, for A/B runs.
     pub vae_kernels: bool,
+    /// Use the DiT's fused element-wise CUDA kernels (modulation, gated
+    /// residual) where they apply (bf16); off = candle's ops, for A/B runs.
+    pub dit_kernels: bool,
 }
 
 /// Measured numbers.
@@ -114,6 +117,7 @@ pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport
     crate::model::attention::set_half_precision_scores(spec.half_scores);
     crate::model::flash_attention::set_enabled(spec.flash);
     crate::model::vae::cuda_kernels::set_enabled(spec.vae_kernels);
+    crate::model::dit::cuda_kernels::set_enabled(spec.dit_kernels);
     if cfg.name == "full" && plan.dit.is_cpu() {
         if spec.decoder != DecoderKind::Full || spec.pipeline == Some(true) {
             return Err(GeneratorError::Model(
@@ -202,7 +206,7 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
         config: name,
         device: spec.device.clone(),
         method: format!(
-            "streaming: real StreamingGenerator, {} weights, {} decoder, {}, 1 warm-up + {} timed chunks, attention {}, VAE {}",
+            "streaming: real StreamingGenerator, {} weights, {} decoder, {}, 1 warm-up + {} timed chunks, attention {}, VAE {}, DiT glue {}",
             match (&weights_kind, g.devices().dit.is_cpu()) {
                 (WeightsKind::Random, true) => "random (seeded)",
                 (WeightsKind::Random, false) => "random (seeded, drawn on the device)",
@@ -224,6 +228,11 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
             },
             if spec.vae_kernels && g.devices().dtype == DType::BF16 && !g.devices().vae.is_cpu() {
                 "CUDA kernels (implicit-GEMM conv, fused norm + SiLU) where they apply"
+            } else {
+                "candle ops"
+            },
+            if spec.dit_kernels && g.devices().dtype == DType::BF16 && !g.devices().dit.is_cpu() {
+                "fused CUDA kernels (modulation, gated residual)"
             } else {
                 "candle ops"
             }

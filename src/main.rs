@@ -438,6 +438,10 @@ pub struct BenchGeneratorArgs {
     /// norm + SiLU): candle's im2col convolution and ops, for A/B runs.
     #[arg(long)]
     no_vae_kernels: bool,
+    /// Do not use the DiT's fused CUDA kernels (modulation, gated
+    /// residual): candle's ops, for A/B runs.
+    #[arg(long)]
+    no_dit_kernels: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -1065,6 +1069,7 @@ fn run_bench_generator(a: BenchGeneratorArgs) -> anyhow::Result<()> {
         pipeline: a.pipeline,
         flash: !a.no_flash,
         vae_kernels: !a.no_vae_kernels,
+        dit_kernels: !a.no_dit_kernels,
     })?;
     println!("{report}");
     Ok(())

@@ -404,3 +404,71 @@ fn flash_attention_matches_materialised() -> Result<()> {
     }
     Ok(())
 }
+
+/// The DiT's fused element-wise kernels (modulation, gated residual)
+/// against the same formulas in candle ops (f32 arithmetic) at the full
+/// model's chunk size. On the CPU they never apply (checked).
+/// Tolerance: 1 % of the largest output (the outputs are rounded to bf16,
+/// 0.4 % relative; modulated values reach ~20-30 here, so an absolute bound
+/// does not fit: the first H100 run, 2026-11-27, measured 3.1e-2 against an
+/// absolute 2e-2).
+#[test]
+fn fused_dit_glue_matches_candle_ops() -> Result<()> {
+    use streamavatar::model::dit::cuda_kernels;
+    let dev = test_device();
+    let (b, frames, per_frame, d) = (1usize, 3usize, 880usize, 3072usize);
+    let l = frames * per_frame;
+    let x = Tensor::randn(0f32, 1.0, (b, l, d), &dev)?.to_dtype(DType::BF16)?;
+    if dev.is_cpu() {
+        assert!(!cuda_kernels::applies(&x, frames), "no fused DiT kernels on the CPU");
+        return Ok(());
+    }
+    assert!(cuda_kernels::applies(&x, frames));
+    let weight = Tensor::rand(0.5f32, 1.5, d, &dev)?;
+    let bias = Tensor::randn(0f32, 0.1, d, &dev)?;
+    let shift = Tensor::randn(0f32, 0.5, (b, frames, 1, d), &dev)?;
+    let scale = Tensor::randn(0f32, 0.5, (b, frames, 1, d), &dev)?;
+    let fused =
+        cuda_kernels::modulate(&x, &Tensor::stack(&[&weight, &bias], 0)?, &Tensor::cat(&[&shift, &scale], 2)?, 1e-6)?;
+    let xf = x.to_dtype(DType::F32)?;
+    let normed = candle_nn::ops::layer_norm(&xf, &weight, &bias, 1e-6)?.reshape((b, frames, per_frame, d))?;
+    let reference = normed.broadcast_mul(&(&scale + 1.0)?)?.broadcast_add(&shift)?.reshape((b, l, d))?;
+    let max_diff = |a: &Tensor, r: &Tensor| -> Result<(f32, f32)> {
+        let d = (a.to_dtype(DType::F32)? - r)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        Ok((d, r.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?))
+    };
+    let (diff, top) = max_diff(&fused, &reference)?;
+    eprintln!("fused modulate: max abs diff {diff:.3e} (outputs up to {top:.2})");
+    assert!(diff <= 1e-2 * top, "fused modulate differs by {diff}");
+
+    let y = Tensor::randn(0f32, 1.0, (b, l, d), &dev)?.to_dtype(DType::BF16)?;
+    let gate = Tensor::randn(0f32, 0.5, (b, frames, 1, d), &dev)?;
+    let fused = cuda_kernels::gated_residual(&x, &y, &gate)?;
+    let yf = y.to_dtype(DType::F32)?.reshape((b, frames, per_frame, d))?.broadcast_mul(&gate)?.reshape((b, l, d))?;
+    let reference = (&xf + yf)?;
+    let (diff, top) = max_diff(&fused, &reference)?;
+    eprintln!("fused gated residual: max abs diff {diff:.3e} (outputs up to {top:.2})");
+    assert!(diff <= 1e-2 * top, "fused gated residual differs by {diff}");
+
+    // Timing against the candle chain (mean of 10 after a warm-up).
+    let time = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> Result<f64> {
+        f()?;
+        dev.synchronize()?;
+        let t0 = std::time::Instant::now();
+        for _ in 0..10 {
+            f()?;
+        }
+        dev.synchronize()?;
+        Ok(t0.elapsed().as_secs_f64() * 1e3 / 10.0)
+    };
+    let packed = Tensor::stack(&[&weight, &bias], 0)?;
+    let ss = Tensor::cat(&[&shift, &scale], 2)?;
+    let t_fused = time(&|| cuda_kernels::modulate(&x, &packed, &ss, 1e-6))?;
+    let t_ops = time(&|| {
+        let n = candle_nn::ops::layer_norm(&x.to_dtype(DType::F32)?, &weight, &bias, 1e-6)?
+            .reshape((b, frames, per_frame, d))?;
+        n.broadcast_mul(&(&scale + 1.0)?)?.broadcast_add(&shift)?.reshape((b, l, d))?.to_dtype(DType::BF16)
+    })?;
+    eprintln!("  modulate: fused {t_fused:.3} ms, candle ops {t_ops:.3} ms");
+    Ok(())
+}

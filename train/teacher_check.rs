@@ -62,6 +62,11 @@ pub struct ClipCheck {
     /// PSNR of the swapped-audio generation against the generation over
     /// the mouth box (99 = identical: the audio changes nothing there).
     pub audio_effect_mouth_psnr_db: f64,
+    /// How much the projected audio tokens themselves change with the
+    /// swap: mean |own - swapped| / mean |own| over the talk and the
+    /// listen tokens (0: the projection gives the DiT the same tokens).
+    pub talk_token_change: f64,
+    pub listen_token_change: f64,
 }
 
 /// Every clip and the means.
@@ -76,6 +81,8 @@ pub struct TeacherCheckReport {
     pub audio_effect_mae: f64,
     pub motion_mae: f64,
     pub audio_effect_mouth_psnr_db: f64,
+    pub talk_token_change: f64,
+    pub listen_token_change: f64,
     pub seconds: f64,
 }
 
@@ -102,6 +109,13 @@ pub fn check_teacher(
     }
     let vae = teacher.vae();
     let grid = euler_grid(euler_steps, teacher.config().stream.shift);
+    let (_, proj, _) = teacher.frozen_modules()?;
+    let token_change = |own: &Tensor, other: &Tensor| -> Result<f64, TrainError> {
+        let (a, b) = (proj.forward_clip(own)?, proj.forward_clip(other)?);
+        let num = (&a - &b)?.abs()?.mean_all()?.to_scalar::<f32>()? as f64;
+        let den = a.abs()?.mean_all()?.to_scalar::<f32>()? as f64;
+        Ok(num / den.max(1e-12))
+    };
     let mut checks = Vec::new();
     for i in 0..clips {
         let index = RECON_FIRST_CLIP + i;
@@ -151,6 +165,8 @@ pub fn check_teacher(
             audio_effect_mae: mean_abs_diff(&generated, &swapped),
             motion_mae: mean_abs_diff(&real, &still),
             audio_effect_mouth_psnr_db: region_psnr_db(&generated, &swapped, h, w, mouth),
+            talk_token_change: token_change(&sample.talk_features, &swapped_sample.talk_features)?,
+            listen_token_change: token_change(&sample.listen_features, &swapped_sample.listen_features)?,
         });
         if let Some(dir) = out {
             let path = dir.join(format!("clip_{i:03}.png"));
@@ -177,6 +193,8 @@ pub fn check_teacher(
         motion_mae: checks.iter().map(|c| c.motion_mae).sum::<f64>() / checks.len().max(1) as f64,
         audio_effect_mouth_psnr_db: checks.iter().map(|c| c.audio_effect_mouth_psnr_db).sum::<f64>()
             / checks.len().max(1) as f64,
+        talk_token_change: checks.iter().map(|c| c.talk_token_change).sum::<f64>() / checks.len().max(1) as f64,
+        listen_token_change: checks.iter().map(|c| c.listen_token_change).sum::<f64>() / checks.len().max(1) as f64,
         clips: checks,
         seconds: t0.elapsed().as_secs_f64(),
     })

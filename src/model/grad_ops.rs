@@ -15,7 +15,7 @@
 
 use candle_core::{Result, Tensor, D};
 
-fn tracked(ts: &[&Tensor]) -> bool {
+pub(crate) fn tracked(ts: &[&Tensor]) -> bool {
     ts.iter().any(|t| t.track_op())
 }
 

@@ -25,6 +25,7 @@
 
 mod audio;
 mod block;
+pub mod cuda_kernels;
 mod embed;
 mod norm;
 

@@ -5,28 +5,34 @@
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::cuda_kernels;
+use crate::model::grad_ops;
+
 /// `FP32LayerNorm`, with or without affine parameters; output in f32.
 #[derive(Debug, Clone)]
 pub(crate) struct Fp32LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
+    /// `[2, D]`: weight, then bias (the fused CUDA kernel's layout).
+    packed: Tensor,
 }
 
 impl Fp32LayerNorm {
     /// Without affine parameters (`elementwise_affine=False`).
     pub(crate) fn plain(dim: usize, eps: f64, device: &Device) -> Result<Self> {
-        Ok(Self {
-            weight: Tensor::ones(dim, DType::F32, device)?,
-            bias: Tensor::zeros(dim, DType::F32, device)?,
-            eps: eps as f32,
-        })
+        Self::from_parts(Tensor::ones(dim, DType::F32, device)?, Tensor::zeros(dim, DType::F32, device)?, eps)
     }
 
     /// With `weight` and `bias` loaded from `vb` (kept in f32).
     pub(crate) fn affine(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         let vb = vb.to_dtype(DType::F32);
-        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps: eps as f32 })
+        Self::from_parts(vb.get(dim, "weight")?, vb.get(dim, "bias")?, eps)
+    }
+
+    fn from_parts(weight: Tensor, bias: Tensor, eps: f64) -> Result<Self> {
+        let packed = Tensor::stack(&[&weight, &bias], 0)?.detach();
+        Ok(Self { weight, bias, eps: eps as f32, packed })
     }
 
     /// Normalise the last dim of `x` (any dtype); returns f32.
@@ -48,6 +54,9 @@ pub(crate) fn modulate(
 ) -> Result<Tensor> {
     let (b, l, d) = x.dims3()?;
     let frames = shift.dim(1)?;
+    if dtype == DType::BF16 && cuda_kernels::applies(x, frames) && !grad_ops::tracked(&[shift, scale, &norm.weight]) {
+        return cuda_kernels::modulate(x, &norm.packed, &Tensor::cat(&[shift, scale], 2)?, norm.eps);
+    }
     let y = norm.forward(x)?.reshape((b, frames, l / frames, d))?;
     y.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?.reshape((b, l, d))?.to_dtype(dtype)
 }
@@ -56,6 +65,9 @@ pub(crate) fn modulate(
 pub(crate) fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
     let (b, l, d) = x.dims3()?;
     let frames = gate.dim(1)?;
+    if y.dtype() == DType::BF16 && cuda_kernels::applies(x, frames) && !grad_ops::tracked(&[y, gate]) {
+        return cuda_kernels::gated_residual(x, y, &gate.to_dtype(DType::F32)?);
+    }
     let y = y.to_dtype(DType::F32)?.reshape((b, frames, l / frames, d))?.broadcast_mul(gate)?;
     (x.to_dtype(DType::F32)? + y.reshape((b, l, d))?)?.to_dtype(x.dtype())
 }
