@@ -40,6 +40,19 @@ struct StoreBackend {
 const OPTIONAL_PRESENT: [&str; 3] =
     ["talk_audio_attn.to_q.weight", "listen_audio_attn.to_q.weight", "pos_conv_embed.conv.weight_g"];
 
+/// Variables that start at zero in training: the output projections of the
+/// talk / listen audio attention, so a new (random) audio branch adds
+/// nothing at first and the DiT grows it where the audio helps. With a
+/// random output projection the mini teacher learned to *suppress* its
+/// audio instead: the projected audio tokens barely differed between clips
+/// after training (`teacher_check`'s `talk_token_change`, session 13).
+const ZERO_INIT: [&str; 4] = [
+    "talk_audio_attn.to_out.0.weight",
+    "talk_audio_attn.to_out.0.bias",
+    "listen_audio_attn.to_out.0.weight",
+    "listen_audio_attn.to_out.0.bias",
+];
+
 impl SimpleBackend for StoreBackend {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let data = self.map.data();
@@ -50,7 +63,11 @@ impl SimpleBackend for StoreBackend {
             }
             return Ok(if self.detached { v.as_tensor().detach() } else { v.as_tensor().clone() });
         }
-        let t = self.init.get(s, name, h, dtype, dev)?;
+        let t = if ZERO_INIT.iter().any(|z| name.ends_with(z)) {
+            Tensor::zeros(s, dtype, dev)?
+        } else {
+            self.init.get(s, name, h, dtype, dev)?
+        };
         let v = Var::from_tensor(&t)?;
         let out = if self.detached { v.as_tensor().detach() } else { v.as_tensor().clone() };
         vars.insert(name.to_string(), v);
@@ -231,6 +248,20 @@ mod tests {
         let vars: std::collections::HashMap<_, _> = to.named_vars().into_iter().collect();
         assert_eq!(vars["a"].as_tensor().sum_all()?.to_scalar::<f32>()?, 12.0);
         assert_eq!(vars["b"].as_tensor().sum_all()?.to_scalar::<f32>()?, 0.0);
+        Ok(())
+    }
+
+    /// The audio attention's output projections start at zero; their
+    /// input projections and everything else do not.
+    #[test]
+    fn audio_attention_output_projections_start_at_zero() -> anyhow::Result<()> {
+        let store = ParamStore::new(3, &Device::Cpu);
+        let vb = store.var_builder();
+        let sum = |name: &str| -> anyhow::Result<f32> { Ok(vb.get((4, 4), name)?.abs()?.sum_all()?.to_scalar()?) };
+        assert_eq!(sum("blocks.0.talk_audio_attn.to_out.0.weight")?, 0.0);
+        assert_eq!(sum("blocks.1.listen_audio_attn.to_out.0.weight")?, 0.0);
+        assert!(sum("blocks.0.talk_audio_attn.to_v.weight")? > 0.0);
+        assert!(sum("blocks.0.attn2.to_out.0.weight")? > 0.0);
         Ok(())
     }
 
