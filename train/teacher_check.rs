@@ -67,6 +67,19 @@ pub struct ClipCheck {
     /// listen tokens (0: the projection gives the DiT the same tokens).
     pub talk_token_change: f64,
     pub listen_token_change: f64,
+    /// Per generated latent frame (after the reference): MSE of the
+    /// teacher's latent against the clip's (normalised latents) ...
+    pub latent_mse_per_frame: Vec<f64>,
+    /// The same for the reference latent held still (scale: a teacher that
+    /// copies the reference scores about this) ...
+    pub still_latent_mse_per_frame: Vec<f64>,
+    /// ... and PSNR of the decoded video frames against the real ones, per
+    /// video frame after the reference. Where the pixels degrade with the
+    /// distance from the reference but the latents do not, the decoder's
+    /// causal cache carries the errors forward.
+    pub psnr_per_frame: Vec<f64>,
+    /// The VAE's own reconstruction per video frame (the decoder alone).
+    pub ceiling_psnr_per_frame: Vec<f64>,
 }
 
 /// Every clip and the means.
@@ -83,6 +96,12 @@ pub struct TeacherCheckReport {
     pub audio_effect_mouth_psnr_db: f64,
     pub talk_token_change: f64,
     pub listen_token_change: f64,
+    /// Means over the clips of [`ClipCheck::latent_mse_per_frame`] and
+    /// [`ClipCheck::psnr_per_frame`].
+    pub latent_mse_per_frame: Vec<f64>,
+    pub still_latent_mse_per_frame: Vec<f64>,
+    pub psnr_per_frame: Vec<f64>,
+    pub ceiling_psnr_per_frame: Vec<f64>,
     pub seconds: f64,
 }
 
@@ -167,6 +186,14 @@ pub fn check_teacher(
             audio_effect_mouth_psnr_db: region_psnr_db(&generated, &swapped, h, w, mouth),
             talk_token_change: token_change(&sample.talk_features, &swapped_sample.talk_features)?,
             listen_token_change: token_change(&sample.listen_features, &swapped_sample.listen_features)?,
+            latent_mse_per_frame: (0..f - 1)
+                .map(|j| latent_mse(&x.narrow(2, j, 1)?, &x0.narrow(2, j + 1, 1)?))
+                .collect::<Result<_, _>>()?,
+            still_latent_mse_per_frame: (0..f - 1)
+                .map(|j| latent_mse(&reference, &x0.narrow(2, j + 1, 1)?))
+                .collect::<Result<_, _>>()?,
+            psnr_per_frame: per_frame_psnr(&real, &generated, t - 1),
+            ceiling_psnr_per_frame: per_frame_psnr(&real, &ceiling, t - 1),
         });
         if let Some(dir) = out {
             let path = dir.join(format!("clip_{i:03}.png"));
@@ -193,11 +220,52 @@ pub fn check_teacher(
         motion_mae: checks.iter().map(|c| c.motion_mae).sum::<f64>() / checks.len().max(1) as f64,
         audio_effect_mouth_psnr_db: checks.iter().map(|c| c.audio_effect_mouth_psnr_db).sum::<f64>()
             / checks.len().max(1) as f64,
+        latent_mse_per_frame: mean_per_index(checks.iter().map(|c| &c.latent_mse_per_frame)),
+        still_latent_mse_per_frame: mean_per_index(checks.iter().map(|c| &c.still_latent_mse_per_frame)),
+        psnr_per_frame: mean_per_index(checks.iter().map(|c| &c.psnr_per_frame)),
+        ceiling_psnr_per_frame: mean_per_index(checks.iter().map(|c| &c.ceiling_psnr_per_frame)),
         talk_token_change: checks.iter().map(|c| c.talk_token_change).sum::<f64>() / checks.len().max(1) as f64,
         listen_token_change: checks.iter().map(|c| c.listen_token_change).sum::<f64>() / checks.len().max(1) as f64,
         clips: checks,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Mean squared difference of two latent tensors.
+fn latent_mse(a: &Tensor, b: &Tensor) -> Result<f64, TrainError> {
+    Ok((a - b)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64)
+}
+
+/// PSNR of each of `frames` frames of `b` against `a`, both u8 in
+/// (C, T, H, W) order.
+fn per_frame_psnr(a: &[u8], b: &[u8], frames: usize) -> Vec<f64> {
+    let frames = frames.max(1);
+    let plane = a.len() / 3 / frames;
+    (0..frames)
+        .map(|t| {
+            let (mut sq, mut n) = (0f64, 0usize);
+            for c in 0..3 {
+                let start = (c * frames + t) * plane;
+                for (x, y) in a[start..start + plane].iter().zip(&b[start..start + plane]) {
+                    sq += (f64::from(*x) - f64::from(*y)).powi(2);
+                    n += 1;
+                }
+            }
+            let mse = sq / n.max(1) as f64;
+            if mse > 0.0 {
+                10.0 * (255.0f64 * 255.0 / mse).log10()
+            } else {
+                99.0
+            }
+        })
+        .collect()
+}
+
+/// Element-wise mean of equally long series (the shortest length wins).
+fn mean_per_index<'a>(series: impl Iterator<Item = &'a Vec<f64>> + Clone) -> Vec<f64> {
+    let n = series.clone().count().max(1) as f64;
+    let len = series.clone().map(Vec::len).min().unwrap_or(0);
+    (0..len).map(|i| series.clone().map(|s| s[i]).sum::<f64>() / n).collect()
 }
 
 /// Mean absolute difference of two equally long u8 videos (0-255 levels).
@@ -241,6 +309,21 @@ mod tests {
         assert!(g.windows(2).all(|w| w[0] > w[1]), "{g:?}");
         // The shift keeps more of the steps at high noise.
         assert!(g[2] > 0.5, "{g:?}");
+    }
+
+    #[test]
+    fn per_frame_psnr_scores_each_frame_over_all_channels() {
+        // 3 channels x 2 frames x 2 pixels; frame 1 differs by 10 everywhere.
+        let a = vec![0u8; 12];
+        let mut b = vec![0u8; 12];
+        for c in 0..3 {
+            b[c * 4 + 2] = 10;
+            b[c * 4 + 3] = 10;
+        }
+        let p = per_frame_psnr(&a, &b, 2);
+        assert_eq!(p[0], 99.0);
+        assert!((p[1] - 10.0 * (255.0f64 * 255.0 / 100.0).log10()).abs() < 1e-9, "{p:?}");
+        assert_eq!(mean_per_index([vec![1.0, 2.0], vec![3.0, 4.0, 5.0]].iter()), vec![2.0, 3.0]);
     }
 
     #[test]

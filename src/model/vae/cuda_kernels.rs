@@ -24,7 +24,8 @@ pub const CONV_CHANNEL_MULTIPLE: usize = 32;
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
 /// Use the kernels where they apply (default: on); off = always candle's
-/// ops (`bench generator --no-vae-kernels`, A/B runs).
+/// ops (`bench generator --no-vae-kernels`, A/B runs). Convolutions pick
+/// their implementation when the model is built, so set this before.
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
