@@ -240,6 +240,10 @@ pub struct TrainArgs {
     /// so the decoder trains mid-stream with a full causal cache.
     #[arg(long, default_value_t = 0)]
     stream_warmup: usize,
+    /// vae: with --freeze-encoder, add Gaussian noise of this std (in
+    /// normalised latent units) to the latents before decoding.
+    #[arg(long, default_value_t = 0.0)]
+    latent_noise: f64,
     /// vae: decode mu instead of a posterior sample (a plain autoencoder).
     #[arg(long)]
     no_posterior_sample: bool,
@@ -748,7 +752,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             if a.freeze_encoder {
                 st = st.with_frozen_encoder();
             }
-            st = st.with_stream_warmup(a.stream_warmup)?;
+            st = st.with_stream_warmup(a.stream_warmup)?.with_latent_noise(a.latent_noise)?;
             runner::run(&mut st, &opts)?
         }
         "audio_encoder" => {

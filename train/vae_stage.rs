@@ -242,6 +242,9 @@ pub struct VaeStage {
     /// Latent frames decoded without gradient before the trained ones
     /// (see [`VaeStage::with_stream_warmup`]).
     stream_warmup: usize,
+    /// Std of the noise added to the latents before decoding, in
+    /// normalised latent units (see [`VaeStage::with_latent_noise`]).
+    latent_noise: f64,
 }
 
 impl VaeStage {
@@ -258,7 +261,26 @@ impl VaeStage {
             crop: None,
             frozen_encoder: false,
             stream_warmup: 0,
+            latent_noise: 0.0,
         }
+    }
+
+    /// Decode `z + std * eps` (in normalised latent units, i.e. scaled by
+    /// each channel's `latents_std`) against the clean frames: the decoder
+    /// learns to tolerate latents slightly off the encoder's, as a DiT
+    /// produces them (a teacher's latent error grows into pixel error
+    /// through the decoder's causal cache, docs/TRAINING.md session 13).
+    /// Needs [`with_frozen_encoder`](Self::with_frozen_encoder): the noise
+    /// must not reach the encoder's gradient.
+    pub fn with_latent_noise(mut self, std: f64) -> Result<Self, TrainError> {
+        if !(std.is_finite() && std >= 0.0) {
+            return Err(TrainError::Invalid(format!("--latent-noise {std}: must be >= 0")));
+        }
+        if std > 0.0 && !self.frozen_encoder {
+            return Err(TrainError::Invalid("--latent-noise needs --freeze-encoder".into()));
+        }
+        self.latent_noise = std;
+        Ok(self)
     }
 
     /// Train on `device` (default: the CPU). Call before training: the
@@ -475,6 +497,14 @@ impl Stage for VaeStage {
         } else {
             post.mu.clone()
         };
+        let z = if self.latent_noise > 0.0 {
+            let norm = vae.latent_norm();
+            let eps = crate::model::sampler::NoiseSource::new(self.seed ^ step.wrapping_mul(0x9E37_79B9) ^ 0x1A7E)
+                .sample(z.shape().clone(), candle_core::DType::F32, &self.device)?;
+            norm.denormalize(&(norm.normalize(&z)? + (eps * self.latent_noise)?)?)?
+        } else {
+            z
+        };
         let (recon, video) = self.decode_for_loss(&vae, &z, &video)?;
         let l1 = (&recon - &video)?.abs()?.mean_all()?;
         let l2 = (&recon - &video)?.sqr()?.mean_all()?;
@@ -642,5 +672,24 @@ mod tests {
         assert!(stage().with_frozen_encoder().with_stream_warmup(6).is_err(), "nothing left to train");
         assert!(stage().with_frozen_encoder().with_stream_warmup(3).is_ok());
         assert!(stage().with_stream_warmup(0).is_ok());
+    }
+
+    /// Latent noise trains the decoder only, and its step still yields a
+    /// finite loss that differs from the noiseless one on the same batch.
+    #[test]
+    fn latent_noise_needs_a_frozen_encoder_and_changes_the_decoded_input() -> anyhow::Result<()> {
+        let data =
+            ClipSource { seed: 2, size: 64, latent_frames: 1, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        let stage = || VaeStage::new(ModelConfig::tiny(), data.clone(), 1, VaeLossWeights::default(), 3);
+        assert!(stage().with_latent_noise(0.3).is_err(), "needs --freeze-encoder");
+        assert!(stage().with_frozen_encoder().with_latent_noise(-1.0).is_err());
+        assert!(stage().with_latent_noise(0.0).is_ok());
+        let mut plain = stage().with_frozen_encoder();
+        let mut noisy = stage().with_frozen_encoder().with_latent_noise(0.5)?;
+        let (a, _) = plain.loss(0, &mut 0)?;
+        let (b, _) = noisy.loss(0, &mut 0)?;
+        let (a, b) = (a.to_scalar::<f32>()?, b.to_scalar::<f32>()?);
+        assert!(a.is_finite() && b.is_finite() && a != b, "{a} vs {b}");
+        Ok(())
     }
 }
