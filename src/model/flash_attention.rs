@@ -85,17 +85,7 @@ impl candle_core::CustomOp3 for FlashAttention {
         "streamavatar-flash-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        candle_core::bail!("the fused attention kernel runs on CUDA only")
-    }
+    crate::model::cuda_only_cpu_fwd!(op3, "the fused attention kernel runs on CUDA only");
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(

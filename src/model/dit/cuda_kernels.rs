@@ -95,28 +95,12 @@ mod cuda {
     }
 }
 
-macro_rules! cpu_refuses {
-    () => {
-        fn cpu_fwd(
-            &self,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-            _: &candle_core::CpuStorage,
-            _: &candle_core::Layout,
-        ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-            candle_core::bail!("the fused DiT kernels run on CUDA only")
-        }
-    };
-}
-
 impl candle_core::CustomOp3 for Modulate {
     fn name(&self) -> &'static str {
         "streamavatar-dit-modulate"
     }
 
-    cpu_refuses!();
+    crate::model::cuda_only_cpu_fwd!(op3, "the fused DiT kernels run on CUDA only");
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
@@ -169,7 +153,7 @@ impl candle_core::CustomOp3 for GatedResidual {
         "streamavatar-dit-gated-residual"
     }
 
-    cpu_refuses!();
+    crate::model::cuda_only_cpu_fwd!(op3, "the fused DiT kernels run on CUDA only");
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(

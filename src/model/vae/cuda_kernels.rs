@@ -164,17 +164,7 @@ impl candle_core::CustomOp3 for CausalConv {
         "streamavatar-vae-causal-conv3d"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        candle_core::bail!("the VAE convolution kernel runs on CUDA only")
-    }
+    crate::model::cuda_only_cpu_fwd!(op3, "the VAE convolution kernel runs on CUDA only");
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
@@ -264,15 +254,7 @@ impl candle_core::CustomOp2 for RmsNormSilu {
         "streamavatar-vae-rms-norm-silu"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        candle_core::bail!("the fused VAE norm + SiLU kernel runs on CUDA only")
-    }
+    crate::model::cuda_only_cpu_fwd!(op2, "the fused VAE norm + SiLU kernel runs on CUDA only");
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
