@@ -34,7 +34,7 @@ use serde::Serialize;
 
 use crate::model::sampler::{warp_sigma, NoiseSource};
 
-use super::frame_quality::{psnr_db, region_psnr_db, ssim};
+use super::frame_quality::{psnr_db, psnr_from_mse, region_psnr_db, ssim};
 use super::recon::{frame_rows, RECON_FIRST_CLIP};
 use super::teacher_stage::{TeacherSample, TeacherStage};
 use super::TrainError;
@@ -202,13 +202,12 @@ pub fn check_teacher(
                 .map_err(|e| TrainError::Checkpoint { path: path.clone(), msg: e.to_string() })?;
         }
     }
-    let mean = |pick: fn(&ClipCheck) -> Score| {
-        let n = checks.len().max(1) as f64;
-        Score {
-            psnr_db: checks.iter().map(|c| pick(c).psnr_db).sum::<f64>() / n,
-            ssim: checks.iter().map(|c| pick(c).ssim).sum::<f64>() / n,
-            mouth_psnr_db: checks.iter().map(|c| pick(c).mouth_psnr_db).sum::<f64>() / n,
-        }
+    let n = checks.len().max(1) as f64;
+    let avg = |pick: &dyn Fn(&ClipCheck) -> f64| checks.iter().map(pick).sum::<f64>() / n;
+    let mean = |pick: fn(&ClipCheck) -> Score| Score {
+        psnr_db: avg(&|c| pick(c).psnr_db),
+        ssim: avg(&|c| pick(c).ssim),
+        mouth_psnr_db: avg(&|c| pick(c).mouth_psnr_db),
     };
     Ok(TeacherCheckReport {
         euler_steps,
@@ -216,16 +215,15 @@ pub fn check_teacher(
         static_reference: mean(|c| c.static_reference),
         vae_ceiling: mean(|c| c.vae_ceiling),
         swapped_audio: mean(|c| c.swapped_audio),
-        audio_effect_mae: checks.iter().map(|c| c.audio_effect_mae).sum::<f64>() / checks.len().max(1) as f64,
-        motion_mae: checks.iter().map(|c| c.motion_mae).sum::<f64>() / checks.len().max(1) as f64,
-        audio_effect_mouth_psnr_db: checks.iter().map(|c| c.audio_effect_mouth_psnr_db).sum::<f64>()
-            / checks.len().max(1) as f64,
+        audio_effect_mae: avg(&|c| c.audio_effect_mae),
+        motion_mae: avg(&|c| c.motion_mae),
+        audio_effect_mouth_psnr_db: avg(&|c| c.audio_effect_mouth_psnr_db),
         latent_mse_per_frame: mean_per_index(checks.iter().map(|c| &c.latent_mse_per_frame)),
         still_latent_mse_per_frame: mean_per_index(checks.iter().map(|c| &c.still_latent_mse_per_frame)),
         psnr_per_frame: mean_per_index(checks.iter().map(|c| &c.psnr_per_frame)),
         ceiling_psnr_per_frame: mean_per_index(checks.iter().map(|c| &c.ceiling_psnr_per_frame)),
-        talk_token_change: checks.iter().map(|c| c.talk_token_change).sum::<f64>() / checks.len().max(1) as f64,
-        listen_token_change: checks.iter().map(|c| c.listen_token_change).sum::<f64>() / checks.len().max(1) as f64,
+        talk_token_change: avg(&|c| c.talk_token_change),
+        listen_token_change: avg(&|c| c.listen_token_change),
         clips: checks,
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -251,12 +249,7 @@ fn per_frame_psnr(a: &[u8], b: &[u8], frames: usize) -> Vec<f64> {
                     n += 1;
                 }
             }
-            let mse = sq / n.max(1) as f64;
-            if mse > 0.0 {
-                10.0 * (255.0f64 * 255.0 / mse).log10()
-            } else {
-                99.0
-            }
+            psnr_from_mse(sq / n.max(1) as f64)
         })
         .collect()
 }

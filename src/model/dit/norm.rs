@@ -14,8 +14,9 @@ pub(crate) struct Fp32LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
-    /// `[2, D]`: weight, then bias (the fused CUDA kernel's layout).
-    packed: Tensor,
+    /// `[2, D]`: weight, then bias (the fused CUDA kernel's layout); built
+    /// on CUDA devices only (training rebuilds modules every step).
+    packed: Option<Tensor>,
 }
 
 impl Fp32LayerNorm {
@@ -31,7 +32,7 @@ impl Fp32LayerNorm {
     }
 
     fn from_parts(weight: Tensor, bias: Tensor, eps: f64) -> Result<Self> {
-        let packed = Tensor::stack(&[&weight, &bias], 0)?.detach();
+        let packed = if weight.device().is_cuda() { Some(Tensor::stack(&[&weight, &bias], 0)?.detach()) } else { None };
         Ok(Self { weight, bias, eps: eps as f32, packed })
     }
 
@@ -54,8 +55,11 @@ pub(crate) fn modulate(
 ) -> Result<Tensor> {
     let (b, l, d) = x.dims3()?;
     let frames = shift.dim(1)?;
-    if dtype == DType::BF16 && cuda_kernels::applies(x, frames) && !grad_ops::tracked(&[shift, scale, &norm.weight]) {
-        return cuda_kernels::modulate(x, &norm.packed, &Tensor::cat(&[shift, scale], 2)?, norm.eps);
+    if let Some(packed) = &norm.packed {
+        if dtype == DType::BF16 && cuda_kernels::applies(x, frames) && !grad_ops::tracked(&[shift, scale, &norm.weight])
+        {
+            return cuda_kernels::modulate(x, packed, &Tensor::cat(&[shift, scale], 2)?, norm.eps);
+        }
     }
     let y = norm.forward(x)?.reshape((b, frames, l / frames, d))?;
     y.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?.reshape((b, l, d))?.to_dtype(dtype)
