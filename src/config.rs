@@ -47,7 +47,38 @@ pub struct DitConfig {
     pub text_len: usize,
     /// Audio tokens per latent frame fed to the talk/listen attention.
     pub audio_tokens_per_frame: usize,
+    /// What the output head predicts (`velocity` when absent: Wan2.2).
+    #[serde(default)]
+    pub prediction: DitPrediction,
 }
+
+/// What the DiT's output head predicts. Every caller receives the flow
+/// velocity `eps - x0` either way (`model::dit` converts).
+///
+/// Wan2.2 predicts the velocity directly; that needs the network to carry
+/// the input noise through to its output. When a patch holds more values
+/// than the hidden width (the `mini` DiT: 1x4x4 patches of 48 channels =
+/// 768 values per token against a width of 192), it cannot: at least
+/// 1 - 192/768 of the noise is lost at every step and stays in the
+/// sampled latents. Predicting the clean latent instead (`sample`, the
+/// "x-prediction" of Li & He, *Back to Basics: Let Denoising Generative
+/// Models Denoise*, 2025) asks only for the low-dimensional image and adds
+/// the noise back outside the network: `v = (x_t - x0_hat) / sigma`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DitPrediction {
+    /// The head outputs `eps - x0` (Wan2.2, diffusers).
+    #[default]
+    Velocity,
+    /// The head outputs `x0`; the velocity is `(x_t - x0) / max(sigma,
+    /// SAMPLE_PREDICTION_MIN_SIGMA)` with `sigma = timestep / 1000`.
+    Sample,
+}
+
+/// Floor of `sigma` in the sample-to-velocity conversion (JiT clips its
+/// `1 - t` at 0.05 the same way): at `timestep = 0` (the clean reference
+/// frame) the velocity is unused but must stay finite.
+pub const SAMPLE_PREDICTION_MIN_SIGMA: f64 = 0.05;
 
 impl DitConfig {
     pub fn hidden_size(&self) -> usize {
@@ -281,6 +312,7 @@ impl ModelConfig {
                 rope_max_seq_len: 1024,
                 text_len: 512,
                 audio_tokens_per_frame: 32,
+                prediction: DitPrediction::Velocity,
             },
             audio: AudioConfig {
                 wav2vec2: Wav2Vec2Config::base(),
@@ -349,6 +381,7 @@ impl ModelConfig {
                 rope_max_seq_len: 1024,
                 text_len: 8,
                 audio_tokens_per_frame: 4,
+                prediction: DitPrediction::Sample,
             },
             audio: AudioConfig {
                 wav2vec2: Wav2Vec2Config::mini(),
@@ -412,6 +445,7 @@ impl ModelConfig {
                 rope_max_seq_len: 1024,
                 text_len: 16,
                 audio_tokens_per_frame: 4,
+                prediction: DitPrediction::Velocity,
             },
             audio: AudioConfig {
                 wav2vec2: Wav2Vec2Config::tiny(),

@@ -121,6 +121,11 @@ pub struct TrainArgs {
     /// VAE with a wider decoder from a trained VAE's encoder.
     #[arg(long)]
     init_from: Option<String>,
+    /// With --init-from: variables whose name contains one of these
+    /// comma-separated substrings keep their initial values (e.g.
+    /// `audio,norm_talk,norm_listen` re-initialises the DiT's audio branch).
+    #[arg(long, value_delimiter = ',')]
+    init_skip: Vec<String>,
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
     #[arg(long, default_value_t = 1)]
@@ -732,6 +737,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         fixed_data: a.fixed_data,
         max_seconds: a.max_minutes.map(|m| m * 60.0),
         init_from: a.init_from.as_ref().map(std::path::PathBuf::from),
+        init_skip: a.init_skip.clone(),
     };
     let device = train_device(&a)?;
     let report = match a.stage.as_str() {

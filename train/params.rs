@@ -100,6 +100,9 @@ pub struct WarmStart {
     pub missing: usize,
     /// Tensors of the file no variable takes.
     pub unused: usize,
+    /// Variables left at their init because their name contains one of
+    /// the skipped substrings (`--init-skip`).
+    pub skipped: usize,
 }
 
 impl ParamStore {
@@ -175,12 +178,18 @@ impl ParamStore {
     /// `path` has; variables without one keep their initial values and
     /// tensors without a variable are ignored (e.g. a VAE checkpoint with a
     /// narrower decoder: its encoder loads, the decoder starts fresh).
-    pub fn load_matching(&self, path: &std::path::Path) -> candle_core::Result<WarmStart> {
+    /// Variables whose name contains one of `skip` keep their initial values
+    /// too (a branch re-initialised on purpose).
+    pub fn load_matching(&self, path: &std::path::Path, skip: &[String]) -> candle_core::Result<WarmStart> {
         let tensors = candle_core::safetensors::load(path, &self.device)?;
         let data = self.map.data();
         let vars = data.lock().map_err(|_| candle_core::Error::Msg("param store poisoned".into()))?;
         let mut report = WarmStart::default();
         for (name, var) in vars.iter() {
+            if skip.iter().any(|s| name.contains(s.as_str())) {
+                report.skipped += 1;
+                continue;
+            }
             match tensors.get(name) {
                 Some(t) if t.dims() == var.dims() => {
                     var.set(&t.to_dtype(var.dtype())?)?;
@@ -243,11 +252,18 @@ mod tests {
         to.insert("a", &Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?)?;
         to.insert("b", &Tensor::zeros(5, DType::F32, &Device::Cpu)?)?;
         to.insert("c", &Tensor::zeros(1, DType::F32, &Device::Cpu)?)?;
-        let warm = to.load_matching(&file)?;
-        assert_eq!(warm, WarmStart { loaded: 1, shape_mismatch: vec!["b".into()], missing: 1, unused: 1 });
+        let warm = to.load_matching(&file, &[])?;
+        assert_eq!(warm, WarmStart { loaded: 1, shape_mismatch: vec!["b".into()], missing: 1, unused: 1, skipped: 0 });
         let vars: std::collections::HashMap<_, _> = to.named_vars().into_iter().collect();
         assert_eq!(vars["a"].as_tensor().sum_all()?.to_scalar::<f32>()?, 12.0);
         assert_eq!(vars["b"].as_tensor().sum_all()?.to_scalar::<f32>()?, 0.0);
+        // A skipped variable keeps its init even where the file has it.
+        let again = ParamStore::new(2, &Device::Cpu);
+        again.insert("a", &Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?)?;
+        let warm = again.load_matching(&file, &["a".to_string()])?;
+        assert_eq!((warm.loaded, warm.skipped), (0, 1));
+        let vars: std::collections::HashMap<_, _> = again.named_vars().into_iter().collect();
+        assert_eq!(vars["a"].as_tensor().sum_all()?.to_scalar::<f32>()?, 0.0);
         Ok(())
     }
 

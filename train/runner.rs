@@ -44,9 +44,10 @@ pub trait Stage {
     /// plus named parts for logging.
     fn loss(&mut self, step: u64, cursor: &mut u64) -> Result<StepLoss, TrainError>;
     /// Warm start from a trained weight file (`--init-from`): the tensors
-    /// that match by name and shape ([`ParamStore::load_matching`]).
-    fn warm_start(&mut self, file: &std::path::Path) -> candle_core::Result<WarmStart> {
-        self.params().load_matching(file)
+    /// that match by name and shape ([`ParamStore::load_matching`]), except
+    /// the variables named by `skip`.
+    fn warm_start(&mut self, file: &std::path::Path, skip: &[String]) -> candle_core::Result<WarmStart> {
+        self.params().load_matching(file, skip)
     }
     /// Called before every checkpoint is written: derived tensors that must
     /// travel with the parameters (the VAE's latent statistics).
@@ -84,6 +85,9 @@ pub struct RunOptions {
     /// A fresh run (nothing to resume) starts from the tensors of this
     /// file whose names and shapes match ([`ParamStore::load_matching`]).
     pub init_from: Option<PathBuf>,
+    /// Variables whose name contains one of these substrings keep their
+    /// initial values in that warm start (`--init-skip`).
+    pub init_skip: Vec<String>,
 }
 
 /// What a run did.
@@ -133,8 +137,9 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
         state = TrainState { optim: opts.optim, ..saved };
         tracing::info!(step = state.step, out = %opts.out.display(), "resumed");
     } else if let Some(file) = &opts.init_from {
-        let warm =
-            stage.warm_start(file).map_err(|e| TrainError::Checkpoint { path: file.clone(), msg: e.to_string() })?;
+        let warm = stage
+            .warm_start(file, &opts.init_skip)
+            .map_err(|e| TrainError::Checkpoint { path: file.clone(), msg: e.to_string() })?;
         if warm.loaded == 0 {
             return Err(TrainError::Invalid(format!(
                 "--init-from {}: no tensor matches a variable of the `{}` stage by name and shape",
@@ -148,6 +153,7 @@ pub fn run(stage: &mut dyn Stage, opts: &RunOptions) -> Result<RunReport, TrainE
             shape_mismatch = warm.shape_mismatch.len(),
             missing = warm.missing,
             unused = warm.unused,
+            skipped = warm.skipped,
             "warm start"
         );
     }

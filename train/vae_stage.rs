@@ -452,8 +452,8 @@ impl Stage for VaeStage {
 
     /// Matching tensors, and a trained VAE of a narrower latent widened
     /// without changing what it computes (`latent_widening`).
-    fn warm_start(&mut self, file: &std::path::Path) -> candle_core::Result<WarmStart> {
-        let mut report = self.params.load_matching(file)?;
+    fn warm_start(&mut self, file: &std::path::Path, skip: &[String]) -> candle_core::Result<WarmStart> {
+        let mut report = self.params.load_matching(file, skip)?;
         let tensors = candle_core::safetensors::load(file, &self.device)?;
         let vars = self.params.named_vars().into_iter().collect();
         let widened = super::latent_widening::widen_latent(&vars, &tensors, self.cfg.vae.z_dim, &mut report)?;

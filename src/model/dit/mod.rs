@@ -32,7 +32,7 @@ mod norm;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
-use crate::config::DitConfig;
+use crate::config::{DitConfig, DitPrediction, SAMPLE_PREDICTION_MIN_SIGMA};
 use crate::model::kv_cache::{KvCache, KvCacheError, LayerKv, PreparedPast};
 use crate::model::rope::WanRope;
 use block::{DitBlock, PastKv, SelfAttnInput};
@@ -466,7 +466,25 @@ impl WanDit {
         let m = self.scale_shift_table.broadcast_add(&temb.to_dtype(DType::F32)?.unsqueeze(2)?)?; // [B, F, 2, D]
         let x = modulate(&self.norm_out, &x, &m.narrow(2, 0, 1)?, &m.narrow(2, 1, 1)?, self.dtype)?;
         let x = self.proj_out.forward(&x)?;
-        Ok((unpatchify(&x, grid, self.cfg.patch_size, self.cfg.out_channels)?, kvs))
+        let head = unpatchify(&x, grid, self.cfg.patch_size, self.cfg.out_channels)?;
+        Ok((self.velocity_from_head(latents, timesteps, head)?, kvs))
+    }
+
+    /// The flow velocity from the output head's values `head`
+    /// (`[B, C, F, H, W]`): the head itself for [`DitPrediction::Velocity`];
+    /// `(x_t - head) / max(sigma, SAMPLE_PREDICTION_MIN_SIGMA)` per frame for
+    /// [`DitPrediction::Sample`] (see its docs), in f32, returned in the
+    /// head's dtype.
+    fn velocity_from_head(&self, latents: &Tensor, timesteps: &Tensor, head: Tensor) -> Result<Tensor, DitError> {
+        if self.cfg.prediction == DitPrediction::Velocity {
+            return Ok(head);
+        }
+        let (b, _, frames, _, _) = head.dims5()?;
+        let sigma = self.frame_timesteps(timesteps, b, frames)?.affine(1e-3, 0.0)?;
+        let sigma = sigma.maximum(SAMPLE_PREDICTION_MIN_SIGMA)?.reshape((b, 1, frames, 1, 1))?;
+        let xt = latents.to_device(head.device())?.to_dtype(DType::F32)?;
+        let v = (xt - head.to_dtype(DType::F32)?)?.broadcast_div(&sigma)?;
+        Ok(v.to_dtype(head.dtype())?)
     }
 }
 
@@ -529,6 +547,37 @@ mod tests {
         assert!((&both[0] - &both[1])?.abs()?.mean_all()?.to_scalar::<f32>()? > 0.0);
         assert!(dit.block_features(&x, &t, &text, None, mask, &[cfg.num_layers]).is_err());
         assert!(dit.block_features(&x, &t, &text, None, mask, &[]).is_err());
+        Ok(())
+    }
+
+    /// With `prediction: sample` the head's output is the clean latent: the
+    /// same weights give `head = x_t - sigma * v_velocity_model`, i.e. the
+    /// velocity of a sample-predicting DiT is `(x_t - head) / sigma` per
+    /// frame, with sigma floored at SAMPLE_PREDICTION_MIN_SIGMA (t = 0).
+    #[test]
+    fn sample_prediction_turns_the_head_into_a_velocity() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let velocity_cfg = crate::config::ModelConfig::tiny().dit;
+        let sample_cfg = DitConfig { prediction: DitPrediction::Sample, ..velocity_cfg.clone() };
+        let build = |cfg: &DitConfig| {
+            WanDit::new(cfg, crate::model::weights::SeededInitBackend::var_builder(7, DType::F32, &dev))
+        };
+        let (head_model, sample_model) = (build(&velocity_cfg)?, build(&sample_cfg)?);
+        let text = head_model.text_context(&Tensor::randn(0f32, 1.0, (1, 4, velocity_cfg.text_dim), &dev)?)?;
+        let x = Tensor::randn(0f32, 1.0, (1, velocity_cfg.in_channels, 3, 4, 4), &dev)?;
+        let t = Tensor::new(&[[0f32, 500., 900.]], &dev)?;
+        let mask = AttentionMask::Bidirectional;
+        let head = head_model.forward(&x, &t, &text, None, mask)?;
+        let v = sample_model.forward(&x, &t, &text, None, mask)?;
+        for (f, sigma) in [(0, SAMPLE_PREDICTION_MIN_SIGMA), (1, 0.5), (2, 0.9)] {
+            let want = ((x.narrow(2, f, 1)? - head.narrow(2, f, 1)?)? / sigma)?;
+            let d = (v.narrow(2, f, 1)? - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(d < 1e-3, "frame {f}: {d}");
+        }
+        // The clean latent comes back from one Euler step to sigma = 0.
+        let x0_hat = (x.narrow(2, 2, 1)? - (v.narrow(2, 2, 1)? * 0.9)?)?;
+        let d = (x0_hat - head.narrow(2, 2, 1)?)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(d < 1e-4, "{d}");
         Ok(())
     }
 
