@@ -24,6 +24,15 @@
 //!   `mouth_psnr_db` over the mouth box, and `audio_effect_mouth_psnr_db`
 //!   compares the two generations there (99 dB: identical mouths).
 //!
+//! `clean_error_by_sigma` is the teacher's one-step estimate of the clean
+//! latents (`x_t - sigma v`) against the clip's at fixed noise levels, split
+//! into the part every frame of the clip shares (`static_part`: the error
+//! of the per-position mean over the frames) and the part that changes over
+//! time; `clip_temporal_variance` is the clip's own change over its frames,
+//! for scale. A teacher whose error at sigma 1 exceeds what the reference
+//! and audio leave open cannot carry the noise through its head (session
+//! 14: a velocity head of 192 wide for 768-value patches lost 3/4 of it).
+//!
 //! `clip_NNN.png` shows real (top), generated (middle) and static (bottom)
 //! rows at the first, middle and last frame after the reference.
 
@@ -80,6 +89,26 @@ pub struct ClipCheck {
     pub psnr_per_frame: Vec<f64>,
     /// The VAE's own reconstruction per video frame (the decoder alone).
     pub ceiling_psnr_per_frame: Vec<f64>,
+    /// The one-step clean-latent error at [`CLEAN_ERROR_SIGMAS`] (module docs).
+    pub clean_error_by_sigma: Vec<CleanError>,
+    /// The clip's own latents' variance over its frames after the reference
+    /// (per value, mean over positions and channels).
+    pub clip_temporal_variance: f64,
+}
+
+/// Noise levels of [`ClipCheck::clean_error_by_sigma`].
+pub const CLEAN_ERROR_SIGMAS: [f64; 6] = [1.0, 0.85, 0.7, 0.5, 0.3, 0.1];
+
+/// The teacher's one-step clean-latent error at one noise level (mean per
+/// latent value, normalised latents).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CleanError {
+    pub sigma: f64,
+    pub total: f64,
+    /// Error of the per-position mean over the generated frames.
+    pub static_part: f64,
+    /// `total - static_part`: the error that changes from frame to frame.
+    pub temporal_part: f64,
 }
 
 /// Every clip and the means.
@@ -102,6 +131,8 @@ pub struct TeacherCheckReport {
     pub still_latent_mse_per_frame: Vec<f64>,
     pub psnr_per_frame: Vec<f64>,
     pub ceiling_psnr_per_frame: Vec<f64>,
+    pub clean_error_by_sigma: Vec<CleanError>,
+    pub clip_temporal_variance: f64,
     pub seconds: f64,
 }
 
@@ -194,6 +225,11 @@ pub fn check_teacher(
                 .collect::<Result<_, _>>()?,
             psnr_per_frame: per_frame_psnr(&real, &generated, t - 1),
             ceiling_psnr_per_frame: per_frame_psnr(&real, &ceiling, t - 1),
+            clean_error_by_sigma: CLEAN_ERROR_SIGMAS
+                .iter()
+                .map(|&sigma| clean_error(&teacher.predict_clean(&sample, &eps, sigma)?, x0, sigma))
+                .collect::<Result<_, _>>()?,
+            clip_temporal_variance: temporal_variance(&x0.narrow(2, 1, f - 1)?)?,
         });
         if let Some(dir) = out {
             let path = dir.join(format!("clip_{i:03}.png"));
@@ -222,11 +258,41 @@ pub fn check_teacher(
         still_latent_mse_per_frame: mean_per_index(checks.iter().map(|c| &c.still_latent_mse_per_frame)),
         psnr_per_frame: mean_per_index(checks.iter().map(|c| &c.psnr_per_frame)),
         ceiling_psnr_per_frame: mean_per_index(checks.iter().map(|c| &c.ceiling_psnr_per_frame)),
+        clean_error_by_sigma: CLEAN_ERROR_SIGMAS
+            .iter()
+            .enumerate()
+            .map(|(k, &sigma)| {
+                let part = |pick: fn(&CleanError) -> f64| avg(&|c| pick(&c.clean_error_by_sigma[k]));
+                CleanError {
+                    sigma,
+                    total: part(|e| e.total),
+                    static_part: part(|e| e.static_part),
+                    temporal_part: part(|e| e.temporal_part),
+                }
+            })
+            .collect(),
+        clip_temporal_variance: avg(&|c| c.clip_temporal_variance),
         talk_token_change: avg(&|c| c.talk_token_change),
         listen_token_change: avg(&|c| c.listen_token_change),
         clips: checks,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// [`CleanError`] of the estimate `clean` (`[1, z, F-1, h, w]`) against the
+/// frames after the reference of `x0`.
+fn clean_error(clean: &Tensor, x0: &Tensor, sigma: f64) -> Result<CleanError, TrainError> {
+    let f = x0.dim(2)?;
+    let err = (clean - x0.narrow(2, 1, f - 1)?)?;
+    let total = err.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+    let static_part = err.mean_keepdim(2)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+    Ok(CleanError { sigma, total, static_part, temporal_part: total - static_part })
+}
+
+/// Variance over the frame axis of `latents` (`[1, z, F, h, w]`), mean per value.
+fn temporal_variance(latents: &Tensor) -> Result<f64, TrainError> {
+    let centred = latents.broadcast_sub(&latents.mean_keepdim(2)?)?;
+    Ok(centred.sqr()?.mean_all()?.to_scalar::<f32>()? as f64)
 }
 
 /// Mean squared difference of two latent tensors.
@@ -293,6 +359,24 @@ fn still_reference(frame: &Tensor, len: usize) -> Result<Vec<u8>, TrainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error shared by every frame is all static; one that flips sign
+    /// from frame to frame is all temporal.
+    #[test]
+    fn clean_error_splits_static_from_temporal() -> anyhow::Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let x0 = Tensor::randn(0f32, 1.0, (1, 2, 3, 2, 2), &dev)?;
+        let rest = x0.narrow(2, 1, 2)?;
+        let shared = clean_error(&(&rest + 0.5)?, &x0, 1.0)?;
+        assert!((shared.total - 0.25).abs() < 1e-5 && (shared.static_part - 0.25).abs() < 1e-5);
+        assert!(shared.temporal_part.abs() < 1e-5);
+        let flip = Tensor::new(&[0.5f32, -0.5], &dev)?.reshape((1, 1, 2, 1, 1))?;
+        let flipping = clean_error(&rest.broadcast_add(&flip)?, &x0, 0.5)?;
+        assert!(flipping.static_part.abs() < 1e-5 && (flipping.temporal_part - 0.25).abs() < 1e-5);
+        let steps = Tensor::new(&[1f32, 3.0], &dev)?.reshape((1, 1, 2, 1, 1))?.broadcast_as((1, 2, 2, 2, 2))?;
+        assert!((temporal_variance(&steps.contiguous()?)? - 1.0).abs() < 1e-6);
+        Ok(())
+    }
 
     #[test]
     fn euler_grid_runs_from_pure_noise_to_clean() {

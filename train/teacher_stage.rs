@@ -289,6 +289,25 @@ impl TeacherStage {
         Ok(s)
     }
 
+    /// The frozen teacher's one-step estimate of the clean frames after the
+    /// reference of `sample` at noise level `sigma`, from `noise` (`[1, z,
+    /// F-1, h, w]`): `x_t - sigma v(x_t)` with `x_t = (1 - sigma) x0 +
+    /// sigma noise`, as in training.
+    pub fn predict_clean(&self, sample: &TeacherSample, noise: &Tensor, sigma: f64) -> Result<Tensor, TrainError> {
+        let (dit, proj, prompt) = self.frozen_modules()?;
+        let audio = AudioTokens {
+            talk: proj.forward_clip(&sample.talk_features)?,
+            listen: proj.forward_clip(&sample.listen_features)?,
+        };
+        let f = sample.x0.dim(2)?;
+        let reference = sample.x0.narrow(2, 0, 1)?;
+        let noisy = ((sample.x0.narrow(2, 1, f - 1)? * (1.0 - sigma))? + (noise * sigma)?)?;
+        let xt = Tensor::cat(&[&reference, &noisy], 2)?;
+        let ts = reference_clean_timesteps(f, (sigma * 1000.0) as f32, &self.device)?;
+        let v = dit.forward(&xt, &ts, &dit.text_context(&prompt)?, Some(&audio), AttentionMask::Bidirectional)?;
+        Ok((noisy - (v.narrow(2, 1, f - 1)? * sigma)?)?)
+    }
+
     /// Integrate the frozen teacher's flow ODE with Euler steps for the
     /// frames after the reference of `sample`, from `noise` (`[1, z, F-1,
     /// h, w]`, scaled by `grid[0]`) down the sigma grid `grid` (descending,
