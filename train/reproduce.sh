@@ -221,8 +221,10 @@ stage teacher_x0a "$TEACHER_XA" "$(steps 2000)" teacher --vae "$VAE/params.safet
 TEACHER=$TEACHER_XA
 
 # 5. Causal student: ODE initialisation from teacher trajectories.
+#    1,000 steps since session 14 (the sample-head teacher's trajectories;
+#    the velocity-head student of session 12 took 2,000).
 ODE=$RUNS/ode_init
-stage ode_init "$ODE" "$(steps 2000)" ode_init --vae "$VAE/params.safetensors" "${W2V[@]}" \
+stage ode_init "$ODE" "$(steps 1000)" ode_init --vae "$VAE/params.safetensors" "${W2V[@]}" \
     --teacher "$TEACHER/params.safetensors" --latent-frames 6 "${POOL6[@]}" --substeps 8 --lr 1e-4 --save-every 100
 
 # 6. DMD with student forcing (3 steps, reference sink, RAPR).
