@@ -568,7 +568,18 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     let out = run()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "reproduce.sh failed: {stderr}");
-    for stage in ["audio_encoder", "vae_images", "vae_video", "light_decoder", "teacher", "teacher_x0", "teacher_x0a", "ode_init", "dmd", "gan"] {
+    for stage in [
+        "audio_encoder",
+        "vae_images",
+        "vae_video",
+        "light_decoder",
+        "teacher",
+        "teacher_x0",
+        "teacher_x0a",
+        "ode_init",
+        "dmd",
+        "gan",
+    ] {
         let state = checkpoint::load_state(&dir.path().join(stage))?;
         assert!(state.step >= 1, "{stage} trained no step");
     }
