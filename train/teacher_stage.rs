@@ -26,7 +26,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::ModelConfig;
 use crate::model::audio::wav2vec2::{InputNormalization, Wav2Vec2Model};
 use crate::model::audio::{apply_frame_mask, AudioProjection, FrameRateMap};
-use crate::model::dit::{AttentionMask, AudioTokens, WanDit};
+use crate::model::dit::{AttentionMask, AudioTokens, TextContext, WanDit};
 use crate::model::sampler::{warp_sigma, NoiseSource};
 use crate::model::vae::WanVae;
 use crate::model::weights::SeededInitBackend;
@@ -289,22 +289,30 @@ impl TeacherStage {
         Ok(s)
     }
 
-    /// The frozen teacher's one-step estimate of the clean frames after the
-    /// reference of `sample` at noise level `sigma`, from `noise` (`[1, z,
-    /// F-1, h, w]`): `x_t - sigma v(x_t)` with `x_t = (1 - sigma) x0 +
-    /// sigma noise`, as in training.
-    pub fn predict_clean(&self, sample: &TeacherSample, noise: &Tensor, sigma: f64) -> Result<Tensor, TrainError> {
+    /// The frozen teacher with `sample`'s projected talk / listen tokens and
+    /// the prompt's text context: what every frozen forward conditions on.
+    fn frozen_conditioned(&self, sample: &TeacherSample) -> Result<(WanDit, AudioTokens, TextContext), TrainError> {
         let (dit, proj, prompt) = self.frozen_modules()?;
         let audio = AudioTokens {
             talk: proj.forward_clip(&sample.talk_features)?,
             listen: proj.forward_clip(&sample.listen_features)?,
         };
+        let text = dit.text_context(&prompt)?;
+        Ok((dit, audio, text))
+    }
+
+    /// The frozen teacher's one-step estimate of the clean frames after the
+    /// reference of `sample` at noise level `sigma`, from `noise` (`[1, z,
+    /// F-1, h, w]`): `x_t - sigma v(x_t)` with `x_t = (1 - sigma) x0 +
+    /// sigma noise`, as in training.
+    pub fn predict_clean(&self, sample: &TeacherSample, noise: &Tensor, sigma: f64) -> Result<Tensor, TrainError> {
+        let (dit, audio, text) = self.frozen_conditioned(sample)?;
         let f = sample.x0.dim(2)?;
         let reference = sample.x0.narrow(2, 0, 1)?;
         let noisy = ((sample.x0.narrow(2, 1, f - 1)? * (1.0 - sigma))? + (noise * sigma)?)?;
         let xt = Tensor::cat(&[&reference, &noisy], 2)?;
         let ts = reference_clean_timesteps(f, (sigma * 1000.0) as f32, &self.device)?;
-        let v = dit.forward(&xt, &ts, &dit.text_context(&prompt)?, Some(&audio), AttentionMask::Bidirectional)?;
+        let v = dit.forward(&xt, &ts, &text, Some(&audio), AttentionMask::Bidirectional)?;
         Ok((noisy - (v.narrow(2, 1, f - 1)? * sigma)?)?)
     }
 
@@ -322,12 +330,7 @@ impl TeacherStage {
         substeps: usize,
         mut at_node: impl FnMut(usize, &Tensor),
     ) -> Result<Tensor, TrainError> {
-        let (dit, proj, prompt) = self.frozen_modules()?;
-        let audio = AudioTokens {
-            talk: proj.forward_clip(&sample.talk_features)?,
-            listen: proj.forward_clip(&sample.listen_features)?,
-        };
-        let text = dit.text_context(&prompt)?;
+        let (dit, audio, text) = self.frozen_conditioned(sample)?;
         let reference = sample.x0.narrow(2, 0, 1)?;
         let f = sample.x0.dim(2)?;
         let substeps = substeps.max(1);
