@@ -228,6 +228,10 @@ pub struct TrainArgs {
     /// region (head nods; needs --face-weight > 0 for the mask; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     face_temporal_weight: f64,
+    /// vae, light_decoder: weight of the mouth term (reconstruction and
+    /// frame-to-frame change inside the mouth box; 0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    mouth_weight: f64,
     /// vae: train the decoder only (the encoder, hence the latents and the
     /// DiT stages' clip pools, stay as they are).
     #[arg(long)]
@@ -240,6 +244,10 @@ pub struct TrainArgs {
     /// against 1 elsewhere (1 = plain MSE).
     #[arg(long, default_value_t = 1.0)]
     mouth_loss_weight: f64,
+    /// teacher: score the clean-latent estimate's error (the velocity
+    /// error times sigma^2) so low-noise steps stop dominating.
+    #[arg(long)]
+    sample_space_loss: bool,
     /// vae: with --freeze-encoder, decode this many latent frames (a
     /// multiple of 3) before each clip's --latent-frames without gradient,
     /// so the decoder trains mid-stream with a full causal cache.
@@ -748,6 +756,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 face: a.face_weight,
                 temporal: a.temporal_weight,
                 face_temporal: a.face_temporal_weight.max(0.0),
+                mouth: a.mouth_weight.max(0.0),
                 sample_posterior: !a.no_posterior_sample,
                 ..Default::default()
             };
@@ -780,6 +789,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 face: a.face_weight.max(0.0),
                 temporal: a.temporal_weight.max(0.0),
                 face_temporal: a.face_temporal_weight.max(0.0),
+                mouth: a.mouth_weight.max(0.0),
                 ..Default::default()
             };
             let mut st = LightDecoderStage::new(cfg, frozen.vae, data, a.batch, weights, a.seed);
@@ -791,7 +801,8 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         "teacher" => {
             let mut st = teacher_stage_from_args(&a, cfg, data)?
                 .with_unshifted_sigma_share(a.unshifted_sigma_share)?
-                .with_mouth_loss_weight(a.mouth_loss_weight)?;
+                .with_mouth_loss_weight(a.mouth_loss_weight)?
+                .with_sample_space_loss(a.sample_space_loss);
             runner::run(&mut st, &opts)?
         }
         "ode_init" => {

@@ -59,6 +59,8 @@ pub struct ClipTensors {
     /// Per video frame: 1 while the avatar talks / listens.
     pub talk_mask: Vec<f32>,
     pub listen_mask: Vec<f32>,
+    /// Per video frame: the synth's ground-truth mouth openness.
+    pub mouth_open: Vec<f32>,
 }
 
 /// Where clips come from: training identities, seeded.
@@ -130,6 +132,12 @@ impl ClipSource {
             .map_err(|e| TrainError::Invalid(format!("face layout of clip {index}: {e}")))
     }
 
+    /// Clip `index`'s identity in the neutral pose, mouth closed: the
+    /// reference the evaluation measures mouth openness against.
+    pub fn reference_frame(&self, index: u64) -> Result<crate::media::frame::RgbFrame, TrainError> {
+        Ok(script_clip(&self.spec(index))?.reference_frame())
+    }
+
     /// Render clip `index` into tensors on `device`: only the window's
     /// frames are drawn.
     pub fn clip(&self, index: u64, device: &Device) -> Result<ClipTensors, TrainError> {
@@ -165,7 +173,8 @@ impl ClipSource {
         let truth = &script.truth[start..start + n];
         let talk_mask = truth.iter().map(|t| f32::from(t.state == BehaviourState::Talk)).collect();
         let listen_mask = truth.iter().map(|t| f32::from(t.state == BehaviourState::Listen)).collect();
-        Ok(ClipTensors { video, talk: cut(&conv.talk), listen: cut(&conv.listen), talk_mask, listen_mask })
+        let mouth_open = truth.iter().map(|t| t.mouth_open).collect();
+        Ok(ClipTensors { video, talk: cut(&conv.talk), listen: cut(&conv.listen), talk_mask, listen_mask, mouth_open })
     }
 }
 

@@ -45,11 +45,13 @@ pub struct LightLossWeights {
     pub temporal: f64,
     /// Temporal term inside the face (0 = off; needs `face > 0`).
     pub face_temporal: f64,
+    /// Mouth term (region and temporal L1 inside the mouth box; 0 = off).
+    pub mouth: f64,
 }
 
 impl Default for LightLossWeights {
     fn default() -> Self {
-        Self { edge: 0.5, chroma: 0.5, face: 0.0, temporal: 0.0, face_temporal: 0.0 }
+        Self { edge: 0.5, chroma: 0.5, face: 0.0, temporal: 0.0, face_temporal: 0.0, mouth: 0.0 }
     }
 }
 
@@ -134,7 +136,7 @@ impl Stage for LightDecoderStage {
             &self.device,
             self.batch,
             cursor,
-            self.weights.face > 0.0,
+            self.weights.face > 0.0 || self.weights.mouth > 0.0,
             self.crop,
             step,
             self.seed,
@@ -153,6 +155,7 @@ impl Stage for LightDecoderStage {
             face: self.weights.face,
             temporal: self.weights.temporal,
             face_temporal: self.weights.face_temporal,
+            mouth: self.weights.mouth,
         };
         let loss = add_face_and_temporal_terms(loss, &mut parts, &recon, &video, mask.as_ref(), weights)?;
         Ok((loss, parts))

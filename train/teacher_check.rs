@@ -33,6 +33,14 @@
 //! and audio leave open cannot carry the noise through its head (session
 //! 14: a velocity head of 192 wide for 768-value patches lost 3/4 of it).
 //!
+//! `lip_sync` is `eval`'s lip measure on these short clips: the mouth
+//! openness measured on each video (the tracked mouth box against the
+//! identity's closed-mouth neutral frame) correlated with the synth's true
+//! openness, over all checked frames, each clip centred on its own means.
+//! The real clips score near 1 and the VAE's reconstruction a little less;
+//! a teacher that follows its audio scores well above its swapped-audio
+//! generation, which keeps only what the reference and chance give.
+//!
 //! `clip_NNN.png` shows real (top), generated (middle) and static (bottom)
 //! rows at the first, middle and last frame after the reference.
 
@@ -41,6 +49,10 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
+use crate::eval::face_layout::FaceLayout;
+use crate::eval::lip_sync::pearson;
+use crate::eval::probe::StreamProbe;
+use crate::media::frame::RgbFrame;
 use crate::model::sampler::{warp_sigma, NoiseSource};
 
 use super::frame_quality::{psnr_db, psnr_from_mse, region_psnr_db, ssim};
@@ -94,6 +106,30 @@ pub struct ClipCheck {
     /// The clip's own latents' variance over its frames after the reference
     /// (per value, mean over positions and channels).
     pub clip_temporal_variance: f64,
+    /// Per video frame after the reference: the synth's true mouth openness
+    /// and the openness `eval` measures on each video (module docs).
+    pub mouth_openness: MouthTraces,
+}
+
+/// Mouth openness per video frame after the reference of one clip.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MouthTraces {
+    pub truth: Vec<f32>,
+    pub real: Vec<f32>,
+    pub vae_ceiling: Vec<f32>,
+    pub generated: Vec<f32>,
+    pub swapped_audio: Vec<f32>,
+}
+
+/// Lip sync of each video: Pearson r of measured against true mouth
+/// openness over the frames of all checked clips, each clip centred on its
+/// own means (so identities' different mouth colours do not count).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LipSyncCheck {
+    pub real: f64,
+    pub vae_ceiling: f64,
+    pub generated: f64,
+    pub swapped_audio: f64,
 }
 
 /// Noise levels of [`ClipCheck::clean_error_by_sigma`].
@@ -133,6 +169,9 @@ pub struct TeacherCheckReport {
     pub ceiling_psnr_per_frame: Vec<f64>,
     pub clean_error_by_sigma: Vec<CleanError>,
     pub clip_temporal_variance: f64,
+    /// Lip sync of the real clips, the VAE's reconstruction, the teacher's
+    /// generations and its swapped-audio generations (module docs).
+    pub lip_sync: LipSyncCheck,
     pub seconds: f64,
 }
 
@@ -199,6 +238,15 @@ pub fn check_teacher(
         let (_, _, t, h, w) = clip.video.dims5()?;
         let layout = teacher.data().face_layout(index)?;
         let mouth = layout.with_motion(layout.mouth);
+        let neutral = teacher.data().reference_frame(index)?;
+        let openness = |v: &[u8]| mouth_openness_trace(v, t - 1, h, w, &layout, &neutral);
+        let mouth_openness = MouthTraces {
+            truth: clip.mouth_open[1..].to_vec(),
+            real: openness(&real)?,
+            vae_ceiling: openness(&ceiling)?,
+            generated: openness(&generated)?,
+            swapped_audio: openness(&swapped)?,
+        };
         let score = |v: &[u8]| -> Result<Score, TrainError> {
             Ok(Score {
                 psnr_db: psnr_db(&real, v),
@@ -230,6 +278,7 @@ pub fn check_teacher(
                 .map(|&sigma| clean_error(&teacher.predict_clean(&sample, &eps, sigma)?, x0, sigma))
                 .collect::<Result<_, _>>()?,
             clip_temporal_variance: temporal_variance(&x0.narrow(2, 1, f - 1)?)?,
+            mouth_openness,
         });
         if let Some(dir) = out {
             let path = dir.join(format!("clip_{i:03}.png"));
@@ -272,6 +321,12 @@ pub fn check_teacher(
             })
             .collect(),
         clip_temporal_variance: avg(&|c| c.clip_temporal_variance),
+        lip_sync: LipSyncCheck {
+            real: centred_lip_r(&checks, |m| &m.real),
+            vae_ceiling: centred_lip_r(&checks, |m| &m.vae_ceiling),
+            generated: centred_lip_r(&checks, |m| &m.generated),
+            swapped_audio: centred_lip_r(&checks, |m| &m.swapped_audio),
+        },
         talk_token_change: avg(&|c| c.talk_token_change),
         listen_token_change: avg(&|c| c.listen_token_change),
         clips: checks,
@@ -293,6 +348,51 @@ fn clean_error(clean: &Tensor, x0: &Tensor, sigma: f64) -> Result<CleanError, Tr
 fn temporal_variance(latents: &Tensor) -> Result<f64, TrainError> {
     let centred = latents.broadcast_sub(&latents.mean_keepdim(2)?)?;
     Ok(centred.sqr()?.mean_all()?.to_scalar::<f32>()? as f64)
+}
+
+/// The mouth openness `eval` measures (tracked mouth box against the
+/// identity's closed-mouth `neutral` frame) on each of `frames` frames of
+/// `video` (u8, (C, T, H, W) order).
+fn mouth_openness_trace(
+    video: &[u8],
+    frames: usize,
+    h: usize,
+    w: usize,
+    layout: &FaceLayout,
+    neutral: &RgbFrame,
+) -> Result<Vec<f32>, TrainError> {
+    let invalid = |e: crate::eval::EvalError| TrainError::Invalid(format!("mouth openness: {e}"));
+    let mut probe = StreamProbe::new(layout.clone(), neutral.clone()).map_err(invalid)?;
+    let plane = h * w;
+    for t in 0..frames {
+        let mut data = vec![0u8; plane * 3];
+        for c in 0..3 {
+            let src = &video[(c * frames + t) * plane..(c * frames + t + 1) * plane];
+            for (i, &v) in src.iter().enumerate() {
+                data[i * 3 + c] = v;
+            }
+        }
+        probe.push(&RgbFrame { width: w, height: h, data }).map_err(invalid)?;
+    }
+    Ok(probe.openness())
+}
+
+/// Pearson r of `pick`ed measured openness against the truth over every
+/// clip's frames, each clip's two series centred on their own means
+/// (0 when undefined).
+fn centred_lip_r(checks: &[ClipCheck], pick: fn(&MouthTraces) -> &Vec<f32>) -> f64 {
+    let (mut truth, mut measured) = (Vec::new(), Vec::new());
+    for c in checks {
+        let m = &c.mouth_openness;
+        let n = m.truth.len().min(pick(m).len());
+        let centre = |v: &[f32]| {
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
+            v.iter().map(move |&x| x as f64 - mean).collect::<Vec<_>>()
+        };
+        truth.extend(centre(&m.truth[..n]));
+        measured.extend(centre(&pick(m)[..n]));
+    }
+    pearson(&truth, &measured).unwrap_or(0.0)
 }
 
 /// Mean squared difference of two latent tensors.
@@ -410,5 +510,46 @@ mod tests {
         let v = still_reference(&frame, 12)?;
         assert_eq!(v, [0, 0, 0, 0, 128, 128, 128, 128, 255, 255, 255, 255]);
         Ok(())
+    }
+
+    /// Each clip is centred on its own means: a measured trace that follows
+    /// the truth up to a per-clip offset scores 1, one that does not scores
+    /// about 0.
+    #[test]
+    fn lip_r_is_taken_within_clips() {
+        let clip = |truth: Vec<f32>, generated: Vec<f32>| ClipCheck {
+            index: 0,
+            generated: Score::default(),
+            static_reference: Score::default(),
+            vae_ceiling: Score::default(),
+            swapped_audio: Score::default(),
+            audio_effect_mae: 0.0,
+            motion_mae: 0.0,
+            audio_effect_mouth_psnr_db: 0.0,
+            talk_token_change: 0.0,
+            listen_token_change: 0.0,
+            latent_mse_per_frame: vec![],
+            still_latent_mse_per_frame: vec![],
+            psnr_per_frame: vec![],
+            ceiling_psnr_per_frame: vec![],
+            clean_error_by_sigma: vec![],
+            clip_temporal_variance: 0.0,
+            mouth_openness: MouthTraces { truth, generated, ..Default::default() },
+        };
+        let a = vec![0.0, 0.3, 0.1, 0.5, 0.0];
+        let b = vec![0.2, 0.0, 0.4, 0.1, 0.3];
+        // Offsets of +0.5 and -0.2 per clip: pooled raw values correlate less.
+        let follows = [
+            clip(a.clone(), a.iter().map(|x| x + 0.5).collect()),
+            clip(b.clone(), b.iter().map(|x| x - 0.2).collect()),
+        ];
+        assert!((centred_lip_r(&follows, |m| &m.generated) - 1.0).abs() < 1e-9);
+        let still = [clip(a.clone(), vec![0.5; 5]), clip(b.clone(), vec![0.1; 5])];
+        assert_eq!(centred_lip_r(&still, |m| &m.generated), 0.0);
+        let inverted = [
+            clip(a.clone(), a.iter().map(|x| 1.0 - x).collect()),
+            clip(b.clone(), b.iter().map(|x| 1.0 - x).collect()),
+        ];
+        assert!((centred_lip_r(&inverted, |m| &m.generated) + 1.0).abs() < 1e-9);
     }
 }

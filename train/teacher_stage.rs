@@ -126,6 +126,9 @@ pub struct TeacherStage {
     /// Loss weight of the latent pixels over the mouth (see
     /// [`TeacherStage::with_mouth_loss_weight`]); 1 = plain MSE.
     mouth_loss_weight: f64,
+    /// Score the error of the clean-latent estimate instead of the
+    /// velocity's (see [`TeacherStage::with_sample_space_loss`]).
+    sample_space_loss: bool,
 }
 
 impl TeacherStage {
@@ -142,7 +145,21 @@ impl TeacherStage {
             samples: SampleStore::stream(),
             unshifted_sigma_share: 0.0,
             mouth_loss_weight: 1.0,
+            sample_space_loss: false,
         }
+    }
+
+    /// Weigh each step's error by `sigma^2`: the velocity error
+    /// `v - (eps - x0)` of a model is `(x0 - x0_hat) / sigma`, so this
+    /// scores the clean-latent estimate `x0_hat` itself, equally at every
+    /// noise level. The plain velocity loss weighs low-noise steps by
+    /// `1 / sigma^2` (400x at sigma 0.05), where `x_t` already shows the
+    /// mouth and the audio is no help; with Adam their large gradients
+    /// also shrink every other step's update. The audio decides the mouth
+    /// only at high noise, which this weighting stops drowning out.
+    pub fn with_sample_space_loss(mut self, on: bool) -> Self {
+        self.sample_space_loss = on;
+        self
     }
 
     /// Draw the noise level of a `share` of the steps (chosen by the step
@@ -420,6 +437,7 @@ impl Stage for TeacherStage {
         let v = dit.forward(&xt, &timesteps, &text, Some(&audio), AttentionMask::Bidirectional)?;
         let v = v.narrow(2, 1, f - 1)?;
         let err = (v - target)?.sqr()?;
+        let err = if self.sample_space_loss { (err * (sigma * sigma))? } else { err };
         if self.mouth_loss_weight == 1.0 {
             let loss = err.mean_all()?;
             let value = loss.to_scalar::<f32>().unwrap_or(f32::NAN);

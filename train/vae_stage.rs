@@ -53,6 +53,12 @@ pub struct VaeLossWeights {
     /// changes are a small share of the temporal term, and a VAE trained
     /// without it damped nods ~4x (docs/TRAINING.md, session 11).
     pub face_temporal: f64,
+    /// Weight of the mouth term ([`face_region_loss`] + [`face_temporal_l1`]
+    /// inside the mouth box): the mouth is ~1 % of the face mask, and a VAE
+    /// trained without it returned a mouth that hardly opens (the round
+    /// trip's lip r within clips 0.32-0.39 against the clips' 0.95,
+    /// `train teacher_check`'s `lip_sync`, session 15).
+    pub mouth: f64,
 }
 
 impl VaeLossWeights {
@@ -62,13 +68,28 @@ impl VaeLossWeights {
             face: self.face,
             temporal: self.temporal,
             face_temporal: self.face_temporal,
+            mouth: self.mouth,
         }
+    }
+
+    /// Whether any term needs the face / mouth masks.
+    pub fn needs_masks(&self) -> bool {
+        self.face > 0.0 || self.face_temporal > 0.0 || self.mouth > 0.0
     }
 }
 
 impl Default for VaeLossWeights {
     fn default() -> Self {
-        Self { kl: 1e-4, edge: 0.5, chroma: 0.0, sample_posterior: true, face: 0.0, temporal: 0.0, face_temporal: 0.0 }
+        Self {
+            kl: 1e-4,
+            edge: 0.5,
+            chroma: 0.0,
+            sample_posterior: true,
+            face: 0.0,
+            temporal: 0.0,
+            face_temporal: 0.0,
+            mouth: 0.0,
+        }
     }
 }
 
@@ -76,8 +97,18 @@ impl Default for VaeLossWeights {
 /// identity (hairline to chin, grown by the largest head motion), 0 outside.
 pub fn face_mask(data: &ClipSource, index: u64, dev: &Device) -> Result<Tensor, TrainError> {
     let layout = data.face_layout(index)?;
-    let b = layout.with_motion(layout.face);
-    let n = data.size;
+    box_mask(layout.with_motion(layout.face), data.size, dev)
+}
+
+/// `[1, 1, 1, size, size]`: 1 inside the mouth box of clip `index`'s
+/// identity (grown by the largest head motion), 0 outside.
+pub fn mouth_mask(data: &ClipSource, index: u64, dev: &Device) -> Result<Tensor, TrainError> {
+    let layout = data.face_layout(index)?;
+    box_mask(layout.with_motion(layout.mouth), data.size, dev)
+}
+
+/// `[1, 1, 1, n, n]`: 1 inside `b`, 0 outside.
+fn box_mask(b: crate::eval::face_layout::PixelBox, n: usize, dev: &Device) -> Result<Tensor, TrainError> {
     let mut m = vec![0f32; n * n];
     for y in b.y0..b.y1 {
         m[y * n + b.x0..y * n + b.x1].fill(1.0);
@@ -132,11 +163,21 @@ pub struct FaceTemporalWeights {
     pub face: f64,
     pub temporal: f64,
     pub face_temporal: f64,
+    /// Weight of the mouth term (region L1 + edge and temporal L1 inside
+    /// the mouth mask).
+    pub mouth: f64,
+}
+
+/// Per clip of a batch, `[B, 1, 1, H, W]` 0 / 1 masks of its identity's
+/// face and mouth regions.
+pub struct RegionMasks {
+    pub face: Tensor,
+    pub mouth: Tensor,
 }
 
 /// `batch` clips from `cursor` on (advanced past them) as one
-/// `[batch, 3, T, H, W]` video, with their face masks when `with_masks`,
-/// both cut to the same random `crop` square when one is set.
+/// `[batch, 3, T, H, W]` video, with their face and mouth masks when
+/// `with_masks`, all cut to the same random `crop` square when one is set.
 #[allow(clippy::too_many_arguments)]
 pub fn load_clip_batch(
     data: &ClipSource,
@@ -147,27 +188,34 @@ pub fn load_clip_batch(
     crop: Option<usize>,
     step: u64,
     seed: u64,
-) -> Result<(Tensor, Option<Tensor>), TrainError> {
+) -> Result<(Tensor, Option<RegionMasks>), TrainError> {
     let mut clips = Vec::with_capacity(batch);
-    let mut masks = Vec::with_capacity(batch);
+    let (mut faces, mut mouths) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
     for _ in 0..batch {
         clips.push(data.clip(*cursor, device)?.video);
         if with_masks {
-            masks.push(face_mask(data, *cursor, device)?);
+            faces.push(face_mask(data, *cursor, device)?);
+            mouths.push(mouth_mask(data, *cursor, device)?);
         }
         *cursor += 1;
     }
-    let mut video = Tensor::cat(&clips, 0)?;
-    let mut mask = if masks.is_empty() { None } else { Some(Tensor::cat(&masks, 0)?) };
-    if let Some(side) = crop {
-        video = random_crop(&video, data.size, side, step, seed)?;
-        mask = mask.map(|m| random_crop(&m, data.size, side, step, seed)).transpose()?;
-    }
-    Ok((video, mask))
+    let crop_to = |t: Tensor| -> Result<Tensor, TrainError> {
+        match crop {
+            Some(side) => Ok(random_crop(&t, data.size, side, step, seed)?),
+            None => Ok(t),
+        }
+    };
+    let video = crop_to(Tensor::cat(&clips, 0)?)?;
+    let masks = if with_masks {
+        Some(RegionMasks { face: crop_to(Tensor::cat(&faces, 0)?)?, mouth: crop_to(Tensor::cat(&mouths, 0)?)? })
+    } else {
+        None
+    };
+    Ok((video, masks))
 }
 
-/// `loss` plus the temporal term, then (with a `mask`) the face term and the
-/// face-temporal term, each weighted; their values are appended to `parts`
+/// `loss` plus the temporal term, then (with `masks`) the face term, the
+/// face-temporal term and the mouth term, each weighted; their values are appended to `parts`
 /// in that order. A term with weight 0 is neither computed nor logged
 /// (the face term is logged whenever there is a mask).
 pub fn add_face_and_temporal_terms(
@@ -175,7 +223,7 @@ pub fn add_face_and_temporal_terms(
     parts: &mut Vec<(&'static str, f32)>,
     recon: &Tensor,
     video: &Tensor,
-    mask: Option<&Tensor>,
+    masks: Option<&RegionMasks>,
     weights: FaceTemporalWeights,
 ) -> Result<Tensor, TrainError> {
     let s = |t: &Tensor| t.to_scalar::<f32>().unwrap_or(f32::NAN);
@@ -185,14 +233,20 @@ pub fn add_face_and_temporal_terms(
         parts.push(("temporal", s(&temporal)));
         loss = (loss + (temporal * weights.temporal)?)?;
     }
-    if let Some(m) = mask {
-        let face = face_region_loss(recon, video, m, weights.edge)?;
+    if let Some(m) = masks {
+        let face = face_region_loss(recon, video, &m.face, weights.edge)?;
         parts.push(("face", s(&face)));
         loss = (loss + (face * weights.face)?)?;
         if weights.face_temporal > 0.0 {
-            let face_temporal = face_temporal_l1(recon, video, m)?;
+            let face_temporal = face_temporal_l1(recon, video, &m.face)?;
             parts.push(("face_temporal", s(&face_temporal)));
             loss = (loss + (face_temporal * weights.face_temporal)?)?;
+        }
+        if weights.mouth > 0.0 {
+            let mouth =
+                (face_region_loss(recon, video, &m.mouth, weights.edge)? + face_temporal_l1(recon, video, &m.mouth)?)?;
+            parts.push(("mouth", s(&mouth)));
+            loss = (loss + (mouth * weights.mouth)?)?;
         }
     }
     Ok(loss)
@@ -477,7 +531,7 @@ impl Stage for VaeStage {
             &self.device,
             self.batch,
             cursor,
-            self.weights.face > 0.0,
+            self.weights.needs_masks(),
             self.crop,
             step,
             self.seed,
@@ -573,6 +627,47 @@ mod tests {
         let flicker = (&video + sign.broadcast_as(video.shape())? * 0.1)?;
         assert!((temporal_l1(&flicker, &video)?.to_scalar::<f32>()? - 0.2).abs() < 1e-5);
         assert_eq!(temporal_l1(&video.narrow(2, 0, 1)?, &video.narrow(2, 0, 1)?)?.to_scalar::<f32>()?, 0.0);
+        Ok(())
+    }
+
+    /// The mouth mask sits inside the face mask, covers the mouth box, and
+    /// the mouth term sees an error only where the mouth mask is.
+    #[test]
+    fn mouth_term_scores_the_mouth_box_only() -> anyhow::Result<()> {
+        let data = ClipSource {
+            seed: 1,
+            size: 128,
+            latent_frames: 0,
+            identities: 8,
+            max_offset_s: 0.0,
+            motion_windows: false,
+        };
+        let dev = Device::Cpu;
+        let (face, mouth) = (face_mask(&data, 3, &dev)?, mouth_mask(&data, 3, &dev)?);
+        let inside = (mouth.broadcast_mul(&face)? - &mouth)?.abs()?.sum_all()?.to_scalar::<f32>()?;
+        assert_eq!(inside, 0.0, "mouth mask leaves the face mask");
+        let (f, m) = (face.sum_all()?.to_scalar::<f32>()?, mouth.sum_all()?.to_scalar::<f32>()?);
+        assert!(m > 0.0 && m < f / 2.0, "mouth {m} px, face {f} px");
+        let layout = data.face_layout(3)?;
+        let (cx, cy) = ((layout.mouth.x0 + layout.mouth.x1) / 2, (layout.mouth.y0 + layout.mouth.y1) / 2);
+        assert_eq!(mouth.flatten_all()?.to_vec1::<f32>()?[cy * 128 + cx], 1.0);
+        let masks = RegionMasks { face, mouth: mouth.clone() };
+        let weights = FaceTemporalWeights { edge: 0.0, face: 0.0, temporal: 0.0, face_temporal: 0.0, mouth: 5.0 };
+        let video = Tensor::zeros((1, 3, 2, 128, 128), DType::F32, &dev)?;
+        let term = |recon: &Tensor| -> anyhow::Result<(f32, f32)> {
+            let mut parts = Vec::new();
+            let zero = Tensor::zeros((), DType::F32, &dev)?;
+            let loss = add_face_and_temporal_terms(zero, &mut parts, recon, &video, Some(&masks), weights)?;
+            let mouth = parts.iter().find(|(n, _)| *n == "mouth").map(|p| p.1).unwrap_or(f32::NAN);
+            Ok((loss.to_scalar::<f32>()?, mouth))
+        };
+        // An error of 0.2 outside the mouth only: no mouth term.
+        let outside = ((1.0 - &mouth)? * 0.2)?.broadcast_as((1, 3, 2, 128, 128))?.contiguous()?;
+        assert_eq!(term(&outside)?, (0.0, 0.0));
+        // 0.2 inside the mouth, constant over time: L1 0.2, no change.
+        let within = (&mouth * 0.2)?.broadcast_as((1, 3, 2, 128, 128))?.contiguous()?;
+        let (loss, part) = term(&within)?;
+        assert!((part - 0.2).abs() < 1e-5 && (loss - 1.0).abs() < 1e-4, "{part} {loss}");
         Ok(())
     }
 
