@@ -137,6 +137,7 @@ impl Stage for LightDecoderStage {
             self.batch,
             cursor,
             self.weights.face > 0.0 || self.weights.mouth > 0.0,
+            self.weights.mouth > 0.0,
             self.crop,
             step,
             self.seed,

@@ -500,4 +500,23 @@ mod tests {
         assert!(stage(0.0)?.with_mouth_loss_weight(f64::NAN).is_err());
         Ok(())
     }
+
+    /// The sample-space loss is the velocity loss of the same step (same
+    /// noise level, noise and clip) times sigma^2.
+    #[test]
+    fn sample_space_loss_is_the_velocity_loss_times_sigma_squared() -> anyhow::Result<()> {
+        let value = |st: &mut TeacherStage| -> anyhow::Result<(f32, f32)> {
+            st.init()?;
+            let (loss, parts) = st.loss(5, &mut 0)?;
+            let sigma = parts.iter().find(|(n, _)| *n == "sigma").map(|p| p.1).unwrap_or(f32::NAN);
+            Ok((loss.to_scalar::<f32>()?, sigma))
+        };
+        let (velocity, sigma) = value(&mut stage(0.0)?)?;
+        let (sample, sigma_again) = value(&mut stage(0.0)?.with_sample_space_loss(true))?;
+        assert_eq!(sigma, sigma_again);
+        assert!(sigma > 0.05 && velocity > 0.0, "sigma {sigma}, loss {velocity}");
+        let expected = velocity * sigma * sigma;
+        assert!((sample - expected).abs() <= 1e-4 * expected, "{sample} vs {expected}");
+        Ok(())
+    }
 }

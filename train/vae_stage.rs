@@ -177,7 +177,9 @@ pub struct RegionMasks {
 
 /// `batch` clips from `cursor` on (advanced past them) as one
 /// `[batch, 3, T, H, W]` video, with their face and mouth masks when
-/// `with_masks`, all cut to the same random `crop` square when one is set.
+/// `with_masks`, all cut to the same random `crop` square when one is set;
+/// with `crop_around_mouth` every other step's square holds the first
+/// clip's mouth box.
 #[allow(clippy::too_many_arguments)]
 pub fn load_clip_batch(
     data: &ClipSource,
@@ -185,6 +187,7 @@ pub fn load_clip_batch(
     batch: usize,
     cursor: &mut u64,
     with_masks: bool,
+    crop_around_mouth: bool,
     crop: Option<usize>,
     step: u64,
     seed: u64,
@@ -199,10 +202,20 @@ pub fn load_clip_batch(
         }
         *cursor += 1;
     }
+    // With a mouth term, every other step's crop holds the first clip's
+    // mouth box (a uniform 64-pixel crop of a 128-pixel frame misses it
+    // about half the time).
+    let around = if crop_around_mouth && step % 2 == 0 {
+        let layout = data.face_layout(*cursor - batch as u64)?;
+        Some(layout.with_motion(layout.mouth))
+    } else {
+        None
+    };
     let crop_to = |t: Tensor| -> Result<Tensor, TrainError> {
-        match crop {
-            Some(side) => Ok(random_crop(&t, data.size, side, step, seed)?),
-            None => Ok(t),
+        match (crop, around) {
+            (Some(side), Some(mouth)) => Ok(random_crop_containing(&t, data.size, side, step, seed, mouth)?),
+            (Some(side), None) => Ok(random_crop(&t, data.size, side, step, seed)?),
+            (None, _) => Ok(t),
         }
     };
     let video = crop_to(Tensor::cat(&clips, 0)?)?;
@@ -428,6 +441,31 @@ pub fn random_crop(video: &Tensor, size: usize, side: usize, step: u64, seed: u6
     video.narrow(3, y, side)?.narrow(4, x, side)?.contiguous()
 }
 
+/// A `side` square crop of `video` (`[B, C, T, size, size]`) that holds
+/// `inside` where it fits (origin drawn from the positions that do, seeded
+/// like [`random_crop`]); a box larger than the crop is centred.
+pub fn random_crop_containing(
+    video: &Tensor,
+    size: usize,
+    side: usize,
+    step: u64,
+    seed: u64,
+    inside: crate::eval::face_layout::PixelBox,
+) -> candle_core::Result<Tensor> {
+    let h = step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+    let origin = |lo: usize, hi: usize, draw: u64| -> usize {
+        let max = size - side;
+        let (a, b) = (hi.saturating_sub(side).min(max), lo.min(max));
+        if a <= b {
+            a + (draw % (b - a + 1) as u64) as usize
+        } else {
+            ((lo + hi) / 2).saturating_sub(side / 2).min(max)
+        }
+    };
+    let (y, x) = (origin(inside.y0, inside.y1, h), origin(inside.x0, inside.x1, h >> 32));
+    video.narrow(3, y, side)?.narrow(4, x, side)?.contiguous()
+}
+
 /// Mean absolute horizontal + vertical finite differences of `a - b`
 /// (`[B, C, T, H, W]`): penalises blurred edges.
 pub fn edge_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
@@ -532,6 +570,7 @@ impl Stage for VaeStage {
             self.batch,
             cursor,
             self.weights.needs_masks(),
+            self.weights.mouth > 0.0,
             self.crop,
             step,
             self.seed,
@@ -668,6 +707,29 @@ mod tests {
         let within = (&mouth * 0.2)?.broadcast_as((1, 3, 2, 128, 128))?.contiguous()?;
         let (loss, part) = term(&within)?;
         assert!((part - 0.2).abs() < 1e-5 && (loss - 1.0).abs() < 1e-4, "{part} {loss}");
+        Ok(())
+    }
+
+    /// Every crop holds the box, and the crops still move between steps.
+    #[test]
+    fn crops_containing_a_box_hold_it() -> candle_core::Result<()> {
+        use crate::eval::face_layout::PixelBox;
+        let dev = Device::Cpu;
+        let ramp: Vec<f32> = (0..32 * 32).map(|i| i as f32).collect();
+        let video = Tensor::from_vec(ramp, (1, 1, 1, 32, 32), &dev)?;
+        let inside = PixelBox { x0: 20, y0: 4, x1: 26, y1: 10 };
+        let mut origins = std::collections::HashSet::new();
+        for step in 0..50 {
+            let c = random_crop_containing(&video, 32, 12, step, 7, inside)?.flatten_all()?.to_vec1::<f32>()?;
+            let (y, x) = ((c[0] as usize) / 32, (c[0] as usize) % 32);
+            assert!(y <= 4 && y + 12 >= 10 && x <= 20 && x + 12 >= 26, "crop at ({y}, {x})");
+            origins.insert((y, x));
+        }
+        assert!(origins.len() > 10, "{origins:?}");
+        // A box larger than the crop: centred on it.
+        let wide = PixelBox { x0: 0, y0: 0, x1: 32, y1: 20 };
+        let c = random_crop_containing(&video, 32, 12, 3, 7, wide)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(((c[0] as usize) / 32, (c[0] as usize) % 32), (4, 10));
         Ok(())
     }
 
