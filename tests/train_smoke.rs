@@ -576,6 +576,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         "teacher",
         "teacher_x0",
         "teacher_x0a",
+        "teacher_x0m",
         "ode_init",
         "dmd",
         "gan",
@@ -671,7 +672,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     candle_core::safetensors::save(&tensors, &vae_file)?;
     // (Other statistics are another latent space: the clip pool made with
     // the old ones would be refused, rightly.)
-    std::fs::remove_dir_all(dir.path().join("samples_lf6"))?;
+    std::fs::remove_dir_all(dir.path().join("samples_lf6m"))?;
     let vae_before = std::fs::read(&vae_file)?;
     let again = run()?;
     assert!(again.status.success(), "rerun failed: {}", String::from_utf8_lossy(&again.stderr));
