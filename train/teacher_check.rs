@@ -32,12 +32,16 @@
 //! for scale. A teacher whose error at sigma 1 exceeds what the reference
 //! and audio leave open cannot carry the noise through its head (session
 //! 14: a velocity head of 192 wide for 768-value patches lost 3/4 of it).
+//! `mouth_own` / `mouth_swapped` give the same estimate's error over the
+//! mouth box's latent pixels with the clip's own and the swapped audio:
+//! the gap is what the audio tells the teacher about the mouth.
 //!
 //! `lip_sync` is `eval`'s lip measure on these short clips: the mouth
 //! openness measured on each video (the tracked mouth box against the
 //! identity's closed-mouth neutral frame) correlated with the synth's true
 //! openness, over all checked frames, each clip centred on its own means.
-//! The real clips score near 1 and the VAE's reconstruction a little less;
+//! The real clips score near 1, the VAE's reconstruction less (0.55 for
+//! the session-15 VAE, 0.32 before its mouth term);
 //! a teacher that follows its audio scores well above its swapped-audio
 //! generation, which keeps only what the reference and chance give.
 //!
@@ -145,6 +149,11 @@ pub struct CleanError {
     pub static_part: f64,
     /// `total - static_part`: the error that changes from frame to frame.
     pub temporal_part: f64,
+    /// Error per value over the latent pixels of the mouth box (grown by
+    /// the head's largest motion) with the clip's own audio, and with the
+    /// next clip's: where own < swapped, the audio informs the mouth.
+    pub mouth_own: f64,
+    pub mouth_swapped: f64,
 }
 
 /// Every clip and the means.
@@ -239,6 +248,7 @@ pub fn check_teacher(
         let layout = teacher.data().face_layout(index)?;
         let mouth = layout.with_motion(layout.mouth);
         let neutral = teacher.data().reference_frame(index)?;
+        let mouth_latent = latent_box_mask(mouth, teacher.config().vae.scale_factor_spatial, x0, vae.device())?;
         let openness = |v: &[u8]| mouth_openness_trace(v, t - 1, h, w, &layout, &neutral);
         let mouth_openness = MouthTraces {
             truth: clip.mouth_open[1..].to_vec(),
@@ -275,7 +285,15 @@ pub fn check_teacher(
             ceiling_psnr_per_frame: per_frame_psnr(&real, &ceiling, t - 1),
             clean_error_by_sigma: CLEAN_ERROR_SIGMAS
                 .iter()
-                .map(|&sigma| clean_error(&teacher.predict_clean(&sample, &eps, sigma)?, x0, sigma))
+                .map(|&sigma| -> Result<CleanError, TrainError> {
+                    let own = teacher.predict_clean(&sample, &eps, sigma)?;
+                    let swapped = teacher.predict_clean(&swapped_sample, &eps, sigma)?;
+                    Ok(CleanError {
+                        mouth_own: masked_error(&own, x0, &mouth_latent)?,
+                        mouth_swapped: masked_error(&swapped, x0, &mouth_latent)?,
+                        ..clean_error(&own, x0, sigma)?
+                    })
+                })
                 .collect::<Result<_, _>>()?,
             clip_temporal_variance: temporal_variance(&x0.narrow(2, 1, f - 1)?)?,
             mouth_openness,
@@ -317,6 +335,8 @@ pub fn check_teacher(
                     total: part(|e| e.total),
                     static_part: part(|e| e.static_part),
                     temporal_part: part(|e| e.temporal_part),
+                    mouth_own: part(|e| e.mouth_own),
+                    mouth_swapped: part(|e| e.mouth_swapped),
                 }
             })
             .collect(),
@@ -341,7 +361,34 @@ fn clean_error(clean: &Tensor, x0: &Tensor, sigma: f64) -> Result<CleanError, Tr
     let err = (clean - x0.narrow(2, 1, f - 1)?)?;
     let total = err.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
     let static_part = err.mean_keepdim(2)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
-    Ok(CleanError { sigma, total, static_part, temporal_part: total - static_part })
+    Ok(CleanError { sigma, total, static_part, temporal_part: total - static_part, mouth_own: 0.0, mouth_swapped: 0.0 })
+}
+
+/// `[1, 1, 1, h, w]` of `x0`'s latent grid: 1 on the latent pixels that
+/// pixel box `b` touches (`factor` pixels per latent pixel), 0 elsewhere.
+fn latent_box_mask(
+    b: crate::eval::face_layout::PixelBox,
+    factor: usize,
+    x0: &Tensor,
+    dev: &candle_core::Device,
+) -> Result<Tensor, TrainError> {
+    let (h, w) = (x0.dim(3)?, x0.dim(4)?);
+    let mut map = vec![0f32; h * w];
+    for y in b.y0 / factor..b.y1.div_ceil(factor).min(h) {
+        for x in b.x0 / factor..b.x1.div_ceil(factor).min(w) {
+            map[y * w + x] = 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(map, (1, 1, 1, h, w), dev)?)
+}
+
+/// Squared error per value of `clean` (`[1, z, F-1, h, w]`) against the
+/// frames after the reference of `x0`, over the latent pixels of `mask`.
+fn masked_error(clean: &Tensor, x0: &Tensor, mask: &Tensor) -> Result<f64, TrainError> {
+    let f = x0.dim(2)?;
+    let err = (clean - x0.narrow(2, 1, f - 1)?)?.sqr()?.broadcast_mul(mask)?;
+    let count = mask.sum_all()?.to_scalar::<f32>()? as f64 * (clean.elem_count() / mask.elem_count()) as f64;
+    Ok(err.sum_all()?.to_scalar::<f32>()? as f64 / count.max(1.0))
 }
 
 /// Variance over the frame axis of `latents` (`[1, z, F, h, w]`), mean per value.
@@ -551,5 +598,27 @@ mod tests {
             clip(b.clone(), b.iter().map(|x| 1.0 - x).collect()),
         ];
         assert!((centred_lip_r(&inverted, |m| &m.generated) + 1.0).abs() < 1e-9);
+    }
+
+    /// The mouth error is the mean over the masked latent pixels only, and
+    /// the box maps to latent pixels by the VAE's spatial factor.
+    #[test]
+    fn masked_error_counts_the_box_only() -> anyhow::Result<()> {
+        use crate::eval::face_layout::PixelBox;
+        let dev = candle_core::Device::Cpu;
+        let x0 = Tensor::zeros((1, 2, 3, 4, 4), DType::F32, &dev)?;
+        // Pixels 8..16 x 0..8 at factor 8: latent column 1, row 0.
+        let mask = latent_box_mask(PixelBox { x0: 8, y0: 0, x1: 16, y1: 8 }, 8, &x0, &dev)?;
+        assert_eq!(mask.flatten_all()?.to_vec1::<f32>()?.iter().filter(|&&v| v == 1.0).count(), 1);
+        // An error of 2 on that pixel, 1 everywhere else.
+        let mut err = vec![1f32; 2 * 2 * 16];
+        for c in 0..2 {
+            for t in 0..2 {
+                err[(c * 2 + t) * 16 + 1] = 2.0;
+            }
+        }
+        let clean = Tensor::from_vec(err, (1, 2, 2, 4, 4), &dev)?;
+        assert!((masked_error(&clean, &x0, &mask)? - 4.0).abs() < 1e-6);
+        Ok(())
     }
 }
