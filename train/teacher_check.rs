@@ -56,6 +56,7 @@ use serde::Serialize;
 use crate::eval::face_layout::FaceLayout;
 use crate::eval::lip_sync::pearson;
 use crate::eval::probe::StreamProbe;
+use crate::generator::reference::video_to_frames;
 use crate::media::frame::RgbFrame;
 use crate::model::sampler::{warp_sigma, NoiseSource};
 
@@ -235,27 +236,29 @@ pub fn check_teacher(
         };
         let x_swapped = teacher.integrate_flow(&swapped_sample, &eps, &grid, 1, |_, _| ())?;
         let reference = x0.narrow(2, 0, 1)?;
-        let decode = |latents: &Tensor| -> Result<Vec<u8>, TrainError> {
-            let video = vae.decode(&vae.latent_norm().denormalize(latents)?)?;
-            after_reference(&video)
+        let decode = |latents: &Tensor| -> Result<Tensor, TrainError> {
+            Ok(vae.decode(&vae.latent_norm().denormalize(latents)?)?)
         };
-        let generated = decode(&Tensor::cat(&[&reference, &x], 2)?)?;
-        let swapped = decode(&Tensor::cat(&[&reference, &x_swapped], 2)?)?;
-        let ceiling = decode(x0)?;
+        let generated_video = decode(&Tensor::cat(&[&reference, &x], 2)?)?;
+        let swapped_video = decode(&Tensor::cat(&[&reference, &x_swapped], 2)?)?;
+        let ceiling_video = decode(x0)?;
+        let generated = after_reference(&generated_video)?;
+        let swapped = after_reference(&swapped_video)?;
+        let ceiling = after_reference(&ceiling_video)?;
         let real = after_reference(&clip.video)?;
         let still = still_reference(&vae.decode(&vae.latent_norm().denormalize(&reference)?)?, real.len())?;
         let (_, _, t, h, w) = clip.video.dims5()?;
         let layout = teacher.data().face_layout(index)?;
         let mouth = layout.with_motion(layout.mouth);
         let neutral = teacher.data().reference_frame(index)?;
-        let mouth_latent = latent_box_mask(mouth, teacher.config().vae.scale_factor_spatial, x0, vae.device())?;
-        let openness = |v: &[u8]| mouth_openness_trace(v, t - 1, h, w, &layout, &neutral);
+        let mouth_latent = teacher.mouth_latent_mask(index, x0.dim(3)?, x0.dim(4)?)?;
+        let openness = |video: &Tensor| mouth_openness_trace(video, &layout, &neutral);
         let mouth_openness = MouthTraces {
             truth: clip.mouth_open[1..].to_vec(),
-            real: openness(&real)?,
-            vae_ceiling: openness(&ceiling)?,
-            generated: openness(&generated)?,
-            swapped_audio: openness(&swapped)?,
+            real: openness(&clip.video)?,
+            vae_ceiling: openness(&ceiling_video)?,
+            generated: openness(&generated_video)?,
+            swapped_audio: openness(&swapped_video)?,
         };
         let score = |v: &[u8]| -> Result<Score, TrainError> {
             Ok(Score {
@@ -364,24 +367,6 @@ fn clean_error(clean: &Tensor, x0: &Tensor, sigma: f64) -> Result<CleanError, Tr
     Ok(CleanError { sigma, total, static_part, temporal_part: total - static_part, mouth_own: 0.0, mouth_swapped: 0.0 })
 }
 
-/// `[1, 1, 1, h, w]` of `x0`'s latent grid: 1 on the latent pixels that
-/// pixel box `b` touches (`factor` pixels per latent pixel), 0 elsewhere.
-fn latent_box_mask(
-    b: crate::eval::face_layout::PixelBox,
-    factor: usize,
-    x0: &Tensor,
-    dev: &candle_core::Device,
-) -> Result<Tensor, TrainError> {
-    let (h, w) = (x0.dim(3)?, x0.dim(4)?);
-    let mut map = vec![0f32; h * w];
-    for y in b.y0 / factor..b.y1.div_ceil(factor).min(h) {
-        for x in b.x0 / factor..b.x1.div_ceil(factor).min(w) {
-            map[y * w + x] = 1.0;
-        }
-    }
-    Ok(Tensor::from_vec(map, (1, 1, 1, h, w), dev)?)
-}
-
 /// Squared error per value of `clean` (`[1, z, F-1, h, w]`) against the
 /// frames after the reference of `x0`, over the latent pixels of `mask`.
 fn masked_error(clean: &Tensor, x0: &Tensor, mask: &Tensor) -> Result<f64, TrainError> {
@@ -398,28 +383,14 @@ fn temporal_variance(latents: &Tensor) -> Result<f64, TrainError> {
 }
 
 /// The mouth openness `eval` measures (tracked mouth box against the
-/// identity's closed-mouth `neutral` frame) on each of `frames` frames of
-/// `video` (u8, (C, T, H, W) order).
-fn mouth_openness_trace(
-    video: &[u8],
-    frames: usize,
-    h: usize,
-    w: usize,
-    layout: &FaceLayout,
-    neutral: &RgbFrame,
-) -> Result<Vec<f32>, TrainError> {
+/// identity's closed-mouth `neutral` frame) on each frame after the
+/// reference of `video` (`[1, 3, T, H, W]` in [-1, 1]).
+fn mouth_openness_trace(video: &Tensor, layout: &FaceLayout, neutral: &RgbFrame) -> Result<Vec<f32>, TrainError> {
     let invalid = |e: crate::eval::EvalError| TrainError::Invalid(format!("mouth openness: {e}"));
+    let frames = video_to_frames(video).map_err(|e| TrainError::Invalid(format!("mouth openness: {e}")))?;
     let mut probe = StreamProbe::new(layout.clone(), neutral.clone()).map_err(invalid)?;
-    let plane = h * w;
-    for t in 0..frames {
-        let mut data = vec![0u8; plane * 3];
-        for c in 0..3 {
-            let src = &video[(c * frames + t) * plane..(c * frames + t + 1) * plane];
-            for (i, &v) in src.iter().enumerate() {
-                data[i * 3 + c] = v;
-            }
-        }
-        probe.push(&RgbFrame { width: w, height: h, data }).map_err(invalid)?;
+    for frame in frames.iter().skip(1) {
+        probe.push(frame).map_err(invalid)?;
     }
     Ok(probe.openness())
 }
@@ -600,16 +571,16 @@ mod tests {
         assert!((centred_lip_r(&inverted, |m| &m.generated) + 1.0).abs() < 1e-9);
     }
 
-    /// The mouth error is the mean over the masked latent pixels only, and
-    /// the box maps to latent pixels by the VAE's spatial factor.
+    /// The mouth error is the mean over the masked latent pixels only (the
+    /// mask itself: `teacher_stage`'s `mouth_weights_cover_the_mouth_...`).
     #[test]
     fn masked_error_counts_the_box_only() -> anyhow::Result<()> {
-        use crate::eval::face_layout::PixelBox;
         let dev = candle_core::Device::Cpu;
         let x0 = Tensor::zeros((1, 2, 3, 4, 4), DType::F32, &dev)?;
-        // Pixels 8..16 x 0..8 at factor 8: latent column 1, row 0.
-        let mask = latent_box_mask(PixelBox { x0: 8, y0: 0, x1: 16, y1: 8 }, 8, &x0, &dev)?;
-        assert_eq!(mask.flatten_all()?.to_vec1::<f32>()?.iter().filter(|&&v| v == 1.0).count(), 1);
+        // Latent pixel row 0, column 1.
+        let mut cells = vec![0f32; 16];
+        cells[1] = 1.0;
+        let mask = Tensor::from_vec(cells, (1, 1, 1, 4, 4), &dev)?;
         // An error of 2 on that pixel, 1 everywhere else.
         let mut err = vec![1f32; 2 * 2 * 16];
         for c in 0..2 {

@@ -197,15 +197,21 @@ impl TeacherStage {
     /// `[1, 1, 1, h, w]` loss weights of clip `index`'s latent pixels:
     /// `mouth_loss_weight` over the mouth region, 1 elsewhere.
     fn latent_weights(&self, index: u64, h: usize, w: usize) -> Result<Tensor, TrainError> {
+        let mask = self.mouth_latent_mask(index, h, w)?;
+        Ok(((mask * (self.mouth_loss_weight - 1.0))? + 1.0)?)
+    }
+
+    /// `[1, 1, 1, h, w]`: 1 on the latent pixels (of an `h x w` latent
+    /// grid) that clip `index`'s mouth box, grown by the head's largest
+    /// motion, touches; 0 elsewhere.
+    pub fn mouth_latent_mask(&self, index: u64, h: usize, w: usize) -> Result<Tensor, TrainError> {
         let layout = self.data.face_layout(index)?;
         let mouth = layout.with_motion(layout.mouth);
         let factor = self.cfg.vae.scale_factor_spatial;
-        let (y0, y1) = (mouth.y0 / factor, mouth.y1.div_ceil(factor).min(h));
-        let (x0, x1) = (mouth.x0 / factor, mouth.x1.div_ceil(factor).min(w));
-        let mut map = vec![1f32; h * w];
-        for y in y0..y1 {
-            for x in x0..x1 {
-                map[y * w + x] = self.mouth_loss_weight as f32;
+        let mut map = vec![0f32; h * w];
+        for y in mouth.y0 / factor..mouth.y1.div_ceil(factor).min(h) {
+            for x in mouth.x0 / factor..mouth.x1.div_ceil(factor).min(w) {
+                map[y * w + x] = 1.0;
             }
         }
         Ok(Tensor::from_vec(map, (1, 1, 1, h, w), &self.device)?)
