@@ -102,7 +102,7 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Stage: audio_encoder (wav2vec2 pretrained as a phone recogniser; --clip-pool conversations, default 512) | vae | light_decoder (the light decoder for a trained --vae) | teacher | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out) | recon (VAE reconstruction PSNR of --clips unseen clips, PNGs in --out) | teacher_check (a teacher checkpoint on unseen clips) | audio_probe (ridge read-out of mouth openness from the frozen wav2vec2 on held-out clips).
+    /// Stage: audio_encoder (wav2vec2 pretrained as a phone recogniser; --clip-pool conversations, default 512) | vae | light_decoder (the light decoder for a trained --vae) | teacher | lip_expert (the latent read-out of mouth openness behind --lip-sync-weight) | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out) | recon (VAE reconstruction PSNR of --clips unseen clips, PNGs in --out) | teacher_check (a teacher checkpoint on unseen clips) | audio_probe (ridge read-out of mouth openness from the frozen wav2vec2 on held-out clips).
     stage: String,
     /// Checkpoint folder of this stage.
     #[arg(long, default_value = "runs/train")]
@@ -248,6 +248,18 @@ pub struct TrainArgs {
     /// error times sigma^2) so low-noise steps stop dominating.
     #[arg(long)]
     sample_space_loss: bool,
+    /// teacher, teacher_check: the lip-sync expert (`train lip_expert`'s
+    /// params.safetensors) whose read-out of the clean estimate is scored
+    /// against the synth's true mouth openness.
+    #[arg(long)]
+    lip_expert: Option<String>,
+    /// teacher: weight of the lip-sync expert's loss (needs --lip-expert).
+    #[arg(long, default_value_t = 0.0)]
+    lip_sync_weight: f64,
+    /// lip_expert: std of the Gaussian noise added to the latents it reads
+    /// while fitting (normalised latent units).
+    #[arg(long, default_value_t = 0.1)]
+    lip_expert_noise: f64,
     /// vae: with --freeze-encoder, decode this many latent frames (a
     /// multiple of 3) before each clip's --latent-frames without gradient,
     /// so the decoder trains mid-stream with a full causal cache.
@@ -666,6 +678,7 @@ fn train_device(a: &TrainArgs) -> anyhow::Result<candle_core::Device> {
 
 /// `streamavatar train <stage>`: see train/ and docs/TRAINING.md.
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    use streamavatar::train::lip_expert::{LipExpert, LipExpertStage};
     use streamavatar::train::{bench, data::ClipSource, optim::AdamWConfig, runner, vae_stage};
     let cfg = streamavatar::config::ModelConfig::load(&a.config)?;
     if a.stage == "export" {
@@ -709,11 +722,20 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     }
     if a.stage == "teacher_check" {
         let teacher = pretrained_teacher_from_args(&a, cfg, data)?;
+        let expert = match &a.lip_expert {
+            Some(p) => Some(streamavatar::train::lip_expert::LipExpert::load(
+                std::path::Path::new(p),
+                teacher.config().vae.z_dim,
+                &train_device(&a)?,
+            )?),
+            None => None,
+        };
         let report = streamavatar::train::teacher_check::check_teacher(
             &teacher,
             a.clips,
             a.euler_steps,
             a.seed,
+            expert.as_ref(),
             Some(std::path::Path::new(&a.out)),
         )?;
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -803,6 +825,20 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 .with_unshifted_sigma_share(a.unshifted_sigma_share)?
                 .with_mouth_loss_weight(a.mouth_loss_weight)?
                 .with_sample_space_loss(a.sample_space_loss);
+            match (&a.lip_expert, a.lip_sync_weight > 0.0) {
+                (Some(path), true) => {
+                    let z = st.config().vae.z_dim;
+                    let expert = LipExpert::load(std::path::Path::new(path), z, &train_device(&a)?)?;
+                    st = st.with_lip_sync(expert, a.lip_sync_weight)?;
+                }
+                (None, true) => anyhow::bail!("--lip-sync-weight needs --lip-expert <train lip_expert params>"),
+                _ => {}
+            }
+            runner::run(&mut st, &opts)?
+        }
+        "lip_expert" => {
+            let teacher = teacher_stage_from_args(&a, cfg, data)?;
+            let mut st = LipExpertStage::new(teacher, a.batch, a.lip_expert_noise, a.seed)?;
             runner::run(&mut st, &opts)?
         }
         "ode_init" => {

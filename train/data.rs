@@ -138,9 +138,9 @@ impl ClipSource {
         Ok(script_clip(&self.spec(index))?.reference_frame())
     }
 
-    /// Render clip `index` into tensors on `device`: only the window's
-    /// frames are drawn.
-    pub fn clip(&self, index: u64, device: &Device) -> Result<ClipTensors, TrainError> {
+    /// Clip `index`'s conversation script and the first frame of its
+    /// window (checked to hold the window's frames).
+    fn window(&self, index: u64) -> Result<(crate::synth::ClipScript, usize), TrainError> {
         let script = script_clip(&self.spec(index))?;
         let (start, n) = (self.offset_frames(index, &script), self.video_frames());
         if script.poses.len() < start + n {
@@ -150,6 +150,28 @@ impl ClipSource {
                 start + n
             )));
         }
+        Ok((script, start))
+    }
+
+    /// The synth's truth about the mouth in each video frame of clip
+    /// `index`, without rendering: its openness (the same values as
+    /// [`ClipTensors::mouth_open`]) and where it is (pixels, the synth's own
+    /// geometry: [`crate::synth::avatar::mouth_centre`]).
+    pub fn mouth_truth(&self, index: u64) -> Result<(Vec<f32>, Vec<(f32, f32)>), TrainError> {
+        let (script, start) = self.window(index)?;
+        let n = self.video_frames();
+        let open = script.truth[start..start + n].iter().map(|t| t.mouth_open).collect();
+        let poses = &script.poses[start..start + n];
+        let centres =
+            poses.iter().map(|p| crate::synth::avatar::mouth_centre(&script.identity, p, self.size)).collect();
+        Ok((open, centres))
+    }
+
+    /// Render clip `index` into tensors on `device`: only the window's
+    /// frames are drawn.
+    pub fn clip(&self, index: u64, device: &Device) -> Result<ClipTensors, TrainError> {
+        let (script, start) = self.window(index)?;
+        let n = self.video_frames();
         let frames = (start..start + n).map(|f| script.render_frame(f)).collect::<Result<Vec<_>, _>>()?;
         let (h, w) = (frames[0].height, frames[0].width);
         let mut pix = Vec::with_capacity(3 * n * h * w);
@@ -196,6 +218,7 @@ mod tests {
         assert_eq!(c.talk_mask.len(), 9);
         assert!(c.talk_mask.iter().zip(&c.listen_mask).all(|(t, l)| t + l <= 1.0));
         assert_eq!(src.spec(3), src.spec(3));
+        assert_eq!(src.mouth_truth(0)?.0, c.mouth_open);
         Ok(())
     }
 

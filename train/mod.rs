@@ -18,6 +18,8 @@
 //! * [`vae_stage`] — stage 1: the causal VAE (L1 + L2 + KL + edge loss).
 //! * [`sample_store`] — prepared DiT samples (latents + audio features) of
 //!   a finite clip pool, in memory and in a keyed cache folder.
+//! * [`lip_expert`] — a frozen read-out of mouth openness from latents,
+//!   fit on the pool; its error is the DiT stages' lip-sync loss.
 //! * [`teacher_stage`] — stage 2: the bidirectional flow-matching teacher
 //!   with talk / listen audio attention.
 //! * [`teacher_check`] — what a teacher checkpoint generates on unseen
@@ -51,6 +53,7 @@ pub mod gan_stage;
 pub mod latent_stats;
 pub mod latent_widening;
 pub mod light_decoder_stage;
+pub mod lip_expert;
 pub mod ode_init_stage;
 pub mod optim;
 pub mod params;

@@ -192,7 +192,13 @@ stage vae_video "$VAE" "$S_VID_MOUTH_ROBUST" vae --latent-frames 5 --crop 64 --b
 #    VAE's face-region and temporal terms (temporal weight 3, then 10) on
 #    21-frame motion windows: it must follow head motion the VAE's own
 #    decoder smooths away.
-LIGHT=$RUNS/light_decoder
+#    The folder is light_decoder_m since the VAE's mouth phases (session
+#    16): the session-13 light decoder decoded the old latents. The third
+#    phase weighs the mouth as the VAE's last phases do. (The committed
+#    lineage warm-started light_decoder_m from the session-13 light decoder
+#    at step 1,000 and trained 1,500 steps with the third phase's options;
+#    a fresh run trains all three phases.)
+LIGHT=$RUNS/light_decoder_m
 S_LIGHT=$(steps 2000)
 stage light_decoder "$LIGHT" "$S_LIGHT" light_decoder --vae "$VAE/params.safetensors" \
     --latent-frames 5 --crop 64 --batch 1 --lr 1e-3 --face-weight 3 --temporal-weight 3 --face-temporal-weight 1 \
@@ -200,6 +206,9 @@ stage light_decoder "$LIGHT" "$S_LIGHT" light_decoder --vae "$VAE/params.safeten
 stage light_decoder "$LIGHT" "$((S_LIGHT + $(steps 2000)))" light_decoder --vae "$VAE/params.safetensors" \
     --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 \
     --motion-windows --save-every 250
+stage light_decoder "$LIGHT" "$((S_LIGHT + $(steps 2000) + $(steps 1500)))" light_decoder --vae "$VAE/params.safetensors" \
+    --latent-frames 5 --crop 64 --batch 1 --lr 3e-4 --face-weight 3 --temporal-weight 10 --face-temporal-weight 3 \
+    --mouth-weight 30 --motion-windows --save-every 250
 
 # The DiT stages train on one finite clip pool whose VAE latents and audio
 # features are computed once and kept in $RUNS/samples_lf6m/
@@ -246,7 +255,20 @@ TEACHER_XM=$RUNS/teacher_x0m
 stage teacher_x0m "$TEACHER_XM" "$(steps 2000)" teacher --vae "$VAE/params.safetensors" "${W2V[@]}" \
     --latent-frames 6 "${POOL6[@]}" --lr 3e-4 --save-every 250 --unshifted-sigma-share 0.3 --mouth-loss-weight 10 \
     --init-from "$TEACHER_XA/params.safetensors"
-TEACHER=$TEACHER_XM
+#     Then the lip-sync expert's loss (session 16, train/lip_expert.rs):
+#     the flow-matching MSE alone left every teacher deaf (the mouth is a
+#     few percent of its error, most of it head position). The expert, a
+#     read-out of mouth openness from the latents around the synth's true
+#     mouth position, is fit on the pool (1,500 steps of 8 clips; held-out
+#     within-clip r 0.92), then scores the teacher's clean estimates.
+LIPX=$RUNS/lip_expert
+stage lip_expert "$LIPX" "$(steps 1500)" lip_expert --vae "$VAE/params.safetensors" "${W2V[@]}" \
+    --latent-frames 6 "${POOL6[@]}" --batch 8 --lr 1e-3 --save-every 250
+TEACHER_XL=$RUNS/teacher_x0l
+stage teacher_x0l "$TEACHER_XL" "$(steps 1500)" teacher --vae "$VAE/params.safetensors" "${W2V[@]}" \
+    --latent-frames 6 "${POOL6[@]}" --lr 3e-4 --save-every 250 --unshifted-sigma-share 0.3 --mouth-loss-weight 10 \
+    --lip-expert "$LIPX/params.safetensors" --lip-sync-weight 10 --init-from "$TEACHER_XM/params.safetensors"
+TEACHER=$TEACHER_XL
 
 # 5. Causal student: ODE initialisation from teacher trajectories.
 #    1,000 steps since session 14 (the sample-head teacher's trajectories;

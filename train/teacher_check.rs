@@ -45,6 +45,12 @@
 //! a teacher that follows its audio scores well above its swapped-audio
 //! generation, which keeps only what the reference and chance give.
 //!
+//! With a lip-sync expert (`--lip-expert`, [`super::lip_expert`]),
+//! `lip_expert` is the same correlation from the expert's read-out of the
+//! latents (per latent frame): on the real clip's latents it says how well
+//! the expert reads unseen clips, on the generations what the DiT put at
+//! the mouth, before the decoder.
+//!
 //! `clip_NNN.png` shows real (top), generated (middle) and static (bottom)
 //! rows at the first, middle and last frame after the reference.
 
@@ -61,6 +67,7 @@ use crate::media::frame::RgbFrame;
 use crate::model::sampler::{warp_sigma, NoiseSource};
 
 use super::frame_quality::{psnr_db, psnr_from_mse, region_psnr_db, ssim};
+use super::lip_expert::{latent_openness, LipExpert, MouthSampling};
 use super::recon::{frame_rows, RECON_FIRST_CLIP};
 use super::teacher_stage::{TeacherSample, TeacherStage};
 use super::TrainError;
@@ -114,6 +121,10 @@ pub struct ClipCheck {
     /// Per video frame after the reference: the synth's true mouth openness
     /// and the openness `eval` measures on each video (module docs).
     pub mouth_openness: MouthTraces,
+    /// Per latent frame after the reference: the true openness (mean of the
+    /// frame's video frames) and the lip-sync expert's read-out of each
+    /// latent video (only with an expert).
+    pub expert_openness: Option<MouthTraces>,
 }
 
 /// Mouth openness per video frame after the reference of one clip.
@@ -182,6 +193,10 @@ pub struct TeacherCheckReport {
     /// Lip sync of the real clips, the VAE's reconstruction, the teacher's
     /// generations and its swapped-audio generations (module docs).
     pub lip_sync: LipSyncCheck,
+    /// The same correlation from the lip-sync expert's read-out of the
+    /// latents (`vae_ceiling` = `real`: the clip's own latents); only with
+    /// an expert.
+    pub lip_expert: Option<LipSyncCheck>,
     pub seconds: f64,
 }
 
@@ -199,6 +214,7 @@ pub fn check_teacher(
     clips: u64,
     euler_steps: usize,
     seed: u64,
+    expert: Option<&LipExpert>,
     out: Option<&Path>,
 ) -> Result<TeacherCheckReport, TrainError> {
     let t0 = std::time::Instant::now();
@@ -253,6 +269,30 @@ pub fn check_teacher(
         let neutral = teacher.data().reference_frame(index)?;
         let mouth_latent = teacher.mouth_latent_mask(index, x0.dim(3)?, x0.dim(4)?)?;
         let openness = |video: &Tensor| mouth_openness_trace(video, &layout, &neutral);
+        let expert_openness = match expert {
+            None => None,
+            Some(e) => {
+                let factor = teacher.config().vae.scale_factor_spatial;
+                let at = MouthSampling::new(
+                    &teacher.data().mouth_truth(index)?.1,
+                    factor,
+                    x0.dim(3)?,
+                    x0.dim(4)?,
+                    vae.device(),
+                )?;
+                let read = |latents: &Tensor| -> Result<Vec<f32>, TrainError> {
+                    Ok(e.forward(latents, &reference, &at)?.to_vec1::<f32>()?)
+                };
+                let real = read(&x0.narrow(2, 1, f - 1)?)?;
+                Some(MouthTraces {
+                    truth: latent_openness(&clip.mouth_open),
+                    vae_ceiling: real.clone(),
+                    real,
+                    generated: read(&x)?,
+                    swapped_audio: read(&x_swapped)?,
+                })
+            }
+        };
         let mouth_openness = MouthTraces {
             truth: clip.mouth_open[1..].to_vec(),
             real: openness(&clip.video)?,
@@ -300,6 +340,7 @@ pub fn check_teacher(
                 .collect::<Result<_, _>>()?,
             clip_temporal_variance: temporal_variance(&x0.narrow(2, 1, f - 1)?)?,
             mouth_openness,
+            expert_openness,
         });
         if let Some(dir) = out {
             let path = dir.join(format!("clip_{i:03}.png"));
@@ -344,12 +385,8 @@ pub fn check_teacher(
             })
             .collect(),
         clip_temporal_variance: avg(&|c| c.clip_temporal_variance),
-        lip_sync: LipSyncCheck {
-            real: centred_lip_r(&checks, |m| &m.real),
-            vae_ceiling: centred_lip_r(&checks, |m| &m.vae_ceiling),
-            generated: centred_lip_r(&checks, |m| &m.generated),
-            swapped_audio: centred_lip_r(&checks, |m| &m.swapped_audio),
-        },
+        lip_sync: lip_sync_of(checks.iter().map(|c| &c.mouth_openness)),
+        lip_expert: expert.map(|_| lip_sync_of(checks.iter().filter_map(|c| c.expert_openness.as_ref()))),
         talk_token_change: avg(&|c| c.talk_token_change),
         listen_token_change: avg(&|c| c.listen_token_change),
         clips: checks,
@@ -395,13 +432,22 @@ fn mouth_openness_trace(video: &Tensor, layout: &FaceLayout, neutral: &RgbFrame)
     Ok(probe.openness())
 }
 
+/// [`LipSyncCheck`] of every clip's traces.
+fn lip_sync_of<'a>(traces: impl Iterator<Item = &'a MouthTraces> + Clone) -> LipSyncCheck {
+    LipSyncCheck {
+        real: centred_lip_r(traces.clone(), |m| &m.real),
+        vae_ceiling: centred_lip_r(traces.clone(), |m| &m.vae_ceiling),
+        generated: centred_lip_r(traces.clone(), |m| &m.generated),
+        swapped_audio: centred_lip_r(traces, |m| &m.swapped_audio),
+    }
+}
+
 /// Pearson r of `pick`ed measured openness against the truth over every
 /// clip's frames, each clip's two series centred on their own means
 /// (0 when undefined).
-fn centred_lip_r(checks: &[ClipCheck], pick: fn(&MouthTraces) -> &Vec<f32>) -> f64 {
+fn centred_lip_r<'a>(traces: impl Iterator<Item = &'a MouthTraces>, pick: fn(&MouthTraces) -> &Vec<f32>) -> f64 {
     let (mut truth, mut measured) = (Vec::new(), Vec::new());
-    for c in checks {
-        let m = &c.mouth_openness;
+    for m in traces {
         let n = m.truth.len().min(pick(m).len());
         let centre = |v: &[f32]| {
             let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
@@ -535,25 +581,7 @@ mod tests {
     /// about 0.
     #[test]
     fn lip_r_is_taken_within_clips() {
-        let clip = |truth: Vec<f32>, generated: Vec<f32>| ClipCheck {
-            index: 0,
-            generated: Score::default(),
-            static_reference: Score::default(),
-            vae_ceiling: Score::default(),
-            swapped_audio: Score::default(),
-            audio_effect_mae: 0.0,
-            motion_mae: 0.0,
-            audio_effect_mouth_psnr_db: 0.0,
-            talk_token_change: 0.0,
-            listen_token_change: 0.0,
-            latent_mse_per_frame: vec![],
-            still_latent_mse_per_frame: vec![],
-            psnr_per_frame: vec![],
-            ceiling_psnr_per_frame: vec![],
-            clean_error_by_sigma: vec![],
-            clip_temporal_variance: 0.0,
-            mouth_openness: MouthTraces { truth, generated, ..Default::default() },
-        };
+        let clip = |truth: Vec<f32>, generated: Vec<f32>| MouthTraces { truth, generated, ..Default::default() };
         let a = vec![0.0, 0.3, 0.1, 0.5, 0.0];
         let b = vec![0.2, 0.0, 0.4, 0.1, 0.3];
         // Offsets of +0.5 and -0.2 per clip: pooled raw values correlate less.
@@ -561,14 +589,14 @@ mod tests {
             clip(a.clone(), a.iter().map(|x| x + 0.5).collect()),
             clip(b.clone(), b.iter().map(|x| x - 0.2).collect()),
         ];
-        assert!((centred_lip_r(&follows, |m| &m.generated) - 1.0).abs() < 1e-9);
+        assert!((centred_lip_r(follows.iter(), |m| &m.generated) - 1.0).abs() < 1e-9);
         let still = [clip(a.clone(), vec![0.5; 5]), clip(b.clone(), vec![0.1; 5])];
-        assert_eq!(centred_lip_r(&still, |m| &m.generated), 0.0);
+        assert_eq!(centred_lip_r(still.iter(), |m| &m.generated), 0.0);
         let inverted = [
             clip(a.clone(), a.iter().map(|x| 1.0 - x).collect()),
             clip(b.clone(), b.iter().map(|x| 1.0 - x).collect()),
         ];
-        assert!((centred_lip_r(&inverted, |m| &m.generated) + 1.0).abs() < 1e-9);
+        assert!((centred_lip_r(inverted.iter(), |m| &m.generated) + 1.0).abs() < 1e-9);
     }
 
     /// The mouth error is the mean over the masked latent pixels only (the

@@ -32,6 +32,7 @@ use crate::model::vae::WanVae;
 use crate::model::weights::SeededInitBackend;
 
 use super::data::{ClipSource, ClipTensors};
+use super::lip_expert::{lip_sync_error, LipExpert, OpennessTargets};
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
 use super::sample_store::SampleStore;
@@ -129,6 +130,10 @@ pub struct TeacherStage {
     /// Score the error of the clean-latent estimate instead of the
     /// velocity's (see [`TeacherStage::with_sample_space_loss`]).
     sample_space_loss: bool,
+    /// The frozen lip-sync expert and its loss weight (see
+    /// [`TeacherStage::with_lip_sync`]).
+    lip_sync: Option<(LipExpert, f64)>,
+    targets: OpennessTargets,
 }
 
 impl TeacherStage {
@@ -146,7 +151,43 @@ impl TeacherStage {
             unshifted_sigma_share: 0.0,
             mouth_loss_weight: 1.0,
             sample_space_loss: false,
+            lip_sync: None,
+            targets: OpennessTargets::default(),
         }
+    }
+
+    /// Add `weight * mean((expert(x0_hat) - openness)^2)` to the loss, with
+    /// `x0_hat = x_t - sigma v` the clean estimate of the frames after the
+    /// reference and `openness` the synth's truth per latent frame: a
+    /// lip-sync expert's loss ([`super::lip_expert`], whose module docs say
+    /// why the MSE alone leaves the teacher deaf).
+    pub fn with_lip_sync(mut self, expert: LipExpert, weight: f64) -> Result<Self, TrainError> {
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(TrainError::Invalid(format!("--lip-sync-weight {weight}: must be >= 0")));
+        }
+        self.lip_sync = Some((expert, weight));
+        Ok(self)
+    }
+
+    /// The lip-sync expert's loss term of clip `index` for the clean
+    /// estimate `clean` (`[1, z, F-1, h, w]`) with reference latent
+    /// `reference`; None without an expert.
+    pub fn lip_sync_term(
+        &mut self,
+        index: u64,
+        clean: &Tensor,
+        reference: &Tensor,
+    ) -> Result<Option<(Tensor, f64)>, TrainError> {
+        let Some((expert, weight)) = self.lip_sync.clone() else { return Ok(None) };
+        let factor = self.cfg.vae.scale_factor_spatial;
+        let (target, at) = self.targets.of(&self.data, index, factor, (clean.dim(3)?, clean.dim(4)?), &self.device)?;
+        let err = lip_sync_error(&expert, clean, reference, &at, &target)?;
+        Ok(Some((err, weight)))
+    }
+
+    /// The pool slot (clip index) data cursor `cursor` draws.
+    pub fn samples_slot(&self, cursor: u64) -> u64 {
+        self.samples.slot(cursor)
     }
 
     /// Weigh each step's error by `sigma^2`: the velocity error
@@ -442,20 +483,27 @@ impl Stage for TeacherStage {
         let text = dit.text_context(&prompt)?;
         let v = dit.forward(&xt, &timesteps, &text, Some(&audio), AttentionMask::Bidirectional)?;
         let v = v.narrow(2, 1, f - 1)?;
+        let sync = self.lip_sync_term(index, &(&noisy - (&v * sigma)?)?, &reference)?;
         let err = (v - target)?.sqr()?;
         let err = if self.sample_space_loss { (err * (sigma * sigma))? } else { err };
-        if self.mouth_loss_weight == 1.0 {
-            let loss = err.mean_all()?;
-            let value = loss.to_scalar::<f32>().unwrap_or(f32::NAN);
-            return Ok((loss, vec![("fm_mse", value), ("sigma", sigma as f32)]));
+        let plain = err.mean_all()?;
+        let mut parts = vec![("fm_mse", plain.to_scalar::<f32>().unwrap_or(f32::NAN))];
+        let mut loss = if self.mouth_loss_weight == 1.0 {
+            plain
+        } else {
+            let (h, w) = (x0.dim(3)?, x0.dim(4)?);
+            let weights = self.latent_weights(index, h, w)?;
+            let mean_weight = weights.mean_all()?.to_scalar::<f32>()? as f64;
+            let weighted = (err.broadcast_mul(&weights)?.mean_all()? / mean_weight)?;
+            parts.push(("fm_weighted", weighted.to_scalar::<f32>().unwrap_or(f32::NAN)));
+            weighted
+        };
+        if let Some((sync_err, weight)) = sync {
+            parts.push(("lip_sync", sync_err.to_scalar::<f32>().unwrap_or(f32::NAN)));
+            loss = (loss + (sync_err * weight)?)?;
         }
-        let (h, w) = (x0.dim(3)?, x0.dim(4)?);
-        let weights = self.latent_weights(index, h, w)?;
-        let mean_weight = weights.mean_all()?.to_scalar::<f32>()? as f64;
-        let loss = (err.broadcast_mul(&weights)?.mean_all()? / mean_weight)?;
-        let plain = err.mean_all()?.to_scalar::<f32>().unwrap_or(f32::NAN);
-        let value = loss.to_scalar::<f32>().unwrap_or(f32::NAN);
-        Ok((loss, vec![("fm_weighted", value), ("fm_mse", plain), ("sigma", sigma as f32)]))
+        parts.push(("sigma", sigma as f32));
+        Ok((loss, parts))
     }
 }
 

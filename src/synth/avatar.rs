@@ -77,6 +77,34 @@ pub fn hand_positions(id: &Identity, pose: &Pose) -> [(f32, f32); 2] {
 }
 
 /// Render `id` in `pose` as a `size` x `size` frame.
+/// The head's sideways and vertical shift in avatar units (sway and yaw
+/// move it sideways, pitch and breathing up and down).
+fn head_shift(pose: &Pose) -> (f32, f32) {
+    (pose.sway + pose.yaw * 0.35, pose.pitch * 0.25 + 1.2 * (pose.breath - 0.5))
+}
+
+/// The head's transform: the frame's, rolled about the chin and shifted.
+fn head_xform(frame: &Xform, id: &Identity, pose: &Pose) -> Xform {
+    let (hx, hy) = id.head_center;
+    let (dx, dy) = head_shift(pose);
+    frame.rotated_about(hx, hy + id.face_ry, pose.roll.to_radians(), dx, dy)
+}
+
+/// The mouth's anchor in head coordinates (it moves across the face
+/// with yaw and pitch).
+fn mouth_anchor(id: &Identity, pose: &Pose) -> (f32, f32) {
+    let (hx, hy) = id.head_center;
+    (hx + pose.yaw * 0.5 * 0.85, hy + id.mouth_drop + pose.pitch * 0.3 * 0.9)
+}
+
+/// Where the mouth's anchor (the line between the lips) lands in a
+/// `size`-pixel frame drawn for `pose`, in pixels: the ground-truth mouth
+/// position per frame (the lip-sync expert reads the latents there).
+pub fn mouth_centre(id: &Identity, pose: &Pose, size: usize) -> (f32, f32) {
+    let (x, y) = mouth_anchor(id, pose);
+    head_xform(&FRAMING.xform(size), id, pose).apply(x, y)
+}
+
 pub fn draw_avatar(id: &Identity, pose: &Pose, size: usize) -> RgbFrame {
     let mut c = Canvas::new(size, size);
     let xf = FRAMING.xform(size);
@@ -86,10 +114,8 @@ pub fn draw_avatar(id: &Identity, pose: &Pose, size: usize) -> RgbFrame {
     }
     let b = body(id, pose);
     let (hx, hy) = id.head_center;
-    let head_dx = pose.sway + pose.yaw * 0.35;
-    let head_dy = pose.pitch * 0.25 + 1.2 * (pose.breath - 0.5);
-    let pivot = (hx, hy + id.face_ry);
-    let hxf = xf.rotated_about(pivot.0, pivot.1, pose.roll.to_radians(), head_dx, head_dy);
+    let head_dx = head_shift(pose).0;
+    let hxf = head_xform(&xf, id, pose);
 
     // Long hair behind everything of the person.
     match id.hair_style {
@@ -273,7 +299,7 @@ fn draw_head(c: &mut Canvas, xf: &Xform, id: &Identity, pose: &Pose) {
     });
 
     let eye_y = hy + id.eye_height + fdy;
-    let mouth = (hx + fdx * 0.85, hy + id.mouth_drop + fdy * 0.9);
+    let mouth = mouth_anchor(id, pose);
     if id.beard {
         let hole = (mouth.0, mouth.1 + 1.0);
         c.fill(
@@ -547,6 +573,39 @@ mod tests {
         let px = [f.data[i] as f32 / 255.0, f.data[i + 1] as f32 / 255.0, f.data[i + 2] as f32 / 255.0];
         let diff: f32 = px.iter().zip(id.skin.iter()).map(|(a, b)| (a - b).abs()).sum();
         assert!(diff < 0.25, "pixel {px:?} vs skin {:?}", id.skin);
+    }
+
+    /// `mouth_centre` follows the head: where the frame changes when the
+    /// mouth opens is around it, in any pose.
+    #[test]
+    fn mouth_centre_is_where_the_mouth_opens() {
+        let size = 128;
+        for (id, yaw, pitch, roll, sway) in
+            [(2, 0.0, 0.0, 0.0, 0.0), (5, 8.0, -5.0, 6.0, 3.0), (9, -7.0, 4.0, -5.0, -4.0)]
+        {
+            let id = Identity::from_id(id);
+            let pose = Pose { yaw, pitch, roll, sway, ..Pose::neutral() };
+            let closed = draw_avatar(&id, &pose, size);
+            let open = draw_avatar(&id, &Pose { mouth_open: 0.8, ..pose }, size);
+            let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
+            for y in 0..size {
+                for x in 0..size {
+                    let i = 3 * (y * size + x);
+                    if (0..3).any(|c| closed.data[i + c].abs_diff(open.data[i + c]) > 30) {
+                        (sx, sy, n) = (sx + x as f32 + 0.5, sy + y as f32 + 0.5, n + 1.0);
+                    }
+                }
+            }
+            assert!(n > 10.0, "the mouth did not open");
+            let (cx, cy) = mouth_centre(&id, &pose, size);
+            // The opening hangs below the lip line: its centre is a few pixels lower.
+            assert!(
+                (sx / n - cx).abs() < 2.0 && (sy / n - cy) > -1.0 && (sy / n - cy) < 5.0,
+                "changed around ({}, {}), centre ({cx}, {cy})",
+                sx / n,
+                sy / n
+            );
+        }
     }
 
     #[test]
