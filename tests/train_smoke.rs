@@ -307,6 +307,32 @@ fn teacher_stage_loss_decreases() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lip-sync expert fits its read-out on fixed latents (loss falls),
+/// and with it the teacher's loss gains a finite `lip_sync` part whose
+/// gradient reaches the DiT.
+#[test]
+fn lip_expert_fits_and_its_loss_reaches_the_teacher() -> anyhow::Result<()> {
+    use streamavatar::train::lip_expert::{LipExpert, LipExpertStage};
+    let dir = tempfile::tempdir()?;
+    let cfg = ModelConfig::tiny();
+    let frozen = FrozenModules::load(&cfg, None, None, 7)?;
+    let mut st = LipExpertStage::new(TeacherStage::new(cfg.clone(), frozen, source(), 7), 1, 0.0, 7)?;
+    let r = run(&mut st, &opts(&dir.path().join("expert"), 20, 3e-3))?;
+    assert_decreases(&r.losses);
+    let expert =
+        LipExpert::load(&dir.path().join("expert/params.safetensors"), cfg.vae.z_dim, &candle_core::Device::Cpu)?;
+    let frozen = FrozenModules::load(&cfg, None, None, 7)?;
+    let mut teacher = TeacherStage::new(cfg, frozen, source(), 7).with_lip_sync(expert, 10.0)?;
+    teacher.init()?;
+    let (loss, parts) = teacher.loss(0, &mut 0)?;
+    let sync = parts.iter().find(|(name, _)| *name == "lip_sync").map(|p| p.1);
+    assert!(sync.is_some_and(f32::is_finite), "{parts:?}");
+    let grads = loss.backward()?;
+    let reached = teacher.store().named_vars().iter().filter(|(_, v)| grads.get(v.as_tensor()).is_some()).count();
+    assert!(reached > 0);
+    Ok(())
+}
+
 #[test]
 fn teacher_stage_on_a_clip_pool_prepares_each_clip_once() -> anyhow::Result<()> {
     use streamavatar::train::sample_store::{FrozenSource, SampleKey, SampleStore};
@@ -572,11 +598,13 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         "audio_encoder",
         "vae_images",
         "vae_video",
-        "light_decoder",
+        "light_decoder_m",
         "teacher",
         "teacher_x0",
         "teacher_x0a",
         "teacher_x0m",
+        "lip_expert",
+        "teacher_x0l",
         "ode_init",
         "dmd",
         "gan",
@@ -615,7 +643,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         .args(["train", "recon", "--config", "tiny", "--clips", "2", "--latent-frames", "1", "--vae"])
         .arg(dir.path().join("vae_video/params.safetensors"))
         .arg("--light-decoder")
-        .arg(dir.path().join("light_decoder/params.safetensors"))
+        .arg(dir.path().join("light_decoder_m/params.safetensors"))
         .arg("--out")
         .arg(&recon_dir)
         .env("RUST_LOG", "warn")
@@ -648,6 +676,8 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         .arg(dir.path().join("vae_video/params.safetensors"))
         .arg("--teacher")
         .arg(dir.path().join("teacher/params.safetensors"))
+        .arg("--lip-expert")
+        .arg(dir.path().join("lip_expert/params.safetensors"))
         .arg("--out")
         .arg(&check_dir)
         .env("RUST_LOG", "warn")
@@ -659,6 +689,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
             assert!(report[part][key].as_f64().is_some_and(f64::is_finite), "{part} {key}: {report}");
         }
     }
+    assert!(report["lip_expert"]["real"].as_f64().is_some_and(f64::is_finite), "{report}");
     assert!(check_dir.join("clip_000.png").is_file());
     // Everything is at its step count: a rerun resumes and trains nothing,
     // and leaves the checkpoints as they were (the VAE's file keys the DiT

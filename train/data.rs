@@ -63,6 +63,15 @@ pub struct ClipTensors {
     pub mouth_open: Vec<f32>,
 }
 
+/// The synth's truth about the mouth per video frame of a clip.
+#[derive(Debug, Clone)]
+pub struct MouthTruth {
+    /// Openness (the same values as [`ClipTensors::mouth_open`]).
+    pub open: Vec<f32>,
+    /// Where the mouth is, pixels.
+    pub centres: Vec<(f32, f32)>,
+}
+
 /// Where clips come from: training identities, seeded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipSource {
@@ -157,14 +166,14 @@ impl ClipSource {
     /// `index`, without rendering: its openness (the same values as
     /// [`ClipTensors::mouth_open`]) and where it is (pixels, the synth's own
     /// geometry: [`crate::synth::avatar::mouth_centre`]).
-    pub fn mouth_truth(&self, index: u64) -> Result<(Vec<f32>, Vec<(f32, f32)>), TrainError> {
+    pub fn mouth_truth(&self, index: u64) -> Result<MouthTruth, TrainError> {
         let (script, start) = self.window(index)?;
         let n = self.video_frames();
         let open = script.truth[start..start + n].iter().map(|t| t.mouth_open).collect();
         let poses = &script.poses[start..start + n];
         let centres =
             poses.iter().map(|p| crate::synth::avatar::mouth_centre(&script.identity, p, self.size)).collect();
-        Ok((open, centres))
+        Ok(MouthTruth { open, centres })
     }
 
     /// Render clip `index` into tensors on `device`: only the window's
@@ -218,7 +227,7 @@ mod tests {
         assert_eq!(c.talk_mask.len(), 9);
         assert!(c.talk_mask.iter().zip(&c.listen_mask).all(|(t, l)| t + l <= 1.0));
         assert_eq!(src.spec(3), src.spec(3));
-        assert_eq!(src.mouth_truth(0)?.0, c.mouth_open);
+        assert_eq!(src.mouth_truth(0)?.open, c.mouth_open);
         Ok(())
     }
 

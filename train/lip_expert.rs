@@ -198,10 +198,10 @@ impl OpennessTargets {
         if let Some(hit) = self.cache.get(&index) {
             return Ok(hit.clone());
         }
-        let (open, centres) = data.mouth_truth(index)?;
-        let targets = latent_openness(&open);
+        let truth = data.mouth_truth(index)?;
+        let targets = latent_openness(&truth.open);
         let entry =
-            (Tensor::from_slice(&targets, targets.len(), dev)?, MouthSampling::new(&centres, factor, h, w, dev)?);
+            (Tensor::from_slice(&targets, targets.len(), dev)?, MouthSampling::new(&truth.centres, factor, h, w, dev)?);
         self.cache.insert(index, entry.clone());
         Ok(entry)
     }

@@ -274,7 +274,7 @@ pub fn check_teacher(
             Some(e) => {
                 let factor = teacher.config().vae.scale_factor_spatial;
                 let at = MouthSampling::new(
-                    &teacher.data().mouth_truth(index)?.1,
+                    &teacher.data().mouth_truth(index)?.centres,
                     factor,
                     x0.dim(3)?,
                     x0.dim(4)?,
