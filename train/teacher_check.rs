@@ -45,6 +45,11 @@
 //! a teacher that follows its audio scores well above its swapped-audio
 //! generation, which keeps only what the reference and chance give.
 //!
+//! `lip_sync_detrended` removes each clip's least-squares line instead of
+//! its mean: the decoded generations drift away from the neutral mouth
+//! over a clip as the decoder's error builds up (session 16), a trend that
+//! is no lip motion and hides it from the centred figure.
+//!
 //! With a lip-sync expert (`--lip-expert`, [`super::lip_expert`]),
 //! `lip_expert` is the same correlation from the expert's read-out of the
 //! latents (per latent frame): on the real clip's latents it says how well
@@ -193,6 +198,11 @@ pub struct TeacherCheckReport {
     /// Lip sync of the real clips, the VAE's reconstruction, the teacher's
     /// generations and its swapped-audio generations (module docs).
     pub lip_sync: LipSyncCheck,
+    /// The same with each clip's least-squares line removed from both
+    /// series instead of its mean: the decoded generations drift away
+    /// from the neutral mouth over a clip (decoder error builds up), a
+    /// trend that hides the mouth's motion from `lip_sync`.
+    pub lip_sync_detrended: LipSyncCheck,
     /// The same correlation from the lip-sync expert's read-out of the
     /// latents (`vae_ceiling` = `real`: the clip's own latents); only with
     /// an expert.
@@ -385,8 +395,9 @@ pub fn check_teacher(
             })
             .collect(),
         clip_temporal_variance: avg(&|c| c.clip_temporal_variance),
-        lip_sync: lip_sync_of(checks.iter().map(|c| &c.mouth_openness)),
-        lip_expert: expert.map(|_| lip_sync_of(checks.iter().filter_map(|c| c.expert_openness.as_ref()))),
+        lip_sync: lip_sync_of(checks.iter().map(|c| &c.mouth_openness), false),
+        lip_sync_detrended: lip_sync_of(checks.iter().map(|c| &c.mouth_openness), true),
+        lip_expert: expert.map(|_| lip_sync_of(checks.iter().filter_map(|c| c.expert_openness.as_ref()), false)),
         talk_token_change: avg(&|c| c.talk_token_change),
         listen_token_change: avg(&|c| c.listen_token_change),
         clips: checks,
@@ -432,31 +443,47 @@ fn mouth_openness_trace(video: &Tensor, layout: &FaceLayout, neutral: &RgbFrame)
     Ok(probe.openness())
 }
 
-/// [`LipSyncCheck`] of every clip's traces.
-fn lip_sync_of<'a>(traces: impl Iterator<Item = &'a MouthTraces> + Clone) -> LipSyncCheck {
+/// [`LipSyncCheck`] of every clip's traces, each clip's series centred
+/// on their means (`detrend`: their least-squares lines removed instead).
+fn lip_sync_of<'a>(traces: impl Iterator<Item = &'a MouthTraces> + Clone, detrend: bool) -> LipSyncCheck {
     LipSyncCheck {
-        real: centred_lip_r(traces.clone(), |m| &m.real),
-        vae_ceiling: centred_lip_r(traces.clone(), |m| &m.vae_ceiling),
-        generated: centred_lip_r(traces.clone(), |m| &m.generated),
-        swapped_audio: centred_lip_r(traces, |m| &m.swapped_audio),
+        real: within_clip_lip_r(traces.clone(), |m| &m.real, detrend),
+        vae_ceiling: within_clip_lip_r(traces.clone(), |m| &m.vae_ceiling, detrend),
+        generated: within_clip_lip_r(traces.clone(), |m| &m.generated, detrend),
+        swapped_audio: within_clip_lip_r(traces, |m| &m.swapped_audio, detrend),
     }
 }
 
 /// Pearson r of `pick`ed measured openness against the truth over every
-/// clip's frames, each clip's two series centred on their own means
-/// (0 when undefined).
-fn centred_lip_r<'a>(traces: impl Iterator<Item = &'a MouthTraces>, pick: fn(&MouthTraces) -> &Vec<f32>) -> f64 {
+/// clip's frames, each clip's two series reduced to their residuals from
+/// their mean (or, with `detrend`, their least-squares line): 0 when
+/// undefined.
+fn within_clip_lip_r<'a>(
+    traces: impl Iterator<Item = &'a MouthTraces>,
+    pick: fn(&MouthTraces) -> &Vec<f32>,
+    detrend: bool,
+) -> f64 {
     let (mut truth, mut measured) = (Vec::new(), Vec::new());
     for m in traces {
         let n = m.truth.len().min(pick(m).len());
-        let centre = |v: &[f32]| {
-            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
-            v.iter().map(move |&x| x as f64 - mean).collect::<Vec<_>>()
-        };
-        truth.extend(centre(&m.truth[..n]));
-        measured.extend(centre(&pick(m)[..n]));
+        truth.extend(residuals(&m.truth[..n], detrend));
+        measured.extend(residuals(&pick(m)[..n], detrend));
     }
     pearson(&truth, &measured).unwrap_or(0.0)
+}
+
+/// `v` minus its mean, or minus its least-squares line over the index.
+fn residuals(v: &[f32], detrend: bool) -> Vec<f64> {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let t_mean = (n - 1.0) / 2.0;
+    let (mut cov, mut var) = (0.0, 0.0);
+    for (t, &x) in v.iter().enumerate() {
+        cov += (t as f64 - t_mean) * (x as f64 - mean);
+        var += (t as f64 - t_mean).powi(2);
+    }
+    let slope = if detrend && var > 0.0 { cov / var } else { 0.0 };
+    v.iter().enumerate().map(|(t, &x)| x as f64 - mean - slope * (t as f64 - t_mean)).collect()
 }
 
 /// Mean squared difference of two latent tensors.
@@ -589,14 +616,18 @@ mod tests {
             clip(a.clone(), a.iter().map(|x| x + 0.5).collect()),
             clip(b.clone(), b.iter().map(|x| x - 0.2).collect()),
         ];
-        assert!((centred_lip_r(follows.iter(), |m| &m.generated) - 1.0).abs() < 1e-9);
+        assert!((within_clip_lip_r(follows.iter(), |m| &m.generated, false) - 1.0).abs() < 1e-9);
         let still = [clip(a.clone(), vec![0.5; 5]), clip(b.clone(), vec![0.1; 5])];
-        assert_eq!(centred_lip_r(still.iter(), |m| &m.generated), 0.0);
+        assert_eq!(within_clip_lip_r(still.iter(), |m| &m.generated, false), 0.0);
         let inverted = [
             clip(a.clone(), a.iter().map(|x| 1.0 - x).collect()),
             clip(b.clone(), b.iter().map(|x| 1.0 - x).collect()),
         ];
-        assert!((centred_lip_r(inverted.iter(), |m| &m.generated) + 1.0).abs() < 1e-9);
+        assert!((within_clip_lip_r(inverted.iter(), |m| &m.generated, false) + 1.0).abs() < 1e-9);
+        // A drift added to the measured series: centring keeps it, detrending removes it.
+        let drifting = [clip(a.clone(), a.iter().enumerate().map(|(t, x)| x + 0.3 * t as f32).collect())];
+        assert!(within_clip_lip_r(drifting.iter(), |m| &m.generated, false) < 0.9);
+        assert!((within_clip_lip_r(drifting.iter(), |m| &m.generated, true) - 1.0).abs() < 1e-6);
     }
 
     /// The mouth error is the mean over the masked latent pixels only (the
