@@ -832,7 +832,8 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                     st = st.with_lip_sync(expert, a.lip_sync_weight)?;
                 }
                 (None, true) => anyhow::bail!("--lip-sync-weight needs --lip-expert <train lip_expert params>"),
-                _ => {}
+                (Some(_), false) => anyhow::bail!("train teacher --lip-expert needs --lip-sync-weight W > 0"),
+                (None, false) => {}
             }
             runner::run(&mut st, &opts)?
         }
