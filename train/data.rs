@@ -59,8 +59,10 @@ pub struct ClipTensors {
     /// Per video frame: 1 while the avatar talks / listens.
     pub talk_mask: Vec<f32>,
     pub listen_mask: Vec<f32>,
-    /// Per video frame: the synth's ground-truth mouth openness.
+    /// Per video frame: the synth's ground-truth mouth openness ...
     pub mouth_open: Vec<f32>,
+    /// ... and where the mouth is (pixels).
+    pub mouth_centres: Vec<(f32, f32)>,
 }
 
 /// The synth's truth about the mouth per video frame of a clip.
@@ -163,17 +165,21 @@ impl ClipSource {
     }
 
     /// The synth's truth about the mouth in each video frame of clip
-    /// `index`, without rendering: its openness (the same values as
-    /// [`ClipTensors::mouth_open`]) and where it is (pixels, the synth's own
-    /// geometry: [`crate::synth::avatar::mouth_centre`]).
+    /// `index`, without rendering (the same values as the clip's
+    /// [`ClipTensors::mouth_open`] and [`ClipTensors::mouth_centres`]).
     pub fn mouth_truth(&self, index: u64) -> Result<MouthTruth, TrainError> {
         let (script, start) = self.window(index)?;
+        Ok(self.mouth_truth_in(&script, start))
+    }
+
+    /// The mouth's openness and position in the window from `start`.
+    fn mouth_truth_in(&self, script: &crate::synth::ClipScript, start: usize) -> MouthTruth {
         let n = self.video_frames();
         let open = script.truth[start..start + n].iter().map(|t| t.mouth_open).collect();
         let poses = &script.poses[start..start + n];
         let centres =
             poses.iter().map(|p| crate::synth::avatar::mouth_centre(&script.identity, p, self.size)).collect();
-        Ok(MouthTruth { open, centres })
+        MouthTruth { open, centres }
     }
 
     /// Render clip `index` into tensors on `device`: only the window's
@@ -204,8 +210,16 @@ impl ClipSource {
         let truth = &script.truth[start..start + n];
         let talk_mask = truth.iter().map(|t| f32::from(t.state == BehaviourState::Talk)).collect();
         let listen_mask = truth.iter().map(|t| f32::from(t.state == BehaviourState::Listen)).collect();
-        let mouth_open = truth.iter().map(|t| t.mouth_open).collect();
-        Ok(ClipTensors { video, talk: cut(&conv.talk), listen: cut(&conv.listen), talk_mask, listen_mask, mouth_open })
+        let MouthTruth { open: mouth_open, centres: mouth_centres } = self.mouth_truth_in(&script, start);
+        Ok(ClipTensors {
+            video,
+            talk: cut(&conv.talk),
+            listen: cut(&conv.listen),
+            talk_mask,
+            listen_mask,
+            mouth_open,
+            mouth_centres,
+        })
     }
 }
 
@@ -228,6 +242,7 @@ mod tests {
         assert!(c.talk_mask.iter().zip(&c.listen_mask).all(|(t, l)| t + l <= 1.0));
         assert_eq!(src.spec(3), src.spec(3));
         assert_eq!(src.mouth_truth(0)?.open, c.mouth_open);
+        assert_eq!(src.mouth_truth(0)?.centres, c.mouth_centres);
         Ok(())
     }
 

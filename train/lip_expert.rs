@@ -46,7 +46,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::data::ClipSource;
+use super::data::{ClipSource, MouthTruth};
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
 use super::teacher_stage::TeacherStage;
@@ -179,11 +179,17 @@ pub fn latent_openness(mouth_open: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// Per-clip targets and mouth positions, computed once per clip from the
-/// synth script (no rendering).
+/// Clips whose truth [`OpennessTargets`] keeps: more than a clip pool
+/// usually holds; a stream of ever-new clips is forgotten in batches of
+/// this many, so the cache stays bounded.
+pub const TARGET_MEMORY: usize = 4096;
+
+/// Per-clip targets and mouth positions, read once per clip from the synth
+/// script (no rendering; the script costs ~0.1 s, its result a few hundred
+/// bytes).
 #[derive(Debug, Default)]
 pub struct OpennessTargets {
-    cache: HashMap<u64, (Tensor, MouthSampling)>,
+    cache: HashMap<u64, MouthTruth>,
 }
 
 impl OpennessTargets {
@@ -197,15 +203,15 @@ impl OpennessTargets {
         (h, w): (usize, usize),
         dev: &Device,
     ) -> Result<(Tensor, MouthSampling), TrainError> {
-        if let Some(hit) = self.cache.get(&index) {
-            return Ok(hit.clone());
+        if !self.cache.contains_key(&index) {
+            if self.cache.len() >= TARGET_MEMORY {
+                self.cache.clear();
+            }
+            self.cache.insert(index, data.mouth_truth(index)?);
         }
-        let truth = data.mouth_truth(index)?;
+        let truth = &self.cache[&index];
         let targets = latent_openness(&truth.open);
-        let entry =
-            (Tensor::from_slice(&targets, targets.len(), dev)?, MouthSampling::new(&truth.centres, factor, h, w, dev)?);
-        self.cache.insert(index, entry.clone());
-        Ok(entry)
+        Ok((Tensor::from_slice(&targets, targets.len(), dev)?, MouthSampling::new(&truth.centres, factor, h, w, dev)?))
     }
 }
 

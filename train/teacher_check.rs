@@ -283,13 +283,7 @@ pub fn check_teacher(
             None => None,
             Some(e) => {
                 let factor = teacher.config().vae.scale_factor_spatial;
-                let at = MouthSampling::new(
-                    &teacher.data().mouth_truth(index)?.centres,
-                    factor,
-                    x0.dim(3)?,
-                    x0.dim(4)?,
-                    vae.device(),
-                )?;
+                let at = MouthSampling::new(&clip.mouth_centres, factor, x0.dim(3)?, x0.dim(4)?, vae.device())?;
                 let read = |latents: &Tensor| -> Result<Vec<f32>, TrainError> {
                     Ok(e.forward(latents, &reference, &at)?.to_vec1::<f32>()?)
                 };

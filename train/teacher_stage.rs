@@ -172,7 +172,7 @@ impl TeacherStage {
     /// The lip-sync expert's loss term of clip `index` for the clean
     /// estimate `clean` (`[1, z, F-1, h, w]`) with reference latent
     /// `reference`; None without an expert.
-    pub fn lip_sync_term(
+    fn lip_sync_term(
         &mut self,
         index: u64,
         clean: &Tensor,
