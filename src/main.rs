@@ -102,7 +102,7 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Stage: audio_encoder (wav2vec2 pretrained as a phone recogniser; --clip-pool conversations, default 512) | vae | light_decoder (the light decoder for a trained --vae) | teacher | lip_expert (the latent read-out of mouth openness behind --lip-sync-weight) | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out) | recon (VAE reconstruction PSNR of --clips unseen clips, PNGs in --out) | teacher_check (a teacher checkpoint on unseen clips) | audio_probe (ridge read-out of mouth openness from the frozen wav2vec2 on held-out clips).
+    /// Stage: audio_encoder (wav2vec2 pretrained as a phone recogniser; --clip-pool conversations, default 512) | vae | light_decoder (the light decoder for a trained --vae) | teacher | lip_expert (the latent read-out of mouth openness behind --lip-sync-weight) | head_expert (the latent read-out of head pitch behind --head-motion-expert-weight) | ode_init | dmd | gan | bench (per-chunk inference cost of --config) | export (checkpoints -> weight files in --out) | recon (VAE reconstruction PSNR of --clips unseen clips, PNGs in --out) | teacher_check (a teacher checkpoint on unseen clips) | audio_probe (ridge read-out of mouth openness from the frozen wav2vec2 on held-out clips).
     stage: String,
     /// Checkpoint folder of this stage.
     #[arg(long, default_value = "runs/train")]
@@ -232,6 +232,11 @@ pub struct TrainArgs {
     /// frame-to-frame change inside the mouth box; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     mouth_weight: f64,
+    /// vae, light_decoder: weight of the head-motion term (the change over
+    /// 6 frames inside the face region, which a nod's displacement shows
+    /// whole; 0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    head_motion_weight: f64,
     /// vae: train the decoder only (the encoder, hence the latents and the
     /// DiT stages' clip pools, stay as they are).
     #[arg(long)]
@@ -256,10 +261,18 @@ pub struct TrainArgs {
     /// teacher: weight of the lip-sync expert's loss (needs --lip-expert).
     #[arg(long, default_value_t = 0.0)]
     lip_sync_weight: f64,
-    /// lip_expert: std of the Gaussian noise added to the latents it reads
-    /// while fitting (normalised latent units).
+    /// lip_expert, head_expert: std of the Gaussian noise added to the
+    /// latents it reads while fitting (normalised latent units).
     #[arg(long, default_value_t = 0.1)]
     lip_expert_noise: f64,
+    /// teacher, teacher_check: the head expert (`train head_expert`'s
+    /// params.safetensors) whose read-out of the clean estimate is scored
+    /// against the synth's true head pitch (nods).
+    #[arg(long)]
+    head_expert: Option<String>,
+    /// teacher: weight of the head expert's loss (needs --head-expert).
+    #[arg(long, default_value_t = 0.0)]
+    head_motion_expert_weight: f64,
     /// vae: with --freeze-encoder, decode this many latent frames (a
     /// multiple of 3) before each clip's --latent-frames without gradient,
     /// so the decoder trains mid-stream with a full causal cache.
@@ -678,7 +691,9 @@ fn train_device(a: &TrainArgs) -> anyhow::Result<candle_core::Device> {
 
 /// `streamavatar train <stage>`: see train/ and docs/TRAINING.md.
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
-    use streamavatar::train::lip_expert::{LipExpert, LipExpertStage};
+    use streamavatar::train::head_expert::{HeadExpertStage, PitchTargets};
+    use streamavatar::train::latent_readout::ReadoutTargets;
+    use streamavatar::train::lip_expert::{LipExpertStage, OpennessTargets};
     use streamavatar::train::{bench, data::ClipSource, optim::AdamWConfig, runner, vae_stage};
     let cfg = streamavatar::config::ModelConfig::load(&a.config)?;
     if a.stage == "export" {
@@ -722,12 +737,13 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     }
     if a.stage == "teacher_check" {
         let teacher = pretrained_teacher_from_args(&a, cfg, data)?;
+        let (z, dev) = (teacher.config().vae.z_dim, train_device(&a)?);
         let expert = match &a.lip_expert {
-            Some(p) => Some(streamavatar::train::lip_expert::LipExpert::load(
-                std::path::Path::new(p),
-                teacher.config().vae.z_dim,
-                &train_device(&a)?,
-            )?),
+            Some(p) => Some(OpennessTargets::load(std::path::Path::new(p), z, &dev)?),
+            None => None,
+        };
+        let head_expert = match &a.head_expert {
+            Some(p) => Some(PitchTargets::load(std::path::Path::new(p), z, &dev)?),
             None => None,
         };
         let report = streamavatar::train::teacher_check::check_teacher(
@@ -736,6 +752,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             a.euler_steps,
             a.seed,
             expert.as_ref(),
+            head_expert.as_ref(),
             Some(std::path::Path::new(&a.out)),
         )?;
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -779,6 +796,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 temporal: a.temporal_weight,
                 face_temporal: a.face_temporal_weight.max(0.0),
                 mouth: a.mouth_weight.max(0.0),
+                head_motion: a.head_motion_weight.max(0.0),
                 sample_posterior: !a.no_posterior_sample,
                 ..Default::default()
             };
@@ -812,6 +830,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 temporal: a.temporal_weight.max(0.0),
                 face_temporal: a.face_temporal_weight.max(0.0),
                 mouth: a.mouth_weight.max(0.0),
+                head_motion: a.head_motion_weight.max(0.0),
                 ..Default::default()
             };
             let mut st = LightDecoderStage::new(cfg, frozen.vae, data, a.batch, weights, a.seed);
@@ -828,11 +847,23 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             match (&a.lip_expert, a.lip_sync_weight > 0.0) {
                 (Some(path), true) => {
                     let z = st.config().vae.z_dim;
-                    let expert = LipExpert::load(std::path::Path::new(path), z, &train_device(&a)?)?;
+                    let expert = OpennessTargets::load(std::path::Path::new(path), z, &train_device(&a)?)?;
                     st = st.with_lip_sync(expert, a.lip_sync_weight)?;
                 }
                 (None, true) => anyhow::bail!("--lip-sync-weight needs --lip-expert <train lip_expert params>"),
                 (Some(_), false) => anyhow::bail!("train teacher --lip-expert needs --lip-sync-weight W > 0"),
+                (None, false) => {}
+            }
+            match (&a.head_expert, a.head_motion_expert_weight > 0.0) {
+                (Some(path), true) => {
+                    let z = st.config().vae.z_dim;
+                    let expert = PitchTargets::load(std::path::Path::new(path), z, &train_device(&a)?)?;
+                    st = st.with_head_motion(expert, a.head_motion_expert_weight)?;
+                }
+                (None, true) => {
+                    anyhow::bail!("--head-motion-expert-weight needs --head-expert <train head_expert params>")
+                }
+                (Some(_), false) => anyhow::bail!("train teacher --head-expert needs --head-motion-expert-weight W > 0"),
                 (None, false) => {}
             }
             runner::run(&mut st, &opts)?
@@ -840,6 +871,11 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         "lip_expert" => {
             let teacher = teacher_stage_from_args(&a, cfg, data)?;
             let mut st = LipExpertStage::new(teacher, a.batch, a.lip_expert_noise, a.seed)?;
+            runner::run(&mut st, &opts)?
+        }
+        "head_expert" => {
+            let teacher = teacher_stage_from_args(&a, cfg, data)?;
+            let mut st = HeadExpertStage::new(teacher, a.batch, a.lip_expert_noise, a.seed)?;
             runner::run(&mut st, &opts)?
         }
         "ode_init" => {

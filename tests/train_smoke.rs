@@ -307,26 +307,36 @@ fn teacher_stage_loss_decreases() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lip-sync expert fits its read-out on fixed latents (loss falls),
-/// and with it the teacher's loss gains a finite `lip_sync` part whose
-/// gradient reaches the DiT.
+/// Each latent expert (lip sync, head pitch) fits its read-out on fixed
+/// latents (loss falls), and with it the teacher's loss gains a finite
+/// part of the expert's name whose gradient reaches the DiT.
 #[test]
-fn lip_expert_fits_and_its_loss_reaches_the_teacher() -> anyhow::Result<()> {
-    use streamavatar::train::lip_expert::{LipExpert, LipExpertStage};
+fn latent_experts_fit_and_their_losses_reach_the_teacher() -> anyhow::Result<()> {
+    use streamavatar::train::head_expert::{HeadExpertStage, PitchTargets};
+    use streamavatar::train::latent_readout::ReadoutTargets;
+    use streamavatar::train::lip_expert::{LipExpertStage, OpennessTargets};
     let dir = tempfile::tempdir()?;
     let cfg = ModelConfig::tiny();
+    let dev = candle_core::Device::Cpu;
     let frozen = FrozenModules::load(&cfg, None, None, 7)?;
-    let mut st = LipExpertStage::new(TeacherStage::new(cfg.clone(), frozen, source(), 7), 1, 0.0, 7)?;
-    let r = run(&mut st, &opts(&dir.path().join("expert"), 20, 3e-3))?;
-    assert_decreases(&r.losses);
-    let expert =
-        LipExpert::load(&dir.path().join("expert/params.safetensors"), cfg.vae.z_dim, &candle_core::Device::Cpu)?;
+    let mut lip = LipExpertStage::new(TeacherStage::new(cfg.clone(), frozen, source(), 7), 1, 0.0, 7)?;
+    assert_decreases(&run(&mut lip, &opts(&dir.path().join("lip"), 20, 3e-3))?.losses);
     let frozen = FrozenModules::load(&cfg, None, None, 7)?;
-    let mut teacher = TeacherStage::new(cfg, frozen, source(), 7).with_lip_sync(expert, 10.0)?;
+    let mut head = HeadExpertStage::new(TeacherStage::new(cfg.clone(), frozen, source(), 7), 1, 0.0, 7)?;
+    assert_decreases(&run(&mut head, &opts(&dir.path().join("head"), 20, 3e-3))?.losses);
+    let lip = OpennessTargets::load(&dir.path().join("lip/params.safetensors"), cfg.vae.z_dim, &dev)?;
+    let head = PitchTargets::load(&dir.path().join("head/params.safetensors"), cfg.vae.z_dim, &dev)?;
+    // A lip expert's file is no head expert.
+    assert!(PitchTargets::load(&dir.path().join("lip/params.safetensors"), cfg.vae.z_dim, &dev).is_err());
+    let frozen = FrozenModules::load(&cfg, None, None, 7)?;
+    let mut teacher =
+        TeacherStage::new(cfg, frozen, source(), 7).with_lip_sync(lip, 10.0)?.with_head_motion(head, 10.0)?;
     teacher.init()?;
     let (loss, parts) = teacher.loss(0, &mut 0)?;
-    let sync = parts.iter().find(|(name, _)| *name == "lip_sync").map(|p| p.1);
-    assert!(sync.is_some_and(f32::is_finite), "{parts:?}");
+    for name in ["lip_sync", "head_motion"] {
+        let part = parts.iter().find(|(n, _)| *n == name).map(|p| p.1);
+        assert!(part.is_some_and(f32::is_finite), "{name}: {parts:?}");
+    }
     let grads = loss.backward()?;
     let reached = teacher.store().named_vars().iter().filter(|(_, v)| grads.get(v.as_tensor()).is_some()).count();
     assert!(reached > 0);
@@ -605,6 +615,8 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         "teacher_x0m",
         "lip_expert",
         "teacher_x0l",
+        "head_expert",
+        "teacher_x0h",
         "ode_init",
         "dmd",
         "gan",
@@ -678,6 +690,8 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         .arg(dir.path().join("teacher/params.safetensors"))
         .arg("--lip-expert")
         .arg(dir.path().join("lip_expert/params.safetensors"))
+        .arg("--head-expert")
+        .arg(dir.path().join("head_expert/params.safetensors"))
         .arg("--out")
         .arg(&check_dir)
         .env("RUST_LOG", "warn")
@@ -690,6 +704,9 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         }
     }
     assert!(report["lip_expert"]["real"].as_f64().is_some_and(f64::is_finite), "{report}");
+    for key in ["real", "generated", "silent_listen", "listen_reaction"] {
+        assert!(report["head_expert"][key].as_f64().is_some_and(f64::is_finite), "head {key}: {report}");
+    }
     assert!(check_dir.join("clip_000.png").is_file());
     // Everything is at its step count: a rerun resumes and trains nothing,
     // and leaves the checkpoints as they were (the VAE's file keys the DiT

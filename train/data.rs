@@ -74,6 +74,15 @@ pub struct MouthTruth {
     pub centres: Vec<(f32, f32)>,
 }
 
+/// The synth's truth about the head per video frame of a clip.
+#[derive(Debug, Clone)]
+pub struct HeadTruth {
+    /// Head pitch, degrees (> 0 nods down).
+    pub pitch: Vec<f32>,
+    /// The face region of the clip's identity at rest, pixels.
+    pub face: crate::eval::face_layout::PixelBox,
+}
+
 /// Where clips come from: training identities, seeded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipSource {
@@ -170,6 +179,14 @@ impl ClipSource {
     pub fn mouth_truth(&self, index: u64) -> Result<MouthTruth, TrainError> {
         let (script, start) = self.window(index)?;
         Ok(self.mouth_truth_in(&script, start))
+    }
+
+    /// The synth's truth about the head in each video frame of clip
+    /// `index`, without rendering.
+    pub fn head_truth(&self, index: u64) -> Result<HeadTruth, TrainError> {
+        let (script, start) = self.window(index)?;
+        let pitch = script.poses[start..start + self.video_frames()].iter().map(|p| p.pitch).collect();
+        Ok(HeadTruth { pitch, face: self.face_layout(index)?.face })
     }
 
     /// The mouth's openness and position in the window from `start`.

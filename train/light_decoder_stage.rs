@@ -47,11 +47,13 @@ pub struct LightLossWeights {
     pub face_temporal: f64,
     /// Mouth term (region and temporal L1 inside the mouth box; 0 = off).
     pub mouth: f64,
+    /// Head-motion term (changes over several frames inside the face; 0 = off).
+    pub head_motion: f64,
 }
 
 impl Default for LightLossWeights {
     fn default() -> Self {
-        Self { edge: 0.5, chroma: 0.5, face: 0.0, temporal: 0.0, face_temporal: 0.0, mouth: 0.0 }
+        Self { edge: 0.5, chroma: 0.5, face: 0.0, temporal: 0.0, face_temporal: 0.0, mouth: 0.0, head_motion: 0.0 }
     }
 }
 
@@ -136,7 +138,7 @@ impl Stage for LightDecoderStage {
             &self.device,
             self.batch,
             cursor,
-            self.weights.face > 0.0 || self.weights.mouth > 0.0,
+            self.weights.face > 0.0 || self.weights.mouth > 0.0 || self.weights.head_motion > 0.0,
             self.weights.mouth > 0.0,
             self.crop,
             step,
@@ -157,6 +159,7 @@ impl Stage for LightDecoderStage {
             temporal: self.weights.temporal,
             face_temporal: self.weights.face_temporal,
             mouth: self.weights.mouth,
+            head_motion: self.weights.head_motion,
         };
         let loss = add_face_and_temporal_terms(loss, &mut parts, &recon, &video, mask.as_ref(), weights)?;
         Ok((loss, parts))

@@ -18,8 +18,12 @@
 //! * [`vae_stage`] — stage 1: the causal VAE (L1 + L2 + KL + edge loss).
 //! * [`sample_store`] — prepared DiT samples (latents + audio features) of
 //!   a finite clip pool, in memory and in a keyed cache folder.
-//! * [`lip_expert`] — a frozen read-out of mouth openness from latents,
-//!   fit on the pool; its error is the DiT stages' lip-sync loss.
+//! * [`latent_readout`] — latent experts: small frozen read-outs of one
+//!   number per latent frame from latents on a grid, and their fitting stage.
+//! * [`lip_expert`] — the read-out of mouth openness, fit on the pool; its
+//!   error is the teacher's lip-sync loss.
+//! * [`head_expert`] — the read-out of head pitch (nods); its error is the
+//!   teacher's head-motion (listening) loss.
 //! * [`teacher_stage`] — stage 2: the bidirectional flow-matching teacher
 //!   with talk / listen audio attention.
 //! * [`teacher_check`] — what a teacher checkpoint generates on unseen
@@ -50,6 +54,8 @@ pub mod dmd_stage;
 pub mod export;
 pub mod frame_quality;
 pub mod gan_stage;
+pub mod head_expert;
+pub mod latent_readout;
 pub mod latent_stats;
 pub mod latent_widening;
 pub mod light_decoder_stage;

@@ -46,15 +46,17 @@ const OPTIONAL_PRESENT: [&str; 3] =
 /// random output projection the mini teacher learned to *suppress* its
 /// audio instead: the projected audio tokens barely differed between clips
 /// after training (`teacher_check`'s `talk_token_change`, session 13).
-/// The lip-sync expert's last layer starts at zero too: its per-pixel
-/// outputs are summed over the mouth box, so random ones start far off.
-const ZERO_INIT: [&str; 6] = [
+/// The latent experts' last layers start at zero too (a random read-out
+/// starts far off its targets).
+const ZERO_INIT: [&str; 8] = [
     "talk_audio_attn.to_out.0.weight",
     "talk_audio_attn.to_out.0.bias",
     "listen_audio_attn.to_out.0.weight",
     "listen_audio_attn.to_out.0.bias",
     "lip_expert.fc2.weight",
     "lip_expert.fc2.bias",
+    "head_expert.fc2.weight",
+    "head_expert.fc2.bias",
 ];
 
 impl SimpleBackend for StoreBackend {

@@ -56,6 +56,13 @@
 //! the expert reads unseen clips, on the generations what the DiT put at
 //! the mouth, before the decoder.
 //!
+//! With a head expert (`--head-expert`, [`super::head_expert`]),
+//! `head_expert` correlates its read-out of head pitch with the synth's
+//! (per latent frame, each clip centred) for the real latents, the
+//! generations, and generations with the listen track silenced; and
+//! `listen_reaction` is the mean |generated - silenced| read-out: 0 when
+//! the listen branch changes nothing about the head.
+//!
 //! `clip_NNN.png` shows real (top), generated (middle) and static (bottom)
 //! rows at the first, middle and last frame after the reference.
 
@@ -72,7 +79,9 @@ use crate::media::frame::RgbFrame;
 use crate::model::sampler::{warp_sigma, NoiseSource};
 
 use super::frame_quality::{psnr_db, psnr_from_mse, region_psnr_db, ssim};
-use super::lip_expert::{latent_openness, LipExpert, MouthSampling};
+use super::head_expert::{latent_pitch, PitchTargets};
+use super::latent_readout::{Readout, ReadoutTargets};
+use super::lip_expert::{latent_openness, mouth_sampling, LipExpert};
 use super::recon::{frame_rows, RECON_FIRST_CLIP};
 use super::teacher_stage::{TeacherSample, TeacherStage};
 use super::TrainError;
@@ -130,6 +139,30 @@ pub struct ClipCheck {
     /// frame's video frames) and the lip-sync expert's read-out of each
     /// latent video (only with an expert).
     pub expert_openness: Option<MouthTraces>,
+    /// Per latent frame after the reference: the head expert's pitch
+    /// traces (only with a head expert).
+    pub head_pitch: Option<HeadTraces>,
+}
+
+/// Head pitch per latent frame after the reference of one clip (the head
+/// expert's units: degrees / `PITCH_SCALE` against the first frame).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HeadTraces {
+    pub truth: Vec<f32>,
+    pub real: Vec<f32>,
+    pub generated: Vec<f32>,
+    /// Generated with the listen track replaced by silence.
+    pub silent_listen: Vec<f32>,
+}
+
+/// The head expert's figures over all checked clips (module docs).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct HeadCheck {
+    pub real: f64,
+    pub generated: f64,
+    pub silent_listen: f64,
+    /// Mean |generated - silent_listen| read-out.
+    pub listen_reaction: f64,
 }
 
 /// Mouth openness per video frame after the reference of one clip.
@@ -207,6 +240,8 @@ pub struct TeacherCheckReport {
     /// latents (`vae_ceiling` = `real`: the clip's own latents); only with
     /// an expert.
     pub lip_expert: Option<LipSyncCheck>,
+    /// Head pitch through the head expert; only with one.
+    pub head_expert: Option<HeadCheck>,
     pub seconds: f64,
 }
 
@@ -225,6 +260,7 @@ pub fn check_teacher(
     euler_steps: usize,
     seed: u64,
     expert: Option<&LipExpert>,
+    head_expert: Option<&Readout>,
     out: Option<&Path>,
 ) -> Result<TeacherCheckReport, TrainError> {
     let t0 = std::time::Instant::now();
@@ -283,7 +319,7 @@ pub fn check_teacher(
             None => None,
             Some(e) => {
                 let factor = teacher.config().vae.scale_factor_spatial;
-                let at = MouthSampling::new(&clip.mouth_centres, factor, x0.dim(3)?, x0.dim(4)?, vae.device())?;
+                let at = mouth_sampling(&clip.mouth_centres, factor, x0.dim(3)?, x0.dim(4)?, vae.device())?;
                 let read = |latents: &Tensor| -> Result<Vec<f32>, TrainError> {
                     Ok(e.forward(latents, &reference, &at)?.to_vec1::<f32>()?)
                 };
@@ -294,6 +330,32 @@ pub fn check_teacher(
                     real,
                     generated: read(&x)?,
                     swapped_audio: read(&x_swapped)?,
+                })
+            }
+        };
+        let head_pitch = match head_expert {
+            None => None,
+            Some(e) => {
+                let factor = teacher.config().vae.scale_factor_spatial;
+                let (_, at) = PitchTargets::default().of(
+                    teacher.data(),
+                    index,
+                    factor,
+                    (x0.dim(3)?, x0.dim(4)?),
+                    vae.device(),
+                )?;
+                let mut silent = clip.clone();
+                silent.listen.fill(0.0);
+                let silent_sample = teacher.prepare(&silent)?;
+                let x_silent = teacher.integrate_flow(&silent_sample, &eps, &grid, 1, |_, _| ())?;
+                let read = |latents: &Tensor| -> Result<Vec<f32>, TrainError> {
+                    Ok(e.forward(latents, &reference, &at)?.to_vec1::<f32>()?)
+                };
+                Some(HeadTraces {
+                    truth: latent_pitch(&teacher.data().head_truth(index)?.pitch),
+                    real: read(&x0.narrow(2, 1, f - 1)?)?,
+                    generated: read(&x)?,
+                    silent_listen: read(&x_silent)?,
                 })
             }
         };
@@ -345,6 +407,7 @@ pub fn check_teacher(
             clip_temporal_variance: temporal_variance(&x0.narrow(2, 1, f - 1)?)?,
             mouth_openness,
             expert_openness,
+            head_pitch,
         });
         if let Some(dir) = out {
             let path = dir.join(format!("clip_{i:03}.png"));
@@ -392,6 +455,7 @@ pub fn check_teacher(
         lip_sync: lip_sync_of(checks.iter().map(|c| &c.mouth_openness), false),
         lip_sync_detrended: lip_sync_of(checks.iter().map(|c| &c.mouth_openness), true),
         lip_expert: expert.map(|_| lip_sync_of(checks.iter().filter_map(|c| c.expert_openness.as_ref()), false)),
+        head_expert: head_expert.map(|_| head_check_of(checks.iter().filter_map(|c| c.head_pitch.as_ref()))),
         talk_token_change: avg(&|c| c.talk_token_change),
         listen_token_change: avg(&|c| c.listen_token_change),
         clips: checks,
@@ -448,20 +512,44 @@ fn lip_sync_of<'a>(traces: impl Iterator<Item = &'a MouthTraces> + Clone, detren
     }
 }
 
-/// Pearson r of `pick`ed measured openness against the truth over every
-/// clip's frames, each clip's two series reduced to their residuals from
-/// their mean (or, with `detrend`, their least-squares line): 0 when
-/// undefined.
+/// [`within_clip_r`] of `pick`ed measured openness against the truth.
 fn within_clip_lip_r<'a>(
     traces: impl Iterator<Item = &'a MouthTraces>,
     pick: fn(&MouthTraces) -> &Vec<f32>,
     detrend: bool,
 ) -> f64 {
+    within_clip_r(traces.map(|m| (m.truth.as_slice(), pick(m).as_slice())), detrend)
+}
+
+/// [`HeadCheck`] over the clips' head traces.
+fn head_check_of<'a>(traces: impl Iterator<Item = &'a HeadTraces> + Clone) -> HeadCheck {
+    let r = |pick: fn(&HeadTraces) -> &Vec<f32>| {
+        within_clip_r(traces.clone().map(|h| (h.truth.as_slice(), pick(h).as_slice())), false)
+    };
+    let (mut sum, mut count) = (0.0, 0usize);
+    for h in traces.clone() {
+        for (a, b) in h.generated.iter().zip(&h.silent_listen) {
+            sum += (a - b).abs() as f64;
+            count += 1;
+        }
+    }
+    HeadCheck {
+        real: r(|h| &h.real),
+        generated: r(|h| &h.generated),
+        silent_listen: r(|h| &h.silent_listen),
+        listen_reaction: sum / count.max(1) as f64,
+    }
+}
+
+/// Pearson r of measured against true series over every clip's frames,
+/// each clip's `(truth, measured)` reduced to their residuals from their
+/// mean (or, with `detrend`, their least-squares line): 0 when undefined.
+fn within_clip_r<'a>(pairs: impl Iterator<Item = (&'a [f32], &'a [f32])>, detrend: bool) -> f64 {
     let (mut truth, mut measured) = (Vec::new(), Vec::new());
-    for m in traces {
-        let n = m.truth.len().min(pick(m).len());
-        truth.extend(residuals(&m.truth[..n], detrend));
-        measured.extend(residuals(&pick(m)[..n], detrend));
+    for (t, m) in pairs {
+        let n = t.len().min(m.len());
+        truth.extend(residuals(&t[..n], detrend));
+        measured.extend(residuals(&m[..n], detrend));
     }
     pearson(&truth, &measured).unwrap_or(0.0)
 }

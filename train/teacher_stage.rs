@@ -32,7 +32,9 @@ use crate::model::vae::WanVae;
 use crate::model::weights::SeededInitBackend;
 
 use super::data::{ClipSource, ClipTensors};
-use super::lip_expert::{lip_sync_error, LipExpert, OpennessTargets};
+use super::head_expert::PitchTargets;
+use super::latent_readout::{ExpertTerm, Readout};
+use super::lip_expert::{LipExpert, OpennessTargets};
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
 use super::sample_store::SampleStore;
@@ -130,10 +132,12 @@ pub struct TeacherStage {
     /// Score the error of the clean-latent estimate instead of the
     /// velocity's (see [`TeacherStage::with_sample_space_loss`]).
     sample_space_loss: bool,
-    /// The frozen lip-sync expert and its loss weight (see
+    /// The frozen lip-sync expert's term (see
     /// [`TeacherStage::with_lip_sync`]).
-    lip_sync: Option<(LipExpert, f64)>,
-    targets: OpennessTargets,
+    lip_sync: Option<ExpertTerm<OpennessTargets>>,
+    /// The frozen head expert's term (see
+    /// [`TeacherStage::with_head_motion`]).
+    head_motion: Option<ExpertTerm<PitchTargets>>,
 }
 
 impl TeacherStage {
@@ -152,7 +156,7 @@ impl TeacherStage {
             mouth_loss_weight: 1.0,
             sample_space_loss: false,
             lip_sync: None,
-            targets: OpennessTargets::default(),
+            head_motion: None,
         }
     }
 
@@ -162,27 +166,17 @@ impl TeacherStage {
     /// lip-sync expert's loss ([`super::lip_expert`], whose module docs say
     /// why the MSE alone leaves the teacher deaf).
     pub fn with_lip_sync(mut self, expert: LipExpert, weight: f64) -> Result<Self, TrainError> {
-        if !(weight.is_finite() && weight >= 0.0) {
-            return Err(TrainError::Invalid(format!("--lip-sync-weight {weight}: must be >= 0")));
-        }
-        self.lip_sync = Some((expert, weight));
+        self.lip_sync = Some(ExpertTerm::new(expert, weight, "--lip-sync-weight")?);
         Ok(self)
     }
 
-    /// The lip-sync expert's loss term of clip `index` for the clean
-    /// estimate `clean` (`[1, z, F-1, h, w]`) with reference latent
-    /// `reference`; None without an expert.
-    fn lip_sync_term(
-        &mut self,
-        index: u64,
-        clean: &Tensor,
-        reference: &Tensor,
-    ) -> Result<Option<(Tensor, f64)>, TrainError> {
-        let Some((expert, weight)) = self.lip_sync.clone() else { return Ok(None) };
-        let factor = self.cfg.vae.scale_factor_spatial;
-        let (target, at) = self.targets.of(&self.data, index, factor, (clean.dim(3)?, clean.dim(4)?), &self.device)?;
-        let err = lip_sync_error(&expert, clean, reference, &at, &target)?;
-        Ok(Some((err, weight)))
+    /// Add `weight * mean((expert(x0_hat) - pitch)^2)` to the loss: the
+    /// head expert's term ([`super::head_expert`], whose module docs say
+    /// why the MSE alone leaves the listen branch idle), `pitch` the synth's
+    /// head pitch per latent frame against the reference frame's.
+    pub fn with_head_motion(mut self, expert: Readout, weight: f64) -> Result<Self, TrainError> {
+        self.head_motion = Some(ExpertTerm::new(expert, weight, "--head-motion-expert-weight")?);
+        Ok(self)
     }
 
     /// The pool slot (clip index) data cursor `cursor` draws.
@@ -483,7 +477,15 @@ impl Stage for TeacherStage {
         let text = dit.text_context(&prompt)?;
         let v = dit.forward(&xt, &timesteps, &text, Some(&audio), AttentionMask::Bidirectional)?;
         let v = v.narrow(2, 1, f - 1)?;
-        let sync = self.lip_sync_term(index, &(&noisy - (&v * sigma)?)?, &reference)?;
+        let clean = (&noisy - (&v * sigma)?)?;
+        let factor = self.cfg.vae.scale_factor_spatial;
+        let mut expert_terms = Vec::new();
+        if let Some(term) = self.lip_sync.as_mut() {
+            expert_terms.push(("lip_sync", term.error(&self.data, index, factor, &clean, &reference)?));
+        }
+        if let Some(term) = self.head_motion.as_mut() {
+            expert_terms.push(("head_motion", term.error(&self.data, index, factor, &clean, &reference)?));
+        }
         let err = (v - target)?.sqr()?;
         let err = if self.sample_space_loss { (err * (sigma * sigma))? } else { err };
         let plain = err.mean_all()?;
@@ -498,9 +500,9 @@ impl Stage for TeacherStage {
             parts.push(("fm_weighted", weighted.to_scalar::<f32>().unwrap_or(f32::NAN)));
             weighted
         };
-        if let Some((sync_err, weight)) = sync {
-            parts.push(("lip_sync", sync_err.to_scalar::<f32>().unwrap_or(f32::NAN)));
-            loss = (loss + (sync_err * weight)?)?;
+        for (name, (err, weight)) in expert_terms {
+            parts.push((name, err.to_scalar::<f32>().unwrap_or(f32::NAN)));
+            loss = (loss + (err * weight)?)?;
         }
         parts.push(("sigma", sigma as f32));
         Ok((loss, parts))

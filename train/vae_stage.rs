@@ -59,6 +59,12 @@ pub struct VaeLossWeights {
     /// trip's lip r within clips 0.32-0.39 against the clips' 0.95,
     /// `train teacher_check`'s `lip_sync`, session 15).
     pub mouth: f64,
+    /// Weight of the head-motion term ([`strided_temporal_l1`] inside the
+    /// face mask at [`HEAD_MOTION_STRIDE`]): the change over several frames.
+    /// A nod moves the head ~1 px per frame; per-frame changes that small
+    /// sit under the reconstruction error, and the decoder damped nods ~4x
+    /// and spread them over ~20 frames (docs/TRAINING.md, sessions 11-16).
+    pub head_motion: f64,
 }
 
 impl VaeLossWeights {
@@ -69,12 +75,13 @@ impl VaeLossWeights {
             temporal: self.temporal,
             face_temporal: self.face_temporal,
             mouth: self.mouth,
+            head_motion: self.head_motion,
         }
     }
 
     /// Whether any term needs the face / mouth masks.
     pub fn needs_masks(&self) -> bool {
-        self.face > 0.0 || self.face_temporal > 0.0 || self.mouth > 0.0
+        self.face > 0.0 || self.face_temporal > 0.0 || self.mouth > 0.0 || self.head_motion > 0.0
     }
 }
 
@@ -89,6 +96,7 @@ impl Default for VaeLossWeights {
             temporal: 0.0,
             face_temporal: 0.0,
             mouth: 0.0,
+            head_motion: 0.0,
         }
     }
 }
@@ -137,12 +145,36 @@ pub fn face_region_loss(
 /// L1 between the frame-to-frame changes `x[t] - x[t - 1]` of `a` and `b`
 /// (`[B, C, T, H, W]`); 0 for single frames.
 pub fn temporal_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    strided_temporal_l1(a, b, 1)
+}
+
+/// L1 between the changes over `stride` frames `x[t] - x[t - stride]` of
+/// `a` and `b` (`[B, C, T, H, W]`); 0 for clips of `stride` frames or fewer.
+pub fn strided_temporal_l1(a: &Tensor, b: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
     let t = a.dim(2)?;
-    if t < 2 {
+    if stride == 0 || t <= stride {
         return Tensor::zeros((), a.dtype(), a.device());
     }
-    let change = |x: &Tensor| x.narrow(2, 1, t - 1)? - x.narrow(2, 0, t - 1)?;
+    let change = |x: &Tensor| x.narrow(2, stride, t - stride)? - x.narrow(2, 0, t - stride)?;
     (change(a)? - change(b)?)?.abs()?.mean_all()
+}
+
+/// Frames over which the head-motion term compares changes: about half a
+/// listening nod (0.45 s, 11 frames at 24 fps), so the head's displacement
+/// through a nod is compared whole, and two latent frames' worth of the
+/// causal decoder's memory.
+pub const HEAD_MOTION_STRIDE: usize = 6;
+
+/// [`strided_temporal_l1`] at [`HEAD_MOTION_STRIDE`] inside `mask`
+/// (`[B, 1, 1, H, W]`, 0 / 1) as a mean over the masked pixels; 0 when the
+/// mask is empty.
+pub fn head_motion_l1(recon: &Tensor, video: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let share = mask.mean_all()?.to_scalar::<f32>()?;
+    if share <= 0.0 {
+        return Tensor::zeros((), recon.dtype(), recon.device());
+    }
+    strided_temporal_l1(&recon.broadcast_mul(mask)?, &video.broadcast_mul(mask)?, HEAD_MOTION_STRIDE)?
+        / f64::from(share)
 }
 
 /// [`temporal_l1`] inside `mask` (`[B, 1, 1, H, W]`, 0 / 1) as a mean over
@@ -166,6 +198,8 @@ pub struct FaceTemporalWeights {
     /// Weight of the mouth term (region L1 + edge and temporal L1 inside
     /// the mouth mask).
     pub mouth: f64,
+    /// Weight of [`head_motion_l1`] inside the face mask.
+    pub head_motion: f64,
 }
 
 /// Per clip of a batch, `[B, 1, 1, H, W]` 0 / 1 masks of its identity's
@@ -228,7 +262,7 @@ pub fn load_clip_batch(
 }
 
 /// `loss` plus the temporal term, then (with `masks`) the face term, the
-/// face-temporal term and the mouth term, each weighted; their values are appended to `parts`
+/// face-temporal term, the mouth term and the head-motion term, each weighted; their values are appended to `parts`
 /// in that order. A term with weight 0 is neither computed nor logged
 /// (the face term is logged whenever there is a mask).
 pub fn add_face_and_temporal_terms(
@@ -260,6 +294,11 @@ pub fn add_face_and_temporal_terms(
                 (face_region_loss(recon, video, &m.mouth, weights.edge)? + face_temporal_l1(recon, video, &m.mouth)?)?;
             parts.push(("mouth", s(&mouth)));
             loss = (loss + (mouth * weights.mouth)?)?;
+        }
+        if weights.head_motion > 0.0 {
+            let motion = head_motion_l1(recon, video, &m.face)?;
+            parts.push(("head_motion", s(&motion)));
+            loss = (loss + (motion * weights.head_motion)?)?;
         }
     }
     Ok(loss)
@@ -669,6 +708,30 @@ mod tests {
         Ok(())
     }
 
+    /// A reconstruction that follows a slow motion at half its speed (a
+    /// damped nod) misses a little per frame and `stride` times that over
+    /// `stride` frames, so the strided term weighs the damping `stride`x.
+    #[test]
+    fn strided_temporal_l1_weighs_a_damped_slow_motion_by_its_stride() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let ramp = |speed: f64| -> candle_core::Result<Tensor> {
+            (Tensor::arange(0f32, 12.0, &dev)?
+                .reshape((1, 1, 12, 1, 1))?
+                .broadcast_as((1, 3, 12, 2, 2))?
+                .contiguous()?
+                * speed)
+        };
+        let (video, damped) = (ramp(0.01)?, ramp(0.005)?);
+        let per_frame = strided_temporal_l1(&damped, &video, 1)?.to_scalar::<f32>()?;
+        let over_six = strided_temporal_l1(&damped, &video, HEAD_MOTION_STRIDE)?.to_scalar::<f32>()?;
+        assert!((per_frame - 0.005).abs() < 1e-6, "{per_frame}");
+        assert!((over_six - 0.005 * HEAD_MOTION_STRIDE as f32).abs() < 1e-5, "{over_six}");
+        // Too short a clip for the stride: nothing to compare.
+        let short = video.narrow(2, 0, HEAD_MOTION_STRIDE)?;
+        assert_eq!(strided_temporal_l1(&short, &short.zeros_like()?, HEAD_MOTION_STRIDE)?.to_scalar::<f32>()?, 0.0);
+        Ok(())
+    }
+
     /// The mouth mask sits inside the face mask, covers the mouth box, and
     /// the mouth term sees an error only where the mouth mask is.
     #[test]
@@ -691,7 +754,14 @@ mod tests {
         let (cx, cy) = ((layout.mouth.x0 + layout.mouth.x1) / 2, (layout.mouth.y0 + layout.mouth.y1) / 2);
         assert_eq!(mouth.flatten_all()?.to_vec1::<f32>()?[cy * 128 + cx], 1.0);
         let masks = RegionMasks { face, mouth: mouth.clone() };
-        let weights = FaceTemporalWeights { edge: 0.0, face: 0.0, temporal: 0.0, face_temporal: 0.0, mouth: 5.0 };
+        let weights = FaceTemporalWeights {
+            edge: 0.0,
+            face: 0.0,
+            temporal: 0.0,
+            face_temporal: 0.0,
+            mouth: 5.0,
+            head_motion: 0.0,
+        };
         let video = Tensor::zeros((1, 3, 2, 128, 128), DType::F32, &dev)?;
         let term = |recon: &Tensor| -> anyhow::Result<(f32, f32)> {
             let mut parts = Vec::new();
