@@ -81,6 +81,8 @@ pub struct HeadTruth {
     pub pitch: Vec<f32>,
     /// The face region of the clip's identity at rest, pixels.
     pub face: crate::eval::face_layout::PixelBox,
+    /// 1 where the avatar listens (the partner's turn), else 0.
+    pub listening: Vec<f32>,
 }
 
 /// Where clips come from: training identities, seeded.
@@ -185,8 +187,10 @@ impl ClipSource {
     /// `index`, without rendering.
     pub fn head_truth(&self, index: u64) -> Result<HeadTruth, TrainError> {
         let (script, start) = self.window(index)?;
-        let pitch = script.poses[start..start + self.video_frames()].iter().map(|p| p.pitch).collect();
-        Ok(HeadTruth { pitch, face: self.face_layout(index)?.face })
+        let poses = &script.poses[start..start + self.video_frames()];
+        let pitch = poses.iter().map(|p| p.pitch).collect();
+        let listening = poses.iter().map(|p| f32::from(p.state == BehaviourState::Listen)).collect();
+        Ok(HeadTruth { pitch, face: self.face_layout(index)?.face, listening })
     }
 
     /// The mouth's openness and position in the window from `start`.

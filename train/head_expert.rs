@@ -18,7 +18,12 @@
 //! ([`GRID_COLUMNS`] x [`GRID_ROWS`] points spread over the face box):
 //! a nod moves the head across it, and `crop_f - crop_ref` reads how far.
 //! Target per latent frame: the mean pitch of its four video frames minus
-//! the first frame's, over [`PITCH_SCALE`] degrees.
+//! the first frame's, over [`PITCH_SCALE`] degrees. In the teacher's term
+//! a latent frame counts by the share of its video frames in which the
+//! avatar listens ([`ReadoutTargets::frame_weights`]): the talk turns' nods
+//! follow the avatar's own speech, which the lip expert already scores,
+//! and a first version that scored every frame moved the head better
+//! with and without the partner's audio alike (session-17 log).
 //!
 //! Weights: `head_expert.fc1.{weight,bias}`, `head_expert.fc2.{weight,bias}`.
 
@@ -91,6 +96,10 @@ impl ReadoutTargets for PitchTargets {
         let grid = face_grid(&truth.face, factor);
         let at = GridSampling::new(&vec![grid.clone(); targets.len()], &grid, h, w, dev)?;
         Ok((Tensor::from_slice(&targets, targets.len(), dev)?, at))
+    }
+
+    fn frame_weights(&self, index: u64) -> Option<Vec<f32>> {
+        self.cache.get(&index).map(|truth| per_latent_mean(&truth.listening))
     }
 }
 

@@ -188,6 +188,13 @@ pub trait ReadoutTargets: Default {
         dev: &Device,
     ) -> Result<(Tensor, GridSampling), TrainError>;
 
+    /// How much each latent frame of clip `index` counts in a DiT stage's
+    /// expert term (`[F]`, after [`ReadoutTargets::of`] read the clip);
+    /// `None`: all alike. The fitting stage counts every frame.
+    fn frame_weights(&self, _index: u64) -> Option<Vec<f32>> {
+        None
+    }
+
     /// A new (random, last layer zero) read-out of this kind in `vb`.
     fn readout(z: usize, vb: VarBuilder) -> candle_core::Result<Readout> {
         Readout::new(Self::NAME, Self::POINTS, z, vb)
@@ -215,8 +222,10 @@ impl<T: ReadoutTargets> ExpertTerm<T> {
         Ok(Self { readout, targets: T::default(), weight })
     }
 
-    /// The unweighted error of clip `index`'s clean estimate `clean`
-    /// (`[1, z, F, h, w]`, after the reference `reference`) and the weight.
+    /// The error of clip `index`'s clean estimate `clean` (`[1, z, F, h,
+    /// w]`, after the reference `reference`): the mean squared error over
+    /// its latent frames, weighted by [`ReadoutTargets::frame_weights`]
+    /// (0 for a clip whose frames all weigh 0), and the term's weight.
     pub fn error(
         &mut self,
         data: &ClipSource,
@@ -226,7 +235,13 @@ impl<T: ReadoutTargets> ExpertTerm<T> {
         reference: &Tensor,
     ) -> Result<(Tensor, f64), TrainError> {
         let (target, at) = self.targets.of(data, index, factor, (clean.dim(3)?, clean.dim(4)?), clean.device())?;
-        Ok((self.readout.error(clean, reference, &at, &target)?, self.weight))
+        let Some(weights) = self.targets.frame_weights(index) else {
+            return Ok((self.readout.error(clean, reference, &at, &target)?, self.weight));
+        };
+        let total: f32 = weights.iter().sum();
+        let w = Tensor::from_slice(&weights, weights.len(), clean.device())?;
+        let sq = (self.readout.forward(clean, reference, &at)? - target)?.sqr()?;
+        Ok((((sq * w)?.sum_all()? / f64::from(total.max(1e-6)))?, self.weight))
     }
 }
 
@@ -357,5 +372,54 @@ mod tests {
         let three = GridSampling::new(&[vec![(0.0, 0.0); 3]], &[(0.0, 0.0); 3], h, w, &dev)?;
         assert!(readout.forward(&frames.narrow(2, 0, 1)?, &reference, &three).is_err());
         Ok(())
+    }
+
+    /// Fixed targets 0 and frame weights 0, 1 on a 1-point grid.
+    #[derive(Default)]
+    struct SecondFrameOnly;
+
+    impl ReadoutTargets for SecondFrameOnly {
+        const NAME: &'static str = "probe";
+        const POINTS: usize = 1;
+
+        fn of(
+            &mut self,
+            _: &ClipSource,
+            _: u64,
+            _: usize,
+            (h, w): (usize, usize),
+            dev: &Device,
+        ) -> Result<(Tensor, GridSampling), TrainError> {
+            let at = GridSampling::new(&[vec![(0.0, 0.0)], vec![(0.0, 0.0)]], &[(0.0, 0.0)], h, w, dev)?;
+            Ok((Tensor::zeros(2, DType::F32, dev)?, at))
+        }
+
+        fn frame_weights(&self, _: u64) -> Option<Vec<f32>> {
+            Some(vec![0.0, 1.0])
+        }
+    }
+
+    /// An expert term with frame weights scores the weighted frames only.
+    #[test]
+    fn expert_term_weighs_its_frames() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let store = ParamStore::new(3, &dev);
+        SecondFrameOnly::readout(1, store.var_builder())?;
+        store.insert("probe.fc2.weight", &Tensor::ones((1, READOUT_HIDDEN), DType::F32, &dev)?)?;
+        let readout = SecondFrameOnly::readout(1, store.var_builder())?;
+        let reference = Tensor::zeros((1, 1, 1, 2, 2), DType::F32, &dev)?;
+        let frames = Tensor::randn(0f32, 1.0, (1, 1, 2, 2, 2), &dev)?;
+        let at = SecondFrameOnly.of(&test_source(), 0, 8, (2, 2), &dev)?.1;
+        let out = readout.forward(&frames, &reference, &at)?.to_vec1::<f32>()?;
+        let mut term = ExpertTerm::<SecondFrameOnly>::new(readout, 2.0, "--probe-weight")?;
+        let (err, weight) = term.error(&test_source(), 0, 8, &frames, &reference)?;
+        assert_eq!(weight, 2.0);
+        assert!((err.to_scalar::<f32>()? - out[1] * out[1]).abs() < 1e-5);
+        assert!(ExpertTerm::<SecondFrameOnly>::new(term.readout.clone(), -1.0, "--probe-weight").is_err());
+        Ok(())
+    }
+
+    fn test_source() -> ClipSource {
+        ClipSource { seed: 1, size: 16, latent_frames: 2, identities: 1, max_offset_s: 0.0, motion_windows: false }
     }
 }
