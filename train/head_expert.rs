@@ -27,12 +27,10 @@
 //!
 //! Weights: `head_expert.fc1.{weight,bias}`, `head_expert.fc2.{weight,bias}`.
 
-use std::collections::HashMap;
-
 use candle_core::{Device, Tensor};
 
 use super::data::{ClipSource, HeadTruth};
-use super::latent_readout::{per_latent_mean, to_latent, GridSampling, ReadoutTargets, TARGET_MEMORY};
+use super::latent_readout::{per_latent_mean, to_latent, GridSampling, ReadoutTargets, TruthCache};
 use super::TrainError;
 
 /// Grid columns across the face box.
@@ -70,7 +68,7 @@ pub fn latent_pitch(pitch: &[f32]) -> Vec<f32> {
 /// synth script (no rendering).
 #[derive(Debug, Default)]
 pub struct PitchTargets {
-    cache: HashMap<u64, HeadTruth>,
+    cache: TruthCache<HeadTruth>,
 }
 
 impl ReadoutTargets for PitchTargets {
@@ -85,13 +83,7 @@ impl ReadoutTargets for PitchTargets {
         (h, w): (usize, usize),
         dev: &Device,
     ) -> Result<(Tensor, GridSampling), TrainError> {
-        if !self.cache.contains_key(&index) {
-            if self.cache.len() >= TARGET_MEMORY {
-                self.cache.clear();
-            }
-            self.cache.insert(index, data.head_truth(index)?);
-        }
-        let truth = &self.cache[&index];
+        let truth = self.cache.get_or_read(index, || data.head_truth(index))?;
         let targets = latent_pitch(&truth.pitch);
         let grid = face_grid(&truth.face, factor);
         let at = GridSampling::new(&vec![grid.clone(); targets.len()], &grid, h, w, dev)?;
@@ -99,7 +91,7 @@ impl ReadoutTargets for PitchTargets {
     }
 
     fn frame_weights(&self, index: u64) -> Option<Vec<f32>> {
-        self.cache.get(&index).map(|truth| per_latent_mean(&truth.listening))
+        self.cache.get(index).map(|truth| per_latent_mean(&truth.listening))
     }
 }
 

@@ -168,6 +168,37 @@ pub fn per_latent_mean(values: &[f32]) -> Vec<f32> {
 /// of this many, so the cache stays bounded.
 pub const TARGET_MEMORY: usize = 4096;
 
+/// Per-clip synth truth, read once per clip (no rendering) and kept for
+/// up to [`TARGET_MEMORY`] clips.
+#[derive(Debug)]
+pub struct TruthCache<T> {
+    clips: std::collections::HashMap<u64, T>,
+}
+
+impl<T> Default for TruthCache<T> {
+    fn default() -> Self {
+        Self { clips: std::collections::HashMap::new() }
+    }
+}
+
+impl<T> TruthCache<T> {
+    /// Clip `index`'s truth, read with `read` the first time.
+    pub fn get_or_read(&mut self, index: u64, read: impl FnOnce() -> Result<T, TrainError>) -> Result<&T, TrainError> {
+        if !self.clips.contains_key(&index) {
+            if self.clips.len() >= TARGET_MEMORY {
+                self.clips.clear();
+            }
+            self.clips.insert(index, read()?);
+        }
+        Ok(&self.clips[&index])
+    }
+
+    /// Clip `index`'s truth if it was read.
+    pub fn get(&self, index: u64) -> Option<&T> {
+        self.clips.get(&index)
+    }
+}
+
 /// What an expert reads: its name (tensor prefix, stage name), its grid
 /// size, and per clip the targets and the grid (from the synth's truth,
 /// cached per clip up to [`TARGET_MEMORY`] clips).

@@ -40,13 +40,11 @@
 //! Weights: `lip_expert.fc1.{weight,bias}`, `lip_expert.fc2.{weight,bias}`
 //! in the stage's `params.safetensors`.
 
-use std::collections::HashMap;
-
 use candle_core::{Device, Tensor};
 
 use super::data::{ClipSource, MouthTruth};
 use super::latent_readout::{
-    offset_grid, per_latent_mean, to_latent, GridSampling, Readout, ReadoutTargets, TARGET_MEMORY,
+    offset_grid, per_latent_mean, to_latent, GridSampling, Readout, ReadoutTargets, TruthCache,
 };
 use super::TrainError;
 use crate::model::audio::projection::FRAMES_PER_LATENT;
@@ -99,7 +97,7 @@ pub fn latent_openness(mouth_open: &[f32]) -> Vec<f32> {
 /// hundred bytes).
 #[derive(Debug, Default)]
 pub struct OpennessTargets {
-    cache: HashMap<u64, MouthTruth>,
+    cache: TruthCache<MouthTruth>,
 }
 
 impl ReadoutTargets for OpennessTargets {
@@ -114,13 +112,7 @@ impl ReadoutTargets for OpennessTargets {
         (h, w): (usize, usize),
         dev: &Device,
     ) -> Result<(Tensor, GridSampling), TrainError> {
-        if !self.cache.contains_key(&index) {
-            if self.cache.len() >= TARGET_MEMORY {
-                self.cache.clear();
-            }
-            self.cache.insert(index, data.mouth_truth(index)?);
-        }
-        let truth = &self.cache[&index];
+        let truth = self.cache.get_or_read(index, || data.mouth_truth(index))?;
         let targets = latent_openness(&truth.open);
         Ok((Tensor::from_slice(&targets, targets.len(), dev)?, mouth_sampling(&truth.centres, factor, h, w, dev)?))
     }

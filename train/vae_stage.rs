@@ -715,11 +715,8 @@ mod tests {
     fn strided_temporal_l1_weighs_a_damped_slow_motion_by_its_stride() -> candle_core::Result<()> {
         let dev = Device::Cpu;
         let ramp = |speed: f64| -> candle_core::Result<Tensor> {
-            (Tensor::arange(0f32, 12.0, &dev)?
-                .reshape((1, 1, 12, 1, 1))?
-                .broadcast_as((1, 3, 12, 2, 2))?
-                .contiguous()?
-                * speed)
+            Tensor::arange(0f32, 12.0, &dev)?.reshape((1, 1, 12, 1, 1))?.broadcast_as((1, 3, 12, 2, 2))?.contiguous()?
+                * speed
         };
         let (video, damped) = (ramp(0.01)?, ramp(0.005)?);
         let per_frame = strided_temporal_l1(&damped, &video, 1)?.to_scalar::<f32>()?;
