@@ -173,7 +173,8 @@ impl TeacherStage {
     /// Add `weight * mean((expert(x0_hat) - pitch)^2)` to the loss: the
     /// head expert's term ([`super::head_expert`], whose module docs say
     /// why the MSE alone leaves the listen branch idle), `pitch` the synth's
-    /// head pitch per latent frame against the reference frame's.
+    /// head pitch per latent frame against the reference frame's, each
+    /// latent frame counted by its share of listening video frames.
     pub fn with_head_motion(mut self, expert: Readout, weight: f64) -> Result<Self, TrainError> {
         self.head_motion = Some(ExpertTerm::new(expert, weight, "--head-motion-expert-weight")?);
         Ok(self)
