@@ -159,7 +159,10 @@ pub fn to_latent((x, y): (f32, f32), factor: usize) -> (f32, f32) {
 pub fn per_latent_mean(values: &[f32]) -> Vec<f32> {
     let k = values.len().saturating_sub(1) / FRAMES_PER_LATENT;
     (0..k)
-        .map(|j| values[1 + FRAMES_PER_LATENT * j..1 + FRAMES_PER_LATENT * (j + 1)].iter().sum::<f32>() / 4.0)
+        .map(|j| {
+            values[1 + FRAMES_PER_LATENT * j..1 + FRAMES_PER_LATENT * (j + 1)].iter().sum::<f32>()
+                / FRAMES_PER_LATENT as f32
+        })
         .collect()
 }
 

@@ -47,7 +47,6 @@ use super::latent_readout::{
     offset_grid, per_latent_mean, to_latent, GridSampling, Readout, ReadoutTargets, TruthCache,
 };
 use super::TrainError;
-use crate::model::audio::projection::FRAMES_PER_LATENT;
 
 /// Horizontal offsets (latent pixels) of the sampling grid from the mouth.
 pub const GRID_DX: [f32; 4] = [-1.5, -0.5, 0.5, 1.5];
@@ -88,7 +87,6 @@ fn latent_centres(centres: &[(f32, f32)]) -> Vec<(f32, f32)> {
 /// frames (`mouth_open` per video frame, `1 + 4k` of them). Returns `k`
 /// values (the latent frames after the reference).
 pub fn latent_openness(mouth_open: &[f32]) -> Vec<f32> {
-    debug_assert_eq!(FRAMES_PER_LATENT, 4);
     per_latent_mean(mouth_open)
 }
 

@@ -79,7 +79,7 @@ use crate::media::frame::RgbFrame;
 use crate::model::sampler::{warp_sigma, NoiseSource};
 
 use super::frame_quality::{psnr_db, psnr_from_mse, region_psnr_db, ssim};
-use super::head_expert::{latent_pitch, PitchTargets};
+use super::head_expert::PitchTargets;
 use super::latent_readout::{Readout, ReadoutTargets};
 use super::lip_expert::{latent_openness, mouth_sampling, LipExpert};
 use super::recon::{frame_rows, RECON_FIRST_CLIP};
@@ -337,7 +337,7 @@ pub fn check_teacher(
             None => None,
             Some(e) => {
                 let factor = teacher.config().vae.scale_factor_spatial;
-                let (_, at) = PitchTargets::default().of(
+                let (truth, at) = PitchTargets::default().of(
                     teacher.data(),
                     index,
                     factor,
@@ -352,7 +352,7 @@ pub fn check_teacher(
                     Ok(e.forward(latents, &reference, &at)?.to_vec1::<f32>()?)
                 };
                 Some(HeadTraces {
-                    truth: latent_pitch(&teacher.data().head_truth(index)?.pitch),
+                    truth: truth.to_vec1::<f32>()?,
                     real: read(&x0.narrow(2, 1, f - 1)?)?,
                     generated: read(&x)?,
                     silent_listen: read(&x_silent)?,
