@@ -1,5 +1,5 @@
 //! Build script. With the `cuda` feature it compiles our CUDA kernels
-//! (`KERNELS`: the fused attention, the VAE's convolution and norm, the DiT's
+//! (`KERNELS`: the fused attention, the attention glue, the VAE's convolution and norm, the DiT's
 //! modulation and gated residual) to PTX with nvcc (`$NVCC`, else
 //! `nvcc` on PATH; docs/GPU.md) for `compute_$CUDA_COMPUTE_CAP` (default
 //! 90); the binary embeds the PTX and the driver JIT-compiles it once.
@@ -35,8 +35,9 @@ fn main() {
 }
 
 /// Our CUDA sources and the PTX file (in `OUT_DIR`) each one becomes.
-const KERNELS: [(&str, &str); 3] = [
+const KERNELS: [(&str, &str); 4] = [
     ("src/model/flash_attention.cu", "flash_attention.ptx"),
+    ("src/model/attention_kernels.cu", "attention_kernels.ptx"),
     ("src/model/vae/cuda_kernels.cu", "vae_cuda_kernels.ptx"),
     ("src/model/dit/cuda_kernels.cu", "dit_cuda_kernels.ptx"),
 ];

@@ -58,6 +58,9 @@ pub struct GeneratorBenchSpec {
     /// Use the DiT's fused element-wise CUDA kernels (modulation, gated
     /// residual) where they apply (bf16); off = candle's ops, for A/B runs.
     pub dit_kernels: bool,
+    /// Use the attention glue kernels (q/k norm + RoPE + head split, the
+    /// few-key audio attention) where they apply (bf16); off = candle's ops.
+    pub attn_kernels: bool,
 }
 
 /// Measured numbers.
@@ -118,6 +121,7 @@ pub fn bench_generator(spec: &GeneratorBenchSpec) -> Result<GeneratorBenchReport
     crate::model::flash_attention::set_enabled(spec.flash);
     crate::model::vae::cuda_kernels::set_enabled(spec.vae_kernels);
     crate::model::dit::cuda_kernels::set_enabled(spec.dit_kernels);
+    crate::model::attention_kernels::set_enabled(spec.attn_kernels);
     if cfg.name == "full" && plan.dit.is_cpu() {
         if spec.decoder != DecoderKind::Full || spec.pipeline == Some(true) {
             return Err(GeneratorError::Model(
@@ -206,7 +210,7 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
         config: name,
         device: spec.device.clone(),
         method: format!(
-            "streaming: real StreamingGenerator, {} weights, {} decoder, {}, 1 warm-up + {} timed chunks, attention {}, VAE {}, DiT glue {}",
+            "streaming: real StreamingGenerator, {} weights, {} decoder, {}, 1 warm-up + {} timed chunks, attention {}, VAE {}, DiT glue {}, attention glue {}",
             match (&weights_kind, g.devices().dit.is_cpu()) {
                 (WeightsKind::Random, true) => "random (seeded)",
                 (WeightsKind::Random, false) => "random (seeded, drawn on the device)",
@@ -232,7 +236,12 @@ fn bench_streaming(cfg: ModelConfig, spec: &GeneratorBenchSpec) -> Result<Genera
                 "candle ops"
             },
             if spec.dit_kernels && g.devices().dtype == DType::BF16 && !g.devices().dit.is_cpu() {
-                "fused CUDA kernels (modulation, gated residual)"
+                "fused CUDA kernels (modulation, gated residual, LayerNorm)"
+            } else {
+                "candle ops"
+            },
+            if spec.attn_kernels && g.devices().dtype == DType::BF16 && !g.devices().dit.is_cpu() {
+                "fused CUDA kernels (q/k norm + RoPE + heads, few-key audio attention)"
             } else {
                 "candle ops"
             }

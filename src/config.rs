@@ -50,7 +50,17 @@ pub struct DitConfig {
     /// What the output head predicts (`velocity` when absent: Wan2.2).
     #[serde(default)]
     pub prediction: DitPrediction,
+    /// Earlier latent frames whose listen audio tokens a frame's Listen
+    /// Audio Attention reads besides its own (0: its own frame only). A
+    /// listener's nod follows the partner's phrase end by ~0.4-0.8 s, further
+    /// back than one latent frame's audio window reaches (docs/TRAINING.md,
+    /// session 18); the talk branch stays frame-local (lip sync).
+    #[serde(default)]
+    pub listen_lookback_frames: usize,
 }
+
+/// Upper bound of [`DitConfig::listen_lookback_frames`] (~2.7 s at 24 fps).
+pub const MAX_LISTEN_LOOKBACK_FRAMES: usize = 16;
 
 /// What the DiT's output head predicts. Every caller receives the flow
 /// velocity `eps - x0` either way (`model::dit` converts).
@@ -313,6 +323,7 @@ impl ModelConfig {
                 text_len: 512,
                 audio_tokens_per_frame: 32,
                 prediction: DitPrediction::Velocity,
+                listen_lookback_frames: 0,
             },
             audio: AudioConfig {
                 wav2vec2: Wav2Vec2Config::base(),
@@ -382,6 +393,7 @@ impl ModelConfig {
                 text_len: 8,
                 audio_tokens_per_frame: 4,
                 prediction: DitPrediction::Sample,
+                listen_lookback_frames: 3,
             },
             audio: AudioConfig {
                 wav2vec2: Wav2Vec2Config::mini(),
@@ -446,6 +458,7 @@ impl ModelConfig {
                 text_len: 16,
                 audio_tokens_per_frame: 4,
                 prediction: DitPrediction::Velocity,
+                listen_lookback_frames: 0,
             },
             audio: AudioConfig {
                 wav2vec2: Wav2Vec2Config::tiny(),
@@ -521,6 +534,12 @@ impl ModelConfig {
         }
         if self.dit.in_channels != self.vae.z_dim {
             return bad("dit.in_channels must equal vae.z_dim".into());
+        }
+        if self.dit.listen_lookback_frames > MAX_LISTEN_LOOKBACK_FRAMES {
+            return bad(format!(
+                "dit.listen_lookback_frames ({}) must be <= {MAX_LISTEN_LOOKBACK_FRAMES}",
+                self.dit.listen_lookback_frames
+            ));
         }
         self.light_decoder.check_against(&self.vae)?;
         Ok(())

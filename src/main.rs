@@ -481,9 +481,13 @@ pub struct BenchGeneratorArgs {
     #[arg(long)]
     no_vae_kernels: bool,
     /// Do not use the DiT's fused CUDA kernels (modulation, gated
-    /// residual): candle's ops, for A/B runs.
+    /// residual, LayerNorm): candle's ops, for A/B runs.
     #[arg(long)]
     no_dit_kernels: bool,
+    /// Do not use the attention glue kernels (q/k norm + RoPE + head split,
+    /// the few-key audio attention): candle's ops, for A/B runs.
+    #[arg(long)]
+    no_attn_kernels: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -1164,6 +1168,7 @@ fn run_bench_generator(a: BenchGeneratorArgs) -> anyhow::Result<()> {
         flash: !a.no_flash,
         vae_kernels: !a.no_vae_kernels,
         dit_kernels: !a.no_dit_kernels,
+        attn_kernels: !a.no_attn_kernels,
     })?;
     println!("{report}");
     Ok(())

@@ -281,6 +281,103 @@ fn talk_audio_of_a_frame_changes_only_that_frame() -> Result<()> {
     Ok(())
 }
 
+/// With `listen_lookback_frames = 2` (one block, as above) frame f's listen
+/// audio reaches frames f, f + 1, f + 2 and no earlier frame; talk audio
+/// stays frame-local.
+#[test]
+fn listen_audio_reaches_the_lookback_frames_after_it() -> Result<()> {
+    let mut c = cfg();
+    c.num_layers = 1;
+    c.listen_lookback_frames = 2;
+    let w = weights_with_audio(4)?;
+    let dit = model(&w, &c, DType::F32)?;
+    let text = dit.text_context(&w["fixture.text"])?;
+    let mut rng = StdRng::seed_from_u64(15);
+    let latents = w["fixture.latents"].clone();
+    let frames = latents.dim(2)?;
+    assert!(frames >= 4, "fixture has {frames} latent frames");
+    let audio = random_audio(&mut rng, frames)?;
+    let ts = &w["fixture.timesteps"];
+    let base = dit.forward(&latents, ts, &text, Some(&audio), AttentionMask::Bidirectional)?;
+    let new_frame = randn(&mut rng, &[1, 1, c.audio_tokens_per_frame, c.hidden_size()], 1.0, 0.0)?;
+    let set = |t: &Tensor, f: usize| {
+        t.slice_assign(&[0..1, f..f + 1, 0..c.audio_tokens_per_frame, 0..c.hidden_size()], &new_frame)
+    };
+    for (branch, reach) in [("listen", 2usize), ("talk", 0usize)] {
+        let f = 1;
+        let changed = match branch {
+            "listen" => AudioTokens { talk: audio.talk.clone(), listen: set(&audio.listen, f)? },
+            _ => AudioTokens { talk: set(&audio.talk, f)?, listen: audio.listen.clone() },
+        };
+        let out = dit.forward(&latents, ts, &text, Some(&changed), AttentionMask::Bidirectional)?;
+        for frame in 0..frames {
+            let d = max_abs_diff(&out.i((.., .., frame..frame + 1))?, &base.i((.., .., frame..frame + 1))?)?;
+            if (f..=f + reach).contains(&frame) {
+                assert!(d > 1e-4, "{branch}: frame {frame} did not react to frame {f}'s audio ({d})");
+            } else {
+                assert_eq!(d, 0.0, "{branch}: frame {frame} changed by {d} when frame {f}'s audio changed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Streaming with the listen history a stream carries (up to
+/// `listen_lookback_frames` earlier frames before each chunk's own) equals
+/// the whole-clip block-causal forward, whose first frames repeat frame 0
+/// where no earlier frame exists; too much history is refused.
+#[test]
+fn streaming_with_listen_history_equals_block_causal_forward() -> Result<()> {
+    let mut c = cfg();
+    c.listen_lookback_frames = 2;
+    let w = weights_with_audio(1)?;
+    let dit = model(&w, &c, DType::F32)?;
+    let text = dit.text_context(&w["fixture.text"])?;
+    let mut rng = StdRng::seed_from_u64(17);
+    let (chunk, frames) = (3usize, 7usize);
+    let latents = randn(&mut rng, &[1, c.in_channels, frames, 8, 8], 1.0, 0.0)?;
+    let mut t: Vec<f32> = (0..frames).map(|_| rng.random_range(1.0..999.0)).collect();
+    t[0] = 0.0;
+    let t = Tensor::from_vec(t, (1, frames), &test_device())?;
+    let audio = random_audio(&mut rng, frames)?;
+    let full = dit.forward(&latents, &t, &text, Some(&audio), AttentionMask::BlockCausal { chunk_frames: chunk })?;
+    let with_history = |s: usize, n: usize| -> Result<AudioTokens> {
+        let first = s.saturating_sub(2);
+        Ok(AudioTokens { talk: audio.talk.narrow(1, s, n)?, listen: audio.listen.narrow(1, first, s + n - first)? })
+    };
+    let mut cache = KvCache::from_stream(dit.num_layers(), &ModelConfig::tiny().stream);
+    let ref_out = dit.prime_reference(&latents.narrow(2, 0, 1)?, &text, Some(&with_history(0, 1)?), &mut cache)?;
+    let mut worst = max_abs_diff(&ref_out, &full.narrow(2, 0, 1)?)?;
+    for s in [1usize, 4] {
+        let a = with_history(s, chunk)?;
+        let out = dit.forward_chunk(
+            &latents.narrow(2, s, chunk)?,
+            &t.narrow(1, s, chunk)?,
+            &text,
+            Some(&a),
+            &mut cache,
+            s,
+            true,
+        )?;
+        worst = worst.max(max_abs_diff(&out, &full.narrow(2, s, chunk)?)?);
+    }
+    println!("streaming with listen history vs block-causal max abs err: {worst:e}");
+    assert!(worst < f32_tol(1e-5), "streaming differs from block-causal by {worst}");
+    let too_much = AudioTokens { talk: audio.talk.narrow(1, 4, 3)?, listen: audio.listen.narrow(1, 0, 7)? };
+    let err = dit.forward(
+        &latents.narrow(2, 4, 3)?,
+        &t.narrow(1, 4, 3)?,
+        &text,
+        Some(&too_much),
+        AttentionMask::Bidirectional,
+    );
+    assert!(
+        err.is_err_and(|e| e.to_string().contains("history")),
+        "4 history frames with a lookback of 2 must be refused"
+    );
+    Ok(())
+}
+
 #[test]
 fn zero_out_projection_equals_no_audio() -> Result<()> {
     let c = cfg();
@@ -470,5 +567,91 @@ fn fused_dit_glue_matches_candle_ops() -> Result<()> {
         n.broadcast_mul(&(&scale + 1.0)?)?.broadcast_add(&shift)?.reshape((b, l, d))?.to_dtype(DType::BF16)
     })?;
     eprintln!("  modulate: fused {t_fused:.3} ms, candle ops {t_ops:.3} ms");
+    Ok(())
+}
+
+/// The fused attention glue (`model::attention_kernels`: q/k RMSNorm + RoPE +
+/// head split, and the few-key audio attention with the query norm fused)
+/// against candle's ops at the full model's size, on a GPU (on the CPU: the
+/// kernels never apply). Tolerance: 1 % of the largest output (bf16 outputs;
+/// the fused norm + RoPE skips one intermediate bf16 rounding).
+#[test]
+fn fused_attention_glue_matches_candle_ops() -> Result<()> {
+    use streamavatar::model::attention::{rms_norm_f32, scaled_dot_product_attention_materialised};
+    use streamavatar::model::attention_kernels as kernels;
+    use streamavatar::model::rope::apply_rope;
+    let dev = test_device();
+    let (b, l, d, heads) = (1usize, 2640usize, 3072usize, 24usize);
+    let hd = d / heads;
+    let x = (Tensor::randn(0f32, 1.0, (b, l, d), &dev)? * 3.0)?.to_dtype(DType::BF16)?;
+    if dev.is_cpu() {
+        assert!(!kernels::applies(&x, heads), "no fused attention kernels on the CPU");
+        return Ok(());
+    }
+    assert!(kernels::applies(&x, heads));
+    let norm = Tensor::rand(0.5f32, 1.5, d, &dev)?;
+    let angles = Tensor::rand(0f32, 6.28, (l, hd / 2), &dev)?;
+    let (cos, sin) = (angles.cos()?, angles.sin()?);
+    let split = |t: &Tensor| -> Result<Tensor> {
+        let (b, l, _) = t.dims3()?;
+        Ok(t.reshape((b, l, heads, t.dim(2)? / heads))?.transpose(1, 2)?.contiguous()?)
+    };
+    let within = |name: &str, fused: &Tensor, reference: &Tensor| -> Result<()> {
+        assert_eq!(fused.dims(), reference.dims(), "{name}: shape");
+        let diff = max_abs_diff(fused, reference)?;
+        let top = reference.to_dtype(DType::F32)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        eprintln!("{name}: max abs diff {diff:.3e} (outputs up to {top:.2})");
+        assert!(diff.is_finite() && diff <= 1e-2 * top, "{name} differs by {diff} (outputs up to {top})");
+        Ok(())
+    };
+
+    let fused = kernels::norm_rope_heads(&x, Some(&norm), Some((&cos, &sin)), heads, 1e-6)?;
+    let reference = apply_rope(&split(&rms_norm_f32(&x, &norm, 1e-6)?)?, &cos, &sin)?;
+    within("norm + RoPE + heads", &fused, &reference)?;
+    let fused = kernels::norm_rope_heads(&x, Some(&norm), None, heads, 1e-6)?;
+    within("norm + heads", &fused, &split(&rms_norm_f32(&x, &norm, 1e-6)?)?)?;
+    let fused = kernels::norm_rope_heads(&x, None, Some((&cos, &sin)), heads, 1e-6)?;
+    within("RoPE + heads", &fused, &apply_rope(&split(&x)?, &cos, &sin)?)?;
+
+    // Audio attention: 3 latent frames of 880 tokens, 4 audio tokens each.
+    let (groups, keys) = (3usize, 4usize);
+    let q = x.reshape((groups, l / groups, d))?;
+    let k = rms_norm_f32(&Tensor::randn(0f32, 1.0, (groups, keys, d), &dev)?.to_dtype(DType::BF16)?, &norm, 1e-6)?;
+    let v = Tensor::randn(0f32, 1.0, (groups, keys, d), &dev)?.to_dtype(DType::BF16)?;
+    let fused = kernels::few_key_attention(&q, &norm, &k, &v, heads, 1e-6)?;
+    let o = scaled_dot_product_attention_materialised(
+        &split(&rms_norm_f32(&q, &norm, 1e-6)?)?,
+        &split(&k)?,
+        &split(&v)?,
+        None,
+    )?;
+    let reference = o.transpose(1, 2)?.reshape((groups, l / groups, d))?;
+    within("few-key attention", &fused, &reference)?;
+
+    // Timing against the candle chains (mean of 10 after a warm-up).
+    let time = |f: &dyn Fn() -> Result<Tensor>| -> Result<f64> {
+        f()?;
+        dev.synchronize()?;
+        let t0 = std::time::Instant::now();
+        for _ in 0..10 {
+            f()?;
+        }
+        dev.synchronize()?;
+        Ok(t0.elapsed().as_secs_f64() * 1e3 / 10.0)
+    };
+    let t_fused = time(&|| Ok(kernels::norm_rope_heads(&x, Some(&norm), Some((&cos, &sin)), heads, 1e-6)?))?;
+    let t_ops = time(&|| Ok(apply_rope(&split(&rms_norm_f32(&x, &norm, 1e-6)?)?, &cos, &sin)?))?;
+    eprintln!("  norm + RoPE + heads: fused {t_fused:.3} ms, candle ops {t_ops:.3} ms");
+    let t_fused = time(&|| Ok(kernels::few_key_attention(&q, &norm, &k, &v, heads, 1e-6)?))?;
+    let t_ops = time(&|| {
+        let o = scaled_dot_product_attention_materialised(
+            &split(&rms_norm_f32(&q, &norm, 1e-6)?)?,
+            &split(&k)?,
+            &split(&v)?,
+            None,
+        )?;
+        Ok(o.transpose(1, 2)?.reshape((groups, l / groups, d))?)
+    })?;
+    eprintln!("  few-key attention: fused {t_fused:.3} ms, candle ops {t_ops:.3} ms");
     Ok(())
 }

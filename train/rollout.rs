@@ -55,9 +55,17 @@ impl ConditionedDit {
         Ok(Self { dit, text, audio })
     }
 
-    /// Audio tokens of latent frames `start .. start + n`.
+    /// Audio tokens of latent frames `start .. start + n` for a streaming
+    /// chunk; listen with the history a stream has there (up to
+    /// `listen_lookback_frames` earlier frames, none before frame 1: the
+    /// reference is primed without audio), as the generator's audio branch
+    /// hands it out.
     pub fn audio_frames(&self, start: usize, n: usize) -> Result<AudioTokens, TrainError> {
-        Ok(AudioTokens { talk: self.audio.talk.narrow(1, start, n)?, listen: self.audio.listen.narrow(1, start, n)? })
+        let first = start.saturating_sub(self.dit.config().listen_lookback_frames).max(1).min(start);
+        Ok(AudioTokens {
+            talk: self.audio.talk.narrow(1, start, n)?,
+            listen: self.audio.listen.narrow(1, first, start + n - first)?,
+        })
     }
 
     /// Bidirectional velocity of frames 1.. of `[reference, x_t]` (reference

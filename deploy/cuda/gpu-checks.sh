@@ -31,6 +31,8 @@
 #                   im2col convolution and norm ops)
 #   light-novk      light-half without the VAE's CUDA kernels (A/B)
 #   light-nodk      light-half without the DiT's fused glue kernels (A/B)
+#   light-noak      light-half without the attention glue kernels (q/k norm +
+#                   RoPE + heads, few-key audio attention; A/B)
 #   call-tiny       bench call (in-process server + webrtc-rs client: the serve
 #                   path) with tiny on cuda:0,cuda:0, light decoder, pipelined
 #   call-tiny-full  the same on cuda:0 with the full decoder
@@ -106,6 +108,7 @@ for s in $steps; do
         full-novk) run_step "$s" 120 "$bin" bench generator --config full --device cuda:0 --chunks 3 --no-vae-kernels ;;
         light-novk) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light --half-scores --no-vae-kernels ;;
         light-nodk) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light --half-scores --no-dit-kernels ;;
+        light-noak) run_step "$s" 90 "$bin" bench generator --config full --device cuda:0 --chunks 4 --decoder light --half-scores --no-attn-kernels ;;
         profile-light) run_step "$s" 60 "$bin" bench generator --config full --device cuda:0 --chunks 2 --decoder light --half-scores --profile ;;
         call-tiny) run_step "$s" 60 "$bin" bench call --config tiny --device cuda:0,cuda:0 --decoder light --seconds 8 ;;
         call-tiny-full) run_step "$s" 60 "$bin" bench call --config tiny --device cuda:0 --seconds 8 ;;

@@ -290,8 +290,7 @@ impl StreamingGenerator {
             GeneratorError::Model(m) => GeneratorError::Model(format!("{m} (reference frame)")),
             other => other,
         })?;
-        self.audio.talk.reset();
-        self.audio.listen.reset();
+        self.audio.reset();
         self.noise = NoiseSource::new(self.seed);
         self.chunk_index = 0;
         Ok(())

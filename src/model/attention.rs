@@ -78,8 +78,53 @@ impl WanAttention {
         self.to_out.forward(&o)
     }
 
-    /// Plain cross-attention of `x` over `ctx` (no RoPE, no mask).
+    /// Normalised queries split into heads, `[B, heads, L, head_dim]`,
+    /// rotated with `rope` (`cos`, `sin` `[L, head_dim / 2]`) when given. On
+    /// CUDA (bf16) the norm, RoPE and head split are one fused kernel
+    /// ([`crate::model::attention_kernels`]).
+    pub fn query_heads(&self, x: &Tensor, rope: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+        self.normed_heads(&self.to_q.forward(x)?, &self.norm_q, rope)
+    }
+
+    /// Normalised keys split into heads (see [`Self::query_heads`]) and the
+    /// values split into heads.
+    pub fn key_value_heads(&self, ctx: &Tensor, rope: Option<(&Tensor, &Tensor)>) -> Result<(Tensor, Tensor)> {
+        let k = self.normed_heads(&self.to_k.forward(ctx)?, &self.norm_k, rope)?;
+        Ok((k, self.split_heads(&self.to_v.forward(ctx)?)?))
+    }
+
+    /// Already normalised keys `[B, L, inner]` (the KV cache keeps them
+    /// un-roped) split into heads and rotated with `cos` / `sin`.
+    pub fn rotated_heads(&self, k: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        if cos.rank() == 2 && sin.rank() == 2 && crate::model::attention_kernels::applies(k, self.heads) {
+            return crate::model::attention_kernels::norm_rope_heads(k, None, Some((cos, sin)), self.heads, self.eps);
+        }
+        crate::model::rope::apply_rope(&self.split_heads(k)?, cos, sin)
+    }
+
+    fn normed_heads(&self, projected: &Tensor, norm: &Tensor, rope: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+        let table_fits = rope.is_none_or(|(c, s)| c.rank() == 2 && s.rank() == 2);
+        if table_fits && crate::model::attention_kernels::applies(projected, self.heads) {
+            return crate::model::attention_kernels::norm_rope_heads(projected, Some(norm), rope, self.heads, self.eps);
+        }
+        let heads = self.split_heads(&rms_norm_f32(projected, norm, self.eps)?)?;
+        match rope {
+            Some((cos, sin)) => crate::model::rope::apply_rope(&heads, cos, sin),
+            None => Ok(heads),
+        }
+    }
+
+    /// Plain cross-attention of `x` over `ctx` (no RoPE, no mask). With at
+    /// most [`attention_kernels::MAX_KEYS`](crate::model::attention_kernels::MAX_KEYS)
+    /// context tokens on CUDA (bf16; the audio attention's few audio tokens
+    /// per frame) the query norm and the attention are one fused kernel.
     pub fn cross_attend(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        use crate::model::attention_kernels as kernels;
+        if ctx.dim(1)? <= kernels::MAX_KEYS && kernels::applies(x, self.heads) && kernels::applies(ctx, self.heads) {
+            let (k, v) = self.key_value(ctx)?;
+            let o = kernels::few_key_attention(&self.to_q.forward(x)?, &self.norm_q, &k, &v, self.heads, self.eps)?;
+            return self.to_out.forward(&o);
+        }
         let q = self.split_heads(&self.query(x)?)?;
         let (k, v) = self.key_value(ctx)?;
         let o = scaled_dot_product_attention(&q, &self.split_heads(&k)?, &self.split_heads(&v)?, None)?;

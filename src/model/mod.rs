@@ -4,6 +4,7 @@
 //! flow-matching sampler, and weight loading.
 
 pub mod attention;
+pub mod attention_kernels;
 pub mod audio;
 pub mod dit;
 pub mod flash_attention;

@@ -10,10 +10,13 @@
 //! - `norm_*` is an affine f32 LayerNorm (like the text `norm2`),
 //!   `*_audio_attn` a [`WanAttention`] (`to_q/to_k/to_v/to_out.0`,
 //!   `norm_q/norm_k` RMSNorm across heads), no RoPE, no gate;
-//! - locality: the tokens of latent frame `f` attend only to the audio tokens
-//!   of frame `f` (tokens reshaped to `[B*F, HW, D]`, audio to
-//!   `[B*F, n_tok, D]`), so a frame's audio never leaks into other frames
-//!   within a block;
+//! - locality: the tokens of latent frame `f` attend only to the talk audio
+//!   tokens of frame `f` (tokens reshaped to `[B*F, HW, D]`, audio to
+//!   `[B*F, n_tok, D]`), so a frame's talk audio never leaks into other
+//!   frames within a block; the listen branch also reads the
+//!   `DitConfig::listen_lookback_frames` frames before `f` (a nod follows
+//!   the partner's phrase end by more than one frame's audio window), so a
+//!   frame's listen audio reaches that many later frames and no earlier one;
 //! - audio tokens arrive already projected to the DiT width (see
 //!   `model::audio`), `[B, F, audio_tokens_per_frame, D]` per branch.
 //!
@@ -51,20 +54,30 @@ impl FrameAudioAttention {
         })
     }
 
-    /// `x`: `[B, F * HW, D]`; `audio`: `[B, F, n_tok, D]`. Returns `x + attn`.
-    pub(crate) fn forward(&self, x: &Tensor, audio: &Tensor) -> Result<Tensor> {
+    /// `x`: `[B, F * HW, D]`; `audio`: `[B, h + F, n, D]`, the last `F`
+    /// frames being `x`'s. Frame `f` attends to the tokens of audio frames
+    /// `f ..= f + h` (its own and the `h` before it). Returns `x + attn`.
+    pub(crate) fn forward(&self, x: &Tensor, audio: &Tensor, frames: usize) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
-        let (ab, frames, n_tok, ad) = audio.dims4()?;
-        if ab != b || ad != d || frames == 0 || l % frames != 0 {
+        let (ab, audio_frames, n, ad) = audio.dims4()?;
+        if ab != b || ad != d || frames == 0 || audio_frames < frames || l % frames != 0 {
             candle_core::bail!(
-                "audio tokens {:?} do not fit hidden states {:?} (need [B, F, n, D] with F dividing the tokens)",
+                "audio tokens {:?} do not fit hidden states {:?} of {frames} frames (need [B, h + F, n, D] with F dividing the tokens)",
                 audio.dims(),
                 x.dims()
             );
         }
+        let window = audio_frames - frames + 1;
+        let audio = match window {
+            1 => audio.clone(),
+            _ => {
+                let shifted = (0..window).map(|j| audio.narrow(1, j, frames)).collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&shifted, 2)?
+            }
+        };
+        let n_tok = window * n;
         let dev = x.device();
-        let normed =
-            crate::model::profile::section("dit.audio_attn.norm", dev, || self.norm.forward(x)?.to_dtype(x.dtype()))?;
+        let normed = crate::model::profile::section("dit.audio_attn.norm", dev, || self.norm.forward_as(x, x.dtype()))?;
         let q_in = normed.reshape((b * frames, l / frames, d))?;
         let ctx = audio.to_dtype(x.dtype())?.reshape((b * frames, n_tok, d))?;
         let out = crate::model::profile::section("dit.audio_attn.attend", dev, || {
@@ -94,8 +107,11 @@ impl BlockAudioAttention {
         })
     }
 
+    /// `talk`: `[B, F, n, D]`; `listen`: `[B, h + F, n, D]` (`h` earlier
+    /// frames first, see `DitConfig::listen_lookback_frames`).
     pub(crate) fn forward(&self, x: &Tensor, talk: &Tensor, listen: &Tensor) -> Result<Tensor> {
-        let x = self.talk.forward(x, talk)?;
-        self.listen.forward(&x, listen)
+        let frames = talk.dim(1)?;
+        let x = self.talk.forward(x, talk, frames)?;
+        self.listen.forward(&x, listen, frames)
     }
 }

@@ -121,10 +121,10 @@ impl DitBlock {
         // 2. text cross-attention
         let x = profile::section("dit.cross_attn", dev, || {
             let h = match &self.norm2 {
-                Some(n) => n.forward(&x)?.to_dtype(self.dtype)?,
+                Some(n) => n.forward_as(&x, self.dtype)?,
                 None => x.clone(),
             };
-            let q = self.attn2.split_heads(&self.attn2.query(&h)?)?;
+            let q = self.attn2.query_heads(&h, None)?;
             let o = scaled_dot_product_attention(&q, &text_kv.0, &text_kv.1, None)?;
             &x + self.attn2.project_out(&o)?
         })?;
@@ -151,22 +151,33 @@ impl DitBlock {
     /// positions, keys and values split into heads.
     pub(crate) fn prepare_past(&self, kv: &LayerKv, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor)> {
         let a = &self.attn1;
-        Ok((apply_rope(&a.split_heads(&kv.k)?, cos, sin)?, a.split_heads(&kv.v)?))
+        Ok((a.rotated_heads(&kv.k, cos, sin)?, a.split_heads(&kv.v)?))
     }
 
     fn self_attention(&self, h: &Tensor, sa: &SelfAttnInput<'_>) -> Result<(Tensor, Option<LayerKv>)> {
         let a = &self.attn1;
         let dev = h.device();
-        let (q, k, v) = profile::section("dit.self_attn.qkv_proj_norm", dev, || {
-            let q = a.query(h)?;
-            let (k, v) = a.key_value(h)?;
-            Ok((q, k, v))
-        })?;
-        let (q, k_cur, v_cur) = profile::section("dit.self_attn.rope_heads", dev, || {
-            let q = apply_rope(&a.split_heads(&q)?, sa.cos, sa.sin)?;
-            let k_cur = apply_rope(&a.split_heads(&k)?, sa.cos, sa.sin)?;
-            Ok((q, k_cur, a.split_heads(&v)?))
-        })?;
+        let (q, k_cur, v_cur, kv) = if sa.collect_kv {
+            // The cache keeps the normalised keys before RoPE, [B, L, D].
+            let (q, k, v) = profile::section("dit.self_attn.qkv_proj_norm", dev, || {
+                let q = a.query(h)?;
+                let (k, v) = a.key_value(h)?;
+                Ok((q, k, v))
+            })?;
+            profile::section("dit.self_attn.rope_heads", dev, || {
+                let q = apply_rope(&a.split_heads(&q)?, sa.cos, sa.sin)?;
+                let k_cur = apply_rope(&a.split_heads(&k)?, sa.cos, sa.sin)?;
+                Ok((q, k_cur, a.split_heads(&v)?, Some(LayerKv { k, v })))
+            })?
+        } else {
+            // Projections, then norm + RoPE + head split (one kernel each on CUDA).
+            profile::section("dit.self_attn.qkv_norm_rope_heads", dev, || {
+                let rope = Some((sa.cos, sa.sin));
+                let q = a.query_heads(h, rope)?;
+                let (k, v) = a.key_value_heads(h, rope)?;
+                Ok((q, k, v, None))
+            })?
+        };
         let (k_all, v_all) = profile::section("dit.self_attn.kv_cat", dev, || {
             Ok(match &sa.past {
                 Some(p) => (Tensor::cat(&[p.k, &k_cur], 2)?, Tensor::cat(&[p.v, &v_cur], 2)?),
@@ -175,7 +186,6 @@ impl DitBlock {
         })?;
         let o =
             profile::section("dit.self_attn.sdpa", dev, || scaled_dot_product_attention(&q, &k_all, &v_all, sa.mask))?;
-        let kv = sa.collect_kv.then_some(LayerKv { k, v });
         Ok((profile::section("dit.self_attn.out_proj", dev, || a.project_out(&o))?, kv))
     }
 }

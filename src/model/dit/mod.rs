@@ -59,7 +59,10 @@ fn bad(name: &'static str, msg: impl Into<String>) -> DitError {
 }
 
 /// Audio tokens already projected to the DiT width, one group per latent
-/// frame: `talk` and `listen` are `[B, F, audio_tokens_per_frame, D]`.
+/// frame: `talk` is `[B, F, audio_tokens_per_frame, D]`; `listen` is the
+/// same, optionally preceded by up to `DitConfig::listen_lookback_frames`
+/// earlier frames (a stream's history; when fewer are given, the first
+/// frame stands in for the missing ones).
 #[derive(Debug, Clone)]
 pub struct AudioTokens {
     pub talk: Tensor,
@@ -240,7 +243,7 @@ impl WanDit {
         let mut out = vec![None; taps.len()];
         for (i, block) in self.blocks.iter().enumerate().take(deepest + 1) {
             let sa = SelfAttnInput { cos: &cos, sin: &sin, mask: mask.as_ref(), past: None, collect_kv: false };
-            x = block.forward(&x, &timestep_proj, &sa, &text_kv[i], audio)?.0;
+            x = block.forward(&x, &timestep_proj, &sa, &text_kv[i], audio.as_ref().map(|(t, l)| (t, l)))?.0;
             for (slot, _) in out.iter_mut().zip(taps).filter(|(_, &tap)| tap == i) {
                 *slot = Some(x.clone());
             }
@@ -380,14 +383,14 @@ impl WanDit {
     /// The inputs every forward starts from: patch-embedded latents, the
     /// time embedding and its projection, per-block text K / V for the
     /// batch, and the checked audio tokens.
-    fn embed<'a>(
+    fn embed(
         &self,
         latents: &Tensor,
         timesteps: &Tensor,
         text: &TextContext,
-        audio: Option<&'a AudioTokens>,
+        audio: Option<&AudioTokens>,
         frames: usize,
-    ) -> Result<Embedded<'a>, DitError> {
+    ) -> Result<Embedded, DitError> {
         let b = latents.dim(0)?;
         let t = self.frame_timesteps(timesteps, b, frames)?;
         let audio = self.audio_inputs(audio, b, frames)?;
@@ -398,23 +401,45 @@ impl WanDit {
         Ok(Embedded { x, temb, timestep_proj, text_kv, audio })
     }
 
-    fn audio_inputs<'a>(
+    fn audio_inputs(
         &self,
-        audio: Option<&'a AudioTokens>,
+        audio: Option<&AudioTokens>,
         b: usize,
         frames: usize,
-    ) -> Result<Option<(&'a Tensor, &'a Tensor)>, DitError> {
+    ) -> Result<Option<(Tensor, Tensor)>, DitError> {
         let Some(a) = audio else { return Ok(None) };
         if !self.has_audio_attention() {
             return Err(DitError::AudioNotSupported);
         }
-        let want = [b, frames, self.cfg.audio_tokens_per_frame, self.cfg.hidden_size()];
-        for (name, t) in [("audio.talk", &a.talk), ("audio.listen", &a.listen)] {
-            if t.dims() != want {
-                return Err(bad(name, format!("got {:?}, need {want:?}", t.dims())));
-            }
+        let (n, d, lookback) =
+            (self.cfg.audio_tokens_per_frame, self.cfg.hidden_size(), self.cfg.listen_lookback_frames);
+        let want = [b, frames, n, d];
+        if a.talk.dims() != want {
+            return Err(bad("audio.talk", format!("got {:?}, need {want:?}", a.talk.dims())));
         }
-        Ok(Some((&a.talk, &a.listen)))
+        // Listen: the frames' own tokens, optionally after up to `lookback`
+        // earlier frames' (a stream's history); missing history repeats the
+        // first frame given.
+        let history = match *a.listen.dims() {
+            [lb, lf, ln, ld] if lb == b && ln == n && ld == d && lf >= frames && lf - frames <= lookback => lf - frames,
+            _ => {
+                return Err(bad(
+                    "audio.listen",
+                    format!(
+                        "got {:?}, need [{b}, {frames} + h, {n}, {d}] with 0 <= h <= {lookback} history frames",
+                        a.listen.dims()
+                    ),
+                ))
+            }
+        };
+        let listen = match lookback - history {
+            0 => a.listen.clone(),
+            missing => {
+                let first = a.listen.narrow(1, 0, 1)?;
+                Tensor::cat(&[&first.repeat((1, missing, 1, 1))?, &a.listen], 1)?
+            }
+        };
+        Ok(Some((a.talk.clone(), listen)))
     }
 
     /// Text K / V of every block, repeated to batch `b` when given for batch 1.
@@ -457,7 +482,7 @@ impl WanDit {
                 past: past.map(|p| PastKv { k: &p.layers[i].0, v: &p.layers[i].1 }),
                 collect_kv,
             };
-            let (y, kv) = block.forward(&x, &timestep_proj, &sa, &text_kv[i], audio)?;
+            let (y, kv) = block.forward(&x, &timestep_proj, &sa, &text_kv[i], audio.as_ref().map(|(t, l)| (t, l)))?;
             x = y;
             kvs.extend(kv);
         }
@@ -517,12 +542,13 @@ pub fn block_causal_mask(
 }
 
 /// See [`WanDit::embed`].
-struct Embedded<'a> {
+struct Embedded {
     x: Tensor,
     temb: Tensor,
     timestep_proj: Tensor,
     text_kv: Vec<(Tensor, Tensor)>,
-    audio: Option<(&'a Tensor, &'a Tensor)>,
+    /// (talk `[B, F, n, D]`, listen `[B, lookback + F, n, D]`).
+    audio: Option<(Tensor, Tensor)>,
 }
 
 #[cfg(test)]

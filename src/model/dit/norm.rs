@@ -41,6 +41,19 @@ impl Fp32LayerNorm {
         let x = x.to_dtype(DType::F32)?.contiguous()?;
         crate::model::grad_ops::layer_norm(&x, &self.weight, &self.bias, self.eps)
     }
+
+    /// [`Self::forward`] cast to `dtype`; on CUDA (bf16) one fused kernel
+    /// (the modulation kernel with zero shift and scale).
+    pub(crate) fn forward_as(&self, x: &Tensor, dtype: DType) -> Result<Tensor> {
+        if let Some(packed) = &self.packed {
+            if dtype == DType::BF16 && cuda_kernels::applies(x, 1) && !grad_ops::tracked(&[&self.weight, &self.bias]) {
+                let (b, _, d) = x.dims3()?;
+                let no_shift_scale = Tensor::zeros((b, 1, 2, d), DType::F32, x.device())?;
+                return cuda_kernels::modulate(x, packed, &no_shift_scale, self.eps);
+            }
+        }
+        self.forward(x)?.to_dtype(dtype)
+    }
 }
 
 /// `norm(x) * (1 + scale) + shift` with per-frame `shift`/`scale`
