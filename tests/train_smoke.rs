@@ -616,6 +616,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         "lip_expert",
         "teacher_x0l",
         "head_expert",
+        "teacher_x0k",
         "ode_init",
         "dmd",
         "gan",

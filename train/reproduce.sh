@@ -268,7 +268,6 @@ TEACHER_XL=$RUNS/teacher_x0l
 stage teacher_x0l "$TEACHER_XL" "$(steps 1500)" teacher --vae "$VAE/params.safetensors" "${W2V[@]}" \
     --latent-frames 6 "${POOL6[@]}" --lr 3e-4 --save-every 250 --unshifted-sigma-share 0.3 --mouth-loss-weight 10 \
     --lip-expert "$LIPX/params.safetensors" --lip-sync-weight 10 --init-from "$TEACHER_XM/params.safetensors"
-TEACHER=$TEACHER_XL
 #     The head expert (session 17, train/head_expert.rs): the same kind of
 #     read-out, of the head's pitch since the reference, from the latents
 #     over the face at rest. The recipe fits it for `train teacher_check
@@ -276,11 +275,20 @@ TEACHER=$TEACHER_XL
 #     trained with its loss (`--head-expert --head-motion-expert-weight`,
 #     1,500 steps from teacher_x0l, all frames at weight 10 or listening
 #     frames only at 30) moved the head no differently with the partner's
-#     audio than with silence, so no teacher phase uses it yet (session-17
-#     log in docs/TRAINING.md).
+#     audio than with silence (session-17 log in docs/TRAINING.md).
 HEADX=$RUNS/head_expert
 stage head_expert "$HEADX" "$(steps 4000)" head_expert --vae "$VAE/params.safetensors" "${W2V[@]}" \
     --latent-frames 6 "${POOL6[@]}" --batch 8 --lr 1e-3 --save-every 250
+#     Then the listen lookback (session 18: `listen_lookback_frames: 3` in
+#     ModelConfig::mini, a frame's listen attention also reads the 3 latent
+#     frames before it, 0.5 s; the weights keep their shapes) with the head
+#     expert's term on listening frames: listen_reaction 0.0087 -> 0.030.
+TEACHER_XK=$RUNS/teacher_x0k
+stage teacher_x0k "$TEACHER_XK" "$(steps 1500)" teacher --vae "$VAE/params.safetensors" "${W2V[@]}" \
+    --latent-frames 6 "${POOL6[@]}" --lr 3e-4 --save-every 250 --unshifted-sigma-share 0.3 --mouth-loss-weight 10 \
+    --lip-expert "$LIPX/params.safetensors" --lip-sync-weight 10 \
+    --head-expert "$HEADX/params.safetensors" --head-motion-expert-weight 30 --init-from "$TEACHER_XL/params.safetensors"
+TEACHER=$TEACHER_XK
 
 # 5. Causal student: ODE initialisation from teacher trajectories.
 #    1,000 steps since session 14 (the sample-head teacher's trajectories;

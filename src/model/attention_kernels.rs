@@ -65,7 +65,6 @@ pub fn norm_rope_heads(
 ) -> Result<Tensor> {
     let (b, l, d) = x.dims3()?;
     let hd = d / heads;
-    let contiguous = |t: &Tensor| if t.is_contiguous() { Ok(t.clone()) } else { t.force_contiguous() };
     let op = NormRopeHeads {
         norm: norm.map(|n| n.to_dtype(DType::F32).and_then(|n| contiguous(&n))).transpose()?,
         rope: rope
@@ -115,9 +114,18 @@ pub fn few_key_attention(
             norm_q.dims()
         );
     }
-    let contiguous = |t: &Tensor| if t.is_contiguous() { Ok(t.clone()) } else { t.force_contiguous() };
     let op = FewKeyAttention { norm_q: contiguous(&norm_q.to_dtype(DType::F32)?)?, heads, eps };
     contiguous(q)?.apply_op3_no_bwd(&contiguous(k)?, &contiguous(v)?, &op)
+}
+
+/// `t` contiguous from an even element offset (the kernels load bf16 pairs
+/// and f32 values from its start), copied only when it is not.
+fn contiguous(t: &Tensor) -> Result<Tensor> {
+    if t.is_contiguous() && t.layout().start_offset() % 2 == 0 {
+        Ok(t.clone())
+    } else {
+        t.force_contiguous()
+    }
 }
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
