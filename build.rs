@@ -12,6 +12,7 @@ fn main() {
     for kernel in KERNELS {
         println!("cargo:rerun-if-changed={}", kernel.0);
     }
+    println!("cargo:rerun-if-changed=src/model/cuda_block_reduce.cuh");
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {

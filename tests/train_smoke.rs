@@ -617,6 +617,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         "teacher_x0l",
         "head_expert",
         "teacher_x0k",
+        "teacher_x0km",
         "ode_init",
         "dmd",
         "gan",

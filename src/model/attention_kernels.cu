@@ -19,28 +19,12 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "cuda_block_reduce.cuh"
+
 #define THREADS 256
 #define MAX_PAIRS 8       // D <= 2 * THREADS * MAX_PAIRS = 4096
 #define MAX_KEYS 16       // keys per group in few_key_attention
 #define MAX_LANE_PAIRS 4  // head dim <= 32 lanes * 2 * 4 = 256
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-    v = warp_sum(v);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float total = 0.f;
-#pragma unroll
-    for (int w = 0; w < THREADS / 32; w++) total += scratch[w];
-    return total;
-}
 
 __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
@@ -59,7 +43,7 @@ __device__ __forceinline__ void load_normed_row(const __nv_bfloat16* __restrict_
         sq += v[j].x * v[j].x + v[j].y * v[j].y;
     }
     if (norm_w == nullptr) return;
-    const float inv = rsqrtf(block_sum(sq, scratch) / d + eps);
+    const float inv = rsqrtf(block_sum<THREADS>(sq, scratch) / d + eps);
 #pragma unroll
     for (int j = 0; j < MAX_PAIRS; j++) {
         const int p = threadIdx.x + j * THREADS;

@@ -10,21 +10,10 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "../cuda_block_reduce.cuh"
+
 #define THREADS 256
 #define MAX_PER_THREAD 16  // D <= THREADS * MAX_PER_THREAD = 4096
-
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    __syncthreads();  // scratch may still be read from the previous call
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float total = 0.f;
-#pragma unroll
-    for (int w = 0; w < THREADS / 32; w++) total += scratch[w];
-    return total;
-}
 
 // y = LayerNorm(x) * (1 + scale[b, f]) + shift[b, f], the LayerNorm over D
 // in f32 with weight / bias (f32) and eps; x bf16 [rows = B * L, D], y bf16;
@@ -46,7 +35,7 @@ modulate_bf16(const __nv_bfloat16* __restrict__ x, const float* __restrict__ wei
         v[j] = i < d ? __bfloat162float(xr[i]) : 0.f;
         sum += v[j];
     }
-    const float mean = block_sum(sum, scratch) / d;
+    const float mean = block_sum<THREADS>(sum, scratch) / d;
     float sq = 0.f;
 #pragma unroll
     for (int j = 0; j < MAX_PER_THREAD; j++) {
@@ -54,7 +43,7 @@ modulate_bf16(const __nv_bfloat16* __restrict__ x, const float* __restrict__ wei
         const float c = i < d ? v[j] - mean : 0.f;
         sq += c * c;
     }
-    const float inv = rsqrtf(block_sum(sq, scratch) / d + eps);
+    const float inv = rsqrtf(block_sum<THREADS>(sq, scratch) / d + eps);
     const float* sh = shift_scale + ((size_t)b * frames + f) * 2 * d;  // [B, F, 2, D]: shift, then scale
     const float* sc = sh + d;
     __nv_bfloat16* yr = y + row * d;
