@@ -114,20 +114,25 @@ impl WanAttention {
         }
     }
 
-    /// Plain cross-attention of `x` over `ctx` (no RoPE, no mask). With at
-    /// most [`attention_kernels::MAX_KEYS`](crate::model::attention_kernels::MAX_KEYS)
-    /// context tokens on CUDA (bf16; the audio attention's few audio tokens
-    /// per frame) the query norm and the attention are one fused kernel.
+    /// Plain cross-attention of `x` over `ctx` (no RoPE, no mask).
     pub fn cross_attend(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let (k, v) = self.key_value(ctx)?;
+        self.attend(x, &k, &v)
+    }
+
+    /// Cross-attention of `x` `[B, L, dim]` over keys and values already
+    /// made by [`Self::key_value`] (`[B, Lk, inner]`), output-projected.
+    /// With at most [`attention_kernels::MAX_KEYS`](crate::model::attention_kernels::MAX_KEYS)
+    /// keys on CUDA (bf16; the audio attention's few audio tokens per frame)
+    /// the query norm and the attention are one fused kernel.
+    pub fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         use crate::model::attention_kernels as kernels;
-        if ctx.dim(1)? <= kernels::MAX_KEYS && kernels::applies(x, self.heads) && kernels::applies(ctx, self.heads) {
-            let (k, v) = self.key_value(ctx)?;
-            let o = kernels::few_key_attention(&self.to_q.forward(x)?, &self.norm_q, &k, &v, self.heads, self.eps)?;
+        if k.dim(1)? <= kernels::MAX_KEYS && kernels::applies(x, self.heads) && kernels::applies(k, self.heads) {
+            let o = kernels::few_key_attention(&self.to_q.forward(x)?, &self.norm_q, k, v, self.heads, self.eps)?;
             return self.to_out.forward(&o);
         }
         let q = self.split_heads(&self.query(x)?)?;
-        let (k, v) = self.key_value(ctx)?;
-        let o = scaled_dot_product_attention(&q, &self.split_heads(&k)?, &self.split_heads(&v)?, None)?;
+        let o = scaled_dot_product_attention(&q, &self.split_heads(k)?, &self.split_heads(v)?, None)?;
         self.project_out(&o)
     }
 }

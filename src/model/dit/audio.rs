@@ -67,21 +67,25 @@ impl FrameAudioAttention {
                 x.dims()
             );
         }
-        let window = audio_frames - frames + 1;
-        let audio = match window {
-            1 => audio.clone(),
-            _ => {
-                let shifted = (0..window).map(|j| audio.narrow(1, j, frames)).collect::<Result<Vec<_>>>()?;
-                Tensor::cat(&shifted, 2)?
-            }
-        };
-        let n_tok = window * n;
         let dev = x.device();
         let normed = crate::model::profile::section("dit.audio_attn.norm", dev, || self.norm.forward_as(x, x.dtype()))?;
         let q_in = normed.reshape((b * frames, l / frames, d))?;
-        let ctx = audio.to_dtype(x.dtype())?.reshape((b * frames, n_tok, d))?;
         let out = crate::model::profile::section("dit.audio_attn.attend", dev, || {
-            self.attn.cross_attend(&q_in, &ctx)?.reshape((b, l, d))
+            // Keys / values once per audio frame, then each frame's window of
+            // its own and the earlier frames' (a frame's tokens are projected
+            // once, however many windows hold them).
+            let flat = audio.to_dtype(x.dtype())?.reshape((b, audio_frames * n, d))?;
+            let (k, v) = self.attn.key_value(&flat)?;
+            let windowed = |t: &Tensor| -> Result<Tensor> {
+                let t = t.reshape((b, audio_frames, n, t.dim(2)?))?;
+                let window = audio_frames - frames + 1;
+                let t = match window {
+                    1 => t,
+                    _ => Tensor::cat(&(0..window).map(|j| t.narrow(1, j, frames)).collect::<Result<Vec<_>>>()?, 2)?,
+                };
+                t.reshape((b * frames, window * n, t.dim(3)?))
+            };
+            self.attn.attend(&q_in, &windowed(&k)?, &windowed(&v)?)?.reshape((b, l, d))
         })?;
         x + out
     }
