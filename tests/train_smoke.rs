@@ -719,9 +719,10 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     let shifted = (mean + 0.25)?;
     tensors.insert("latents_mean".into(), shifted);
     candle_core::safetensors::save(&tensors, &vae_file)?;
-    // (Other statistics are another latent space: the clip pool made with
+    // (Other statistics are another latent space: the clip pools made with
     // the old ones would be refused, rightly.)
     std::fs::remove_dir_all(dir.path().join("samples_lf6m"))?;
+    std::fs::remove_dir_all(dir.path().join("samples_lf6mw"))?;
     let vae_before = std::fs::read(&vae_file)?;
     let again = run()?;
     assert!(again.status.success(), "rerun failed: {}", String::from_utf8_lossy(&again.stderr));
