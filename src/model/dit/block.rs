@@ -20,7 +20,6 @@ use crate::config::DitConfig;
 use crate::model::attention::{scaled_dot_product_attention, WanAttention};
 use crate::model::kv_cache::LayerKv;
 use crate::model::profile;
-use crate::model::rope::apply_rope;
 
 /// Cached keys / values of earlier frames for one layer, ready for the
 /// attention ([`DitBlock::prepare_past`]): keys rotated at the chunk's RAPR
@@ -157,27 +156,20 @@ impl DitBlock {
     fn self_attention(&self, h: &Tensor, sa: &SelfAttnInput<'_>) -> Result<(Tensor, Option<LayerKv>)> {
         let a = &self.attn1;
         let dev = h.device();
-        let (q, k_cur, v_cur, kv) = if sa.collect_kv {
-            // The cache keeps the normalised keys before RoPE, [B, L, D].
-            let (q, k, v) = profile::section("dit.self_attn.qkv_proj_norm", dev, || {
-                let q = a.query(h)?;
+        // Projections, then norm + RoPE + head split (one kernel each on
+        // CUDA). The cache keeps the normalised keys before RoPE, [B, L, D].
+        let (q, k_cur, v_cur, kv) = profile::section("dit.self_attn.qkv_norm_rope_heads", dev, || {
+            let rope = Some((sa.cos, sa.sin));
+            let q = a.query_heads(h, rope)?;
+            if sa.collect_kv {
                 let (k, v) = a.key_value(h)?;
-                Ok((q, k, v))
-            })?;
-            profile::section("dit.self_attn.rope_heads", dev, || {
-                let q = apply_rope(&a.split_heads(&q)?, sa.cos, sa.sin)?;
-                let k_cur = apply_rope(&a.split_heads(&k)?, sa.cos, sa.sin)?;
+                let k_cur = a.rotated_heads(&k, sa.cos, sa.sin)?;
                 Ok((q, k_cur, a.split_heads(&v)?, Some(LayerKv { k, v })))
-            })?
-        } else {
-            // Projections, then norm + RoPE + head split (one kernel each on CUDA).
-            profile::section("dit.self_attn.qkv_norm_rope_heads", dev, || {
-                let rope = Some((sa.cos, sa.sin));
-                let q = a.query_heads(h, rope)?;
+            } else {
                 let (k, v) = a.key_value_heads(h, rope)?;
                 Ok((q, k, v, None))
-            })?
-        };
+            }
+        })?;
         let (k_all, v_all) = profile::section("dit.self_attn.kv_cat", dev, || {
             Ok(match &sa.past {
                 Some(p) => (Tensor::cat(&[p.k, &k_cur], 2)?, Tensor::cat(&[p.v, &v_cur], 2)?),
