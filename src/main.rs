@@ -147,8 +147,12 @@ pub struct TrainArgs {
     clip_offset_max: f64,
     /// Place each clip's window where the head moves most among 8 random
     /// offsets (hard examples for the VAE's temporal path).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "listening_windows")]
     motion_windows: bool,
+    /// Place each clip's window where the synth's listening nods are
+    /// largest among 8 random offsets (examples for --listen-contrast-weight).
+    #[arg(long)]
+    listening_windows: bool,
     /// teacher: stage-1 VAE params.safetensors (default: seeded random).
     #[arg(long)]
     vae: Option<String>,
@@ -273,6 +277,12 @@ pub struct TrainArgs {
     /// teacher: weight of the head expert's loss (needs --head-expert).
     #[arg(long, default_value_t = 0.0)]
     head_motion_expert_weight: f64,
+    /// teacher: weight of the listen-contrast term (needs --head-expert):
+    /// the head read-out of the clean estimate with the partner's audio
+    /// minus the one with silent listen tokens, against the synth's
+    /// listening nods.
+    #[arg(long, default_value_t = 0.0)]
+    listen_contrast_weight: f64,
     /// vae: with --freeze-encoder, decode this many latent frames (a
     /// multiple of 3) before each clip's --latent-frames without gradient,
     /// so the decoder trains mid-stream with a full causal cache.
@@ -698,7 +708,12 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     use streamavatar::train::head_expert::{HeadExpertStage, PitchTargets};
     use streamavatar::train::latent_readout::ReadoutTargets;
     use streamavatar::train::lip_expert::{LipExpertStage, OpennessTargets};
-    use streamavatar::train::{bench, data::ClipSource, optim::AdamWConfig, runner, vae_stage};
+    use streamavatar::train::{
+        bench,
+        data::{ClipSource, WindowChoice},
+        optim::AdamWConfig,
+        runner, vae_stage,
+    };
     let cfg = streamavatar::config::ModelConfig::load(&a.config)?;
     if a.stage == "export" {
         use streamavatar::train::export::{export, frozen_wav2vec2_seed, ExportSources};
@@ -722,7 +737,13 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         latent_frames: a.latent_frames + if a.stage == "vae" { a.stream_warmup } else { 0 },
         identities: a.identities,
         max_offset_s: a.clip_offset_max,
-        motion_windows: a.motion_windows,
+        windows: if a.motion_windows {
+            WindowChoice::Motion
+        } else if a.listening_windows {
+            WindowChoice::Listening
+        } else {
+            WindowChoice::Random
+        },
     };
     if a.stage == "recon" {
         let Some(vae) = &a.vae else {
@@ -858,16 +879,24 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 (Some(_), false) => anyhow::bail!("train teacher --lip-expert needs --lip-sync-weight W > 0"),
                 (None, false) => {}
             }
-            match (&a.head_expert, a.head_motion_expert_weight > 0.0) {
+            let (head_weight, contrast_weight) = (a.head_motion_expert_weight, a.listen_contrast_weight);
+            match (&a.head_expert, head_weight > 0.0 || contrast_weight > 0.0) {
                 (Some(path), true) => {
                     let z = st.config().vae.z_dim;
                     let expert = PitchTargets::load(std::path::Path::new(path), z, &train_device(&a)?)?;
-                    st = st.with_head_motion(expert, a.head_motion_expert_weight)?;
+                    if head_weight > 0.0 {
+                        st = st.with_head_motion(expert.clone(), head_weight)?;
+                    }
+                    if contrast_weight > 0.0 {
+                        st = st.with_listen_contrast(expert, contrast_weight)?;
+                    }
                 }
-                (None, true) => {
-                    anyhow::bail!("--head-motion-expert-weight needs --head-expert <train head_expert params>")
-                }
-                (Some(_), false) => anyhow::bail!("train teacher --head-expert needs --head-motion-expert-weight W > 0"),
+                (None, true) => anyhow::bail!(
+                    "--head-motion-expert-weight and --listen-contrast-weight need --head-expert <train head_expert params>"
+                ),
+                (Some(_), false) => anyhow::bail!(
+                    "train teacher --head-expert needs --head-motion-expert-weight W > 0 or --listen-contrast-weight W > 0"
+                ),
                 (None, false) => {}
             }
             runner::run(&mut st, &opts)?

@@ -5,7 +5,7 @@
 
 use streamavatar::config::ModelConfig;
 use streamavatar::train::checkpoint;
-use streamavatar::train::data::ClipSource;
+use streamavatar::train::data::{ClipSource, WindowChoice};
 use streamavatar::train::discriminator::DiscriminatorConfig;
 use streamavatar::train::dmd_stage::{DmdOptions, DmdStage};
 use streamavatar::train::gan_stage::{GanOptions, GanStage};
@@ -33,7 +33,7 @@ fn opts(out: &std::path::Path, steps: u64, lr: f64) -> RunOptions {
 }
 
 fn source() -> ClipSource {
-    ClipSource { seed: 3, size: 64, latent_frames: 2, identities: 8, max_offset_s: 2.0, motion_windows: true }
+    ClipSource { seed: 3, size: 64, latent_frames: 2, identities: 8, max_offset_s: 2.0, windows: WindowChoice::Motion }
 }
 
 fn assert_decreases(losses: &[(u64, f32)]) {
@@ -394,7 +394,7 @@ fn ode_init_stage_loss_decreases() -> anyhow::Result<()> {
 /// critic for a few updates and measure it on clip 0, which needs clips
 /// alike (`source()` covers the windows).
 fn two_chunk_source() -> ClipSource {
-    ClipSource { seed: 3, size: 64, latent_frames: 6, identities: 8, max_offset_s: 0.0, motion_windows: false }
+    ClipSource { seed: 3, size: 64, latent_frames: 6, identities: 8, max_offset_s: 0.0, windows: WindowChoice::Random }
 }
 
 fn teacher(source: ClipSource) -> anyhow::Result<TeacherStage> {

@@ -10,9 +10,13 @@
 //! there never showed the listening reactions (nods 0.2-0.6 s after the
 //! partner's phrase ends) that the models must learn (session 11).
 //!
-//! With [`ClipSource::motion_windows`] the window is the one with the most
-//! head motion among [`MOTION_CANDIDATES`] random offsets: hard examples
-//! for a VAE whose temporal path damps nods (session 11).
+//! With [`WindowChoice::Motion`] the window is the one with the most head
+//! motion among [`MOTION_CANDIDATES`] random offsets: hard examples for a
+//! VAE whose temporal path damps nods (session 11). With
+//! [`WindowChoice::Listening`] it is the one with the most listening
+//! reaction (the synth's nods timed to the partner's speech): the
+//! examples of the teacher's listen-contrast term, which plain windows
+//! hold on few of their clips (session 19).
 //!
 //! Clip `i` of a [`ClipSource`] is a pure function of `(seed, i)`, so the
 //! loader's whole state is one cursor (saved in the checkpoint).
@@ -36,8 +40,33 @@ const SAMPLES_PER_OFFSET_STEP: usize = 2_000;
 /// the first ~12 s of a conversation (a few turns each way).
 pub const DEFAULT_MAX_OFFSET_S: f64 = 12.0;
 
-/// Random offsets a motion window is chosen from.
+/// Random offsets a motion or listening window is chosen from.
 pub const MOTION_CANDIDATES: usize = 8;
+
+/// Where in its conversation a clip's window lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WindowChoice {
+    /// At one random offset.
+    #[default]
+    Random,
+    /// Where the head moves most ([`head_motion`]) among
+    /// [`MOTION_CANDIDATES`] random offsets.
+    Motion,
+    /// Where the listening reactions are largest ([`listening_reaction`])
+    /// among [`MOTION_CANDIDATES`] random offsets.
+    Listening,
+}
+
+/// Listening-reaction pitch (degrees, summed over the frames) that comes
+/// after a frame of the partner's turn in the same window: a window that
+/// starts after the turn shows the nod without the speech that explains
+/// it.
+pub fn listening_reaction(poses: &[crate::synth::motion::Pose]) -> f32 {
+    let Some(first_listen) = poses.iter().position(|p| p.state == BehaviourState::Listen) else {
+        return 0.0;
+    };
+    poses[first_listen + 1..].iter().map(|p| p.reaction_pitch.abs()).sum()
+}
 
 /// Head motion in `poses`: the summed frame-to-frame change of yaw, pitch
 /// and roll, degrees.
@@ -83,6 +112,9 @@ pub struct HeadTruth {
     pub face: crate::eval::face_layout::PixelBox,
     /// 1 where the avatar listens (the partner's turn), else 0.
     pub listening: Vec<f32>,
+    /// Degrees of `pitch` that are listening reactions (nods timed to the
+    /// partner's speech, [`crate::synth::motion::Pose::reaction_pitch`]).
+    pub reaction: Vec<f32>,
 }
 
 /// Where clips come from: training identities, seeded.
@@ -98,9 +130,8 @@ pub struct ClipSource {
     /// Clip `i` starts at a random offset in `[0, max_offset_s]` seconds
     /// of its conversation (0: every clip starts the conversation).
     pub max_offset_s: f64,
-    /// Place the window where the head moves most (see module docs)
-    /// instead of at one random offset.
-    pub motion_windows: bool,
+    /// Where the window lies (see module docs).
+    pub windows: WindowChoice,
 }
 
 impl ClipSource {
@@ -110,11 +141,11 @@ impl ClipSource {
     }
 
     /// The window starts clip `index` may take: one uniform draw, or
-    /// [`MOTION_CANDIDATES`] with `motion_windows`.
+    /// [`MOTION_CANDIDATES`] for motion and listening windows.
     fn candidate_offsets(&self, index: u64) -> Vec<usize> {
         let steps = (self.max_offset_s.max(0.0) * 24.0 / OFFSET_STEP_FRAMES as f64).floor() as usize;
         let mut rng = SynthRng::derive(self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0x0FF5E7);
-        let count = if self.motion_windows { MOTION_CANDIDATES } else { 1 };
+        let count = if self.windows == WindowChoice::Random { 1 } else { MOTION_CANDIDATES };
         (0..count).map(|_| rng.index(steps + 1) * OFFSET_STEP_FRAMES).collect()
     }
 
@@ -127,10 +158,16 @@ impl ClipSource {
     /// conversation's script.
     pub fn offset_frames(&self, index: u64, script: &crate::synth::ClipScript) -> usize {
         let n = self.video_frames();
-        let motion = |start: usize| head_motion(script.poses.get(start..start + n).unwrap_or(&[]));
+        let score_of = |start: usize| {
+            let poses = script.poses.get(start..start + n).unwrap_or(&[]);
+            match self.windows {
+                WindowChoice::Listening => listening_reaction(poses),
+                WindowChoice::Random | WindowChoice::Motion => head_motion(poses),
+            }
+        };
         let mut best = (0, f32::NEG_INFINITY);
         for start in self.candidate_offsets(index) {
-            let score = motion(start);
+            let score = score_of(start);
             if score > best.1 {
                 best = (start, score);
             }
@@ -190,7 +227,8 @@ impl ClipSource {
         let poses = &script.poses[start..start + self.video_frames()];
         let pitch = poses.iter().map(|p| p.pitch).collect();
         let listening = poses.iter().map(|p| f32::from(p.state == BehaviourState::Listen)).collect();
-        Ok(HeadTruth { pitch, face: self.face_layout(index)?.face, listening })
+        let reaction = poses.iter().map(|p| p.reaction_pitch).collect();
+        Ok(HeadTruth { pitch, face: self.face_layout(index)?.face, listening, reaction })
     }
 
     /// The mouth's openness and position in the window from `start`.
@@ -250,8 +288,14 @@ mod tests {
 
     #[test]
     fn clip_shapes_and_ranges() -> anyhow::Result<()> {
-        let src =
-            ClipSource { seed: 1, size: 32, latent_frames: 2, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        let src = ClipSource {
+            seed: 1,
+            size: 32,
+            latent_frames: 2,
+            identities: 4,
+            max_offset_s: 0.0,
+            windows: WindowChoice::Random,
+        };
         let c = src.clip(0, &Device::Cpu)?;
         assert_eq!(c.video.dims(), &[1, 3, 9, 32, 32]);
         let (lo, hi) = (c.video.min_all()?.to_scalar::<f32>()?, c.video.max_all()?.to_scalar::<f32>()?);
@@ -269,8 +313,14 @@ mod tests {
 
     #[test]
     fn windows_start_across_the_conversation_and_match_its_frames_and_audio() -> anyhow::Result<()> {
-        let src =
-            ClipSource { seed: 2, size: 32, latent_frames: 2, identities: 4, max_offset_s: 6.0, motion_windows: false };
+        let src = ClipSource {
+            seed: 2,
+            size: 32,
+            latent_frames: 2,
+            identities: 4,
+            max_offset_s: 6.0,
+            windows: WindowChoice::Random,
+        };
         let offsets: Vec<usize> = (0..40).map(|i| src.candidate_offsets(i)[0]).collect();
         assert!(offsets.iter().all(|&o| o % OFFSET_STEP_FRAMES == 0 && o <= 6 * 24), "{offsets:?}");
         assert!(offsets.iter().any(|&o| o > 3 * 24) && offsets.iter().any(|&o| o < 3 * 24), "{offsets:?}");
@@ -302,8 +352,14 @@ mod tests {
 
     #[test]
     fn motion_windows_pick_the_candidate_where_the_head_moves_most() -> anyhow::Result<()> {
-        let src =
-            ClipSource { seed: 5, size: 32, latent_frames: 5, identities: 4, max_offset_s: 12.0, motion_windows: true };
+        let src = ClipSource {
+            seed: 5,
+            size: 32,
+            latent_frames: 5,
+            identities: 4,
+            max_offset_s: 12.0,
+            windows: WindowChoice::Motion,
+        };
         let (mut picked, mut uniform) = (0.0, 0.0);
         for index in 0..6 {
             let candidates = src.candidate_offsets(index);
@@ -318,6 +374,40 @@ mod tests {
             uniform += motion(candidates[0]);
         }
         assert!(picked > uniform, "motion windows move no more than uniform ones: {picked} vs {uniform}");
+        Ok(())
+    }
+
+    /// Listening windows hold more of the synth's listening nods (after a
+    /// frame of the partner's turn) than plain windows of the same clips,
+    /// and at least half of them hold one.
+    #[test]
+    fn listening_windows_pick_the_candidate_with_the_most_reaction() -> anyhow::Result<()> {
+        let src = ClipSource {
+            seed: 5,
+            size: 32,
+            latent_frames: 6,
+            identities: 4,
+            max_offset_s: 12.0,
+            windows: WindowChoice::Listening,
+        };
+        let plain = ClipSource { windows: WindowChoice::Random, ..src.clone() };
+        let (mut reacting, mut plain_reacting) = (0, 0);
+        for index in 0..12 {
+            let candidates = src.candidate_offsets(index);
+            assert_eq!(candidates.len(), MOTION_CANDIDATES);
+            let reaction = |s: &ClipSource| -> anyhow::Result<f32> {
+                let truth = s.head_truth(index)?;
+                let Some(first) = truth.listening.iter().position(|&l| l > 0.0) else {
+                    return Ok(0.0);
+                };
+                Ok(truth.reaction[first + 1..].iter().map(|r| r.abs()).sum())
+            };
+            let (picked, first) = (reaction(&src)?, reaction(&plain)?);
+            assert!(picked >= first, "clip {index}: {picked} < {first}");
+            reacting += usize::from(picked > 0.0);
+            plain_reacting += usize::from(first > 0.0);
+        }
+        assert!(reacting >= 6 && reacting > 2 * plain_reacting, "{reacting} vs {plain_reacting} of 12 clips react");
         Ok(())
     }
 }

@@ -124,8 +124,14 @@ mod tests {
     /// the head did not move in the first latent frame.
     #[test]
     fn targets_of_a_clip() -> anyhow::Result<()> {
-        let data =
-            ClipSource { seed: 1, size: 64, latent_frames: 2, identities: 4, max_offset_s: 2.0, motion_windows: false };
+        let data = ClipSource {
+            seed: 1,
+            size: 64,
+            latent_frames: 2,
+            identities: 4,
+            max_offset_s: 2.0,
+            windows: crate::train::data::WindowChoice::Random,
+        };
         let (target, _) = PitchTargets::default().of(&data, 0, 8, (8, 8), &Device::Cpu)?;
         assert_eq!(target.dims(), &[2]);
         assert!(target.to_vec1::<f32>()?.iter().all(|v| v.is_finite() && v.abs() < 10.0));

@@ -454,6 +454,13 @@ mod tests {
     }
 
     fn test_source() -> ClipSource {
-        ClipSource { seed: 1, size: 16, latent_frames: 2, identities: 1, max_offset_s: 0.0, motion_windows: false }
+        ClipSource {
+            seed: 1,
+            size: 16,
+            latent_frames: 2,
+            identities: 1,
+            max_offset_s: 0.0,
+            windows: crate::train::data::WindowChoice::Random,
+        }
     }
 }

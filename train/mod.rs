@@ -60,6 +60,7 @@ pub mod latent_stats;
 pub mod latent_widening;
 pub mod light_decoder_stage;
 pub mod lip_expert;
+pub mod listen_contrast;
 pub mod ode_init_stage;
 pub mod optim;
 pub mod params;

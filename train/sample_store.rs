@@ -25,7 +25,7 @@ use std::rc::Rc;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::ClipSource;
+use super::data::{ClipSource, WindowChoice};
 use super::teacher_stage::TeacherSample;
 use super::TrainError;
 
@@ -123,9 +123,13 @@ pub struct SampleKey {
     /// stores made before clip windows: they started every clip at 0).
     #[serde(default)]
     pub max_offset_ms: u64,
-    /// [`ClipSource::motion_windows`].
+    /// [`ClipSource::windows`] is [`WindowChoice::Motion`].
     #[serde(default)]
     pub motion_windows: bool,
+    /// [`ClipSource::windows`] is [`WindowChoice::Listening`] (absent in
+    /// the keys of stores made before listening windows).
+    #[serde(default)]
+    pub listening_windows: bool,
     pub pool: u64,
 }
 
@@ -141,7 +145,8 @@ impl SampleKey {
             latent_frames: data.latent_frames,
             identities: data.identities,
             max_offset_ms: (data.max_offset_s.max(0.0) * 1000.0).round() as u64,
-            motion_windows: data.motion_windows,
+            motion_windows: data.windows == WindowChoice::Motion,
+            listening_windows: data.windows == WindowChoice::Listening,
             pool,
         }
     }
@@ -273,8 +278,14 @@ mod tests {
     }
 
     fn key(pool: u64, vae_seed: u64) -> SampleKey {
-        let data =
-            ClipSource { seed: 1, size: 32, latent_frames: 1, identities: 4, max_offset_s: 2.0, motion_windows: false };
+        let data = ClipSource {
+            seed: 1,
+            size: 32,
+            latent_frames: 1,
+            identities: 4,
+            max_offset_s: 2.0,
+            windows: WindowChoice::Random,
+        };
         SampleKey::new("tiny", FrozenSource::Seeded { seed: vae_seed }, FrozenSource::Seeded { seed: 9 }, &data, pool)
     }
 

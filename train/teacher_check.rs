@@ -61,7 +61,9 @@
 //! (per latent frame, each clip centred) for the real latents, the
 //! generations, and generations with the listen track silenced; and
 //! `listen_reaction` is the mean |generated - silenced| read-out: 0 when
-//! the listen branch changes nothing about the head.
+//! the listen branch changes nothing about the head; `reaction_r`
+//! correlates `generated - silenced` with the synth's listening nods
+//! (`reaction_truth` is their mean size in the same units).
 //!
 //! `clip_NNN.png` shows real (top), generated (middle) and static (bottom)
 //! rows at the first, middle and last frame after the reference.
@@ -82,6 +84,7 @@ use super::frame_quality::{psnr_db, psnr_from_mse, region_psnr_db, ssim};
 use super::head_expert::PitchTargets;
 use super::latent_readout::{Readout, ReadoutTargets};
 use super::lip_expert::{latent_openness, mouth_sampling, LipExpert};
+use super::listen_contrast::latent_reaction;
 use super::recon::{frame_rows, RECON_FIRST_CLIP};
 use super::teacher_stage::{TeacherSample, TeacherStage};
 use super::TrainError;
@@ -153,6 +156,8 @@ pub struct HeadTraces {
     pub generated: Vec<f32>,
     /// Generated with the listen track replaced by silence.
     pub silent_listen: Vec<f32>,
+    /// The synth's listening reactions (the nods' part of `truth`).
+    pub reaction: Vec<f32>,
 }
 
 /// The head expert's figures over all checked clips (module docs).
@@ -163,6 +168,13 @@ pub struct HeadCheck {
     pub silent_listen: f64,
     /// Mean |generated - silent_listen| read-out.
     pub listen_reaction: f64,
+    /// Pearson r of `generated - silent_listen` against the synth's
+    /// reaction component, over all clips' latent frames (0 when
+    /// undefined): does the partner's audio move the head where and as
+    /// the synth's listening nods do?
+    pub reaction_r: f64,
+    /// Mean |reaction| of the truth, the scale `listen_reaction` aims at.
+    pub reaction_truth: f64,
 }
 
 /// Mouth openness per video frame after the reference of one clip.
@@ -351,7 +363,9 @@ pub fn check_teacher(
                 let read = |latents: &Tensor| -> Result<Vec<f32>, TrainError> {
                     Ok(e.forward(latents, &reference, &at)?.to_vec1::<f32>()?)
                 };
+                let reaction = latent_reaction(&teacher.data().head_truth(index)?.reaction);
                 Some(HeadTraces {
+                    reaction,
                     truth: truth.to_vec1::<f32>()?,
                     real: read(&x0.narrow(2, 1, f - 1)?)?,
                     generated: read(&x)?,
@@ -526,18 +540,21 @@ fn head_check_of<'a>(traces: impl Iterator<Item = &'a HeadTraces> + Clone) -> He
     let r = |pick: fn(&HeadTraces) -> &Vec<f32>| {
         within_clip_r(traces.clone().map(|h| (h.truth.as_slice(), pick(h).as_slice())), false)
     };
-    let (mut sum, mut count) = (0.0, 0usize);
+    let (mut contrast, mut reaction) = (Vec::new(), Vec::new());
     for h in traces.clone() {
-        for (a, b) in h.generated.iter().zip(&h.silent_listen) {
-            sum += (a - b).abs() as f64;
-            count += 1;
+        for ((a, b), t) in h.generated.iter().zip(&h.silent_listen).zip(&h.reaction) {
+            contrast.push((a - b) as f64);
+            reaction.push(*t as f64);
         }
     }
+    let mean_abs = |v: &[f64]| v.iter().map(|x| x.abs()).sum::<f64>() / v.len().max(1) as f64;
     HeadCheck {
         real: r(|h| &h.real),
         generated: r(|h| &h.generated),
         silent_listen: r(|h| &h.silent_listen),
-        listen_reaction: sum / count.max(1) as f64,
+        listen_reaction: mean_abs(&contrast),
+        reaction_r: crate::eval::lip_sync::pearson(&contrast, &reaction).unwrap_or(0.0),
+        reaction_truth: mean_abs(&reaction),
     }
 }
 

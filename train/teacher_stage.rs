@@ -35,6 +35,7 @@ use super::data::{ClipSource, ClipTensors};
 use super::head_expert::PitchTargets;
 use super::latent_readout::{ExpertTerm, Readout};
 use super::lip_expert::{LipExpert, OpennessTargets};
+use super::listen_contrast::ListenContrast;
 use super::params::ParamStore;
 use super::runner::{Stage, StepLoss};
 use super::sample_store::SampleStore;
@@ -138,6 +139,8 @@ pub struct TeacherStage {
     /// The frozen head expert's term (see
     /// [`TeacherStage::with_head_motion`]).
     head_motion: Option<ExpertTerm<PitchTargets>>,
+    /// The listen-contrast term (see [`TeacherStage::with_listen_contrast`]).
+    listen_contrast: Option<ListenContrast>,
 }
 
 impl TeacherStage {
@@ -157,6 +160,7 @@ impl TeacherStage {
             sample_space_loss: false,
             lip_sync: None,
             head_motion: None,
+            listen_contrast: None,
         }
     }
 
@@ -177,6 +181,17 @@ impl TeacherStage {
     /// latent frame counted by its share of listening video frames.
     pub fn with_head_motion(mut self, expert: Readout, weight: f64) -> Result<Self, TrainError> {
         self.head_motion = Some(ExpertTerm::new(expert, weight, "--head-motion-expert-weight")?);
+        Ok(self)
+    }
+
+    /// Add `weight * mean((expert(x0_hat) - expert(x0_hat_silent) -
+    /// reaction)^2)` on clips where the avatar listens: the head expert's
+    /// read-out of what the partner's audio changes against the synth's
+    /// listening reactions ([`super::listen_contrast`], whose module docs
+    /// say why the plain head term did not make the listen branch react).
+    /// Costs one more DiT forward and backward on those clips.
+    pub fn with_listen_contrast(mut self, expert: Readout, weight: f64) -> Result<Self, TrainError> {
+        self.listen_contrast = Some(ListenContrast::new(expert, weight)?);
         Ok(self)
     }
 
@@ -481,6 +496,24 @@ impl Stage for TeacherStage {
         let clean = (&noisy - (&v * sigma)?)?;
         let factor = self.cfg.vae.scale_factor_spatial;
         let mut expert_terms = Vec::new();
+        let mut extra_parts = Vec::new();
+        if let Some(term) = self.listen_contrast.as_mut() {
+            let hw = (clean.dim(3)?, clean.dim(4)?);
+            if let Some((target, at)) = term.targets(&self.data, index, factor, hw, &self.device)? {
+                let silent = AudioTokens {
+                    talk: audio.talk.clone(),
+                    listen: proj.forward_clip(&sample.listen_features.zeros_like()?)?,
+                };
+                let v_silent = dit.forward(&xt, &timesteps, &text, Some(&silent), AttentionMask::Bidirectional)?;
+                let clean_silent = (&noisy - (v_silent.narrow(2, 1, f - 1)? * sigma)?)?;
+                let err = term.error(&clean, &clean_silent, &reference, &at, &target)?;
+                // What a model that ignores the partner would score: the
+                // term's progress is err against this.
+                let ignored = target.sqr()?.mean_all()?.to_scalar::<f32>()?;
+                expert_terms.push(("listen_contrast", (err, term.weight())));
+                extra_parts.push(("listen_contrast_if_deaf", ignored));
+            }
+        }
         if let Some(term) = self.lip_sync.as_mut() {
             expert_terms.push(("lip_sync", term.error(&self.data, index, factor, &clean, &reference)?));
         }
@@ -505,6 +538,7 @@ impl Stage for TeacherStage {
             parts.push((name, err.to_scalar::<f32>().unwrap_or(f32::NAN)));
             loss = (loss + (err * weight)?)?;
         }
+        parts.extend(extra_parts);
         parts.push(("sigma", sigma as f32));
         Ok((loss, parts))
     }
@@ -517,8 +551,14 @@ mod tests {
     fn stage(share: f64) -> anyhow::Result<TeacherStage> {
         let cfg = ModelConfig::tiny();
         let frozen = FrozenModules::load(&cfg, None, None, 7)?;
-        let data =
-            ClipSource { seed: 1, size: 64, latent_frames: 2, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        let data = ClipSource {
+            seed: 1,
+            size: 64,
+            latent_frames: 2,
+            identities: 4,
+            max_offset_s: 0.0,
+            windows: crate::train::data::WindowChoice::Random,
+        };
         Ok(TeacherStage::new(cfg, frozen, data, 7).with_unshifted_sigma_share(share)?)
     }
 

@@ -675,7 +675,7 @@ mod tests {
             latent_frames: 0,
             identities: 50,
             max_offset_s: 0.0,
-            motion_windows: false,
+            windows: crate::train::data::WindowChoice::Random,
         };
         for index in [0u64, 7, 33] {
             let m = face_mask(&data, index, &Device::Cpu)?;
@@ -739,7 +739,7 @@ mod tests {
             latent_frames: 0,
             identities: 8,
             max_offset_s: 0.0,
-            motion_windows: false,
+            windows: crate::train::data::WindowChoice::Random,
         };
         let dev = Device::Cpu;
         let (face, mouth) = (face_mask(&data, 3, &dev)?, mouth_mask(&data, 3, &dev)?);
@@ -858,8 +858,14 @@ mod tests {
     /// gradient reaches the decoder.
     #[test]
     fn stream_warmup_scores_the_frames_after_the_warmup() -> anyhow::Result<()> {
-        let data =
-            ClipSource { seed: 2, size: 64, latent_frames: 5, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        let data = ClipSource {
+            seed: 2,
+            size: 64,
+            latent_frames: 5,
+            identities: 4,
+            max_offset_s: 0.0,
+            windows: crate::train::data::WindowChoice::Random,
+        };
         let mut st = VaeStage::new(ModelConfig::tiny(), data, 1, VaeLossWeights::default(), 3)
             .with_frozen_encoder()
             .with_stream_warmup(3)?;
@@ -888,8 +894,14 @@ mod tests {
 
     #[test]
     fn stream_warmup_needs_a_frozen_encoder_whole_chunks_and_trained_frames() {
-        let data =
-            ClipSource { seed: 2, size: 64, latent_frames: 6, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        let data = ClipSource {
+            seed: 2,
+            size: 64,
+            latent_frames: 6,
+            identities: 4,
+            max_offset_s: 0.0,
+            windows: crate::train::data::WindowChoice::Random,
+        };
         let stage = || VaeStage::new(ModelConfig::tiny(), data.clone(), 1, VaeLossWeights::default(), 3);
         assert!(stage().with_stream_warmup(3).is_err(), "needs --freeze-encoder");
         assert!(stage().with_frozen_encoder().with_stream_warmup(2).is_err(), "not a whole chunk");
@@ -902,8 +914,14 @@ mod tests {
     /// finite loss that differs from the noiseless one on the same batch.
     #[test]
     fn latent_noise_needs_a_frozen_encoder_and_changes_the_decoded_input() -> anyhow::Result<()> {
-        let data =
-            ClipSource { seed: 2, size: 64, latent_frames: 1, identities: 4, max_offset_s: 0.0, motion_windows: false };
+        let data = ClipSource {
+            seed: 2,
+            size: 64,
+            latent_frames: 1,
+            identities: 4,
+            max_offset_s: 0.0,
+            windows: crate::train::data::WindowChoice::Random,
+        };
         let stage = || VaeStage::new(ModelConfig::tiny(), data.clone(), 1, VaeLossWeights::default(), 3);
         assert!(stage().with_latent_noise(0.3).is_err(), "needs --freeze-encoder");
         assert!(stage().with_frozen_encoder().with_latent_noise(-1.0).is_err());

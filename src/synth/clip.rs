@@ -77,6 +77,9 @@ pub struct FrameTruth {
     pub yaw: f32,
     pub pitch: f32,
     pub roll: f32,
+    /// Degrees of `pitch` that are listening reactions (nods timed to the
+    /// partner's speech; [`Pose::reaction_pitch`]).
+    pub reaction_pitch: f32,
     pub gaze_x: f32,
     pub gaze_y: f32,
     pub blink: f32,
@@ -159,6 +162,7 @@ pub fn script_clip(spec: &ClipSpec) -> Result<ClipScript, SynthError> {
                 yaw: p.yaw,
                 pitch: p.pitch,
                 roll: p.roll,
+                reaction_pitch: p.reaction_pitch,
                 gaze_x: p.gaze.0,
                 gaze_y: p.gaze.1,
                 blink: p.blink,

@@ -57,6 +57,11 @@ pub struct Pose {
     pub yaw: f32,
     pub pitch: f32,
     pub roll: f32,
+    /// Degrees of `pitch` that are listening reactions (the nods after the
+    /// partner's phrase ends and stressed syllables), 0 elsewhere: the part
+    /// of the head's motion that only the partner's speech explains.
+    /// Drawing ignores it (it is already in `pitch`).
+    pub reaction_pitch: f32,
     /// Gaze direction, each in -1..1 (x right, y down).
     pub gaze: (f32, f32),
     /// 0 = open, 1 = closed.
@@ -83,6 +88,7 @@ impl Pose {
             yaw: 0.0,
             pitch: 0.0,
             roll: 0.0,
+            reaction_pitch: 0.0,
             gaze: (0.0, 0.0),
             blink: 0.0,
             brow: 0.0,
@@ -254,14 +260,18 @@ pub fn synthesize_motion(identity: &Identity, input: &MotionInput<'_>, seed: u64
         *p += 1.5 * hm * talk_env[f] * talking[f];
     }
 
-    // --- listening: delayed reactions to the partner's speech
+    // --- listening: delayed reactions to the partner's speech (their
+    // pitch also kept apart, for the truth)
+    let mut reaction_pitch = vec![0.0f32; n];
     for end in phrase_ends(&listen_env, 0.08, (0.5 * FPS) as usize, (0.15 * FPS) as usize) {
         let delay = rng.range(0.2, 0.6);
         let at = t(end) + delay;
         if rng.chance(0.75) {
             let nods = if rng.chance(0.35) { 2 } else { 1 };
             for k in 0..nods {
-                add_nod(&mut pitch, at + k as f64 * 0.42, hm * rng.rangef(4.0, 8.0), 0.45);
+                let amp = hm * rng.rangef(4.0, 8.0);
+                add_nod(&mut pitch, at + k as f64 * 0.42, amp, 0.45);
+                add_nod(&mut reaction_pitch, at + k as f64 * 0.42, amp, 0.45);
             }
         }
         if rng.chance(0.45) {
@@ -273,7 +283,9 @@ pub fn synthesize_motion(identity: &Identity, input: &MotionInput<'_>, seed: u64
     }
     for p in peaks(&listen_env, 0.7, (0.6 * FPS) as usize) {
         if st[p] == BehaviourState::Listen && rng.chance(0.25) {
-            add_nod(&mut pitch, t(p) + rng.range(0.25, 0.5), hm * rng.rangef(2.0, 4.0), 0.4);
+            let (start, amp) = (t(p) + rng.range(0.25, 0.5), hm * rng.rangef(2.0, 4.0));
+            add_nod(&mut pitch, start, amp, 0.4);
+            add_nod(&mut reaction_pitch, start, amp, 0.4);
         }
     }
 
@@ -376,6 +388,7 @@ pub fn synthesize_motion(identity: &Identity, input: &MotionInput<'_>, seed: u64
                 yaw: yaw[f],
                 pitch: pitch[f].clamp(-15.0, 15.0),
                 roll: roll[f],
+                reaction_pitch: reaction_pitch[f],
                 gaze: gaze[f],
                 blink: blink[f],
                 brow: brow[f].clamp(0.0, 1.0),
@@ -433,5 +446,35 @@ mod tests {
             assert!(poses[60..64].iter().all(|p| p.brow < 0.2));
         }
         assert!(reacted >= 5, "reacted in {reacted} of 8 clips");
+    }
+
+    /// The reaction component is the nods after the partner's pause: none
+    /// without the partner's speech, none before the reaction delay, and
+    /// in the clips that nod it reaches the nod's depth.
+    #[test]
+    fn reaction_pitch_holds_only_the_listening_nods() {
+        let id = Identity::from_id(5);
+        let n = 24 * 6;
+        let turns =
+            vec![Turn { speaker: Speaker::Partner, start_s: 0.5, end_s: 2.5, sentence_ids: vec![0], text: "x".into() }];
+        let vis = vec![super::super::phonemes::REST; n];
+        let talk = vec![0.0; n];
+        let silent = vec![0.0; n];
+        let listen: Vec<f32> = (0..n).map(|f| if (12..60).contains(&f) { 0.2 } else { 0.0 }).collect();
+        let mut nodded = 0;
+        for seed in 0..8 {
+            let quiet = MotionInput { n_frames: n, visemes: &vis, talk_rms: &talk, listen_rms: &silent, turns: &turns };
+            assert!(synthesize_motion(&id, &quiet, seed).iter().all(|p| p.reaction_pitch == 0.0));
+            let heard = MotionInput { listen_rms: &listen, ..quiet };
+            let poses = synthesize_motion(&id, &heard, seed);
+            // Phrase end at frame 60, reaction delay >= 0.2 s.
+            assert!(poses[..64].iter().all(|p| p.reaction_pitch == 0.0), "seed {seed}: reaction before the delay");
+            let deepest = poses.iter().map(|p| p.reaction_pitch).fold(0.0f32, f32::max);
+            if deepest > 0.0 {
+                nodded += 1;
+                assert!(deepest >= 4.0 * id.head_motion * 0.9, "seed {seed}: nod {deepest} degrees");
+            }
+        }
+        assert!(nodded >= 4, "nodded in {nodded} of 8 clips");
     }
 }
