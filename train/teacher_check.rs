@@ -59,7 +59,9 @@
 //! With a head expert (`--head-expert`, [`super::head_expert`]),
 //! `head_expert` correlates its read-out of head pitch with the synth's
 //! (per latent frame, each clip centred) for the real latents, the
-//! generations, and generations with the listen track silenced; and
+//! generations, and generations with the listen track silenced (zero
+//! listen features, as the serving path's voice-activity mask gives for
+//! silence); and
 //! `listen_reaction` is the mean |generated - silenced| read-out: 0 when
 //! the listen branch changes nothing about the head; `reaction_r`
 //! correlates `generated - silenced` with the synth's listening nods
@@ -154,7 +156,8 @@ pub struct HeadTraces {
     pub truth: Vec<f32>,
     pub real: Vec<f32>,
     pub generated: Vec<f32>,
-    /// Generated with the listen track replaced by silence.
+    /// Generated with the listen track replaced by silence (zero listen
+    /// features).
     pub silent_listen: Vec<f32>,
     /// The synth's listening reactions (the nods' part of `truth`).
     pub reaction: Vec<f32>,
@@ -356,9 +359,13 @@ pub fn check_teacher(
                     (x0.dim(3)?, x0.dim(4)?),
                     vae.device(),
                 )?;
-                let mut silent = clip.clone();
-                silent.listen.fill(0.0);
-                let silent_sample = teacher.prepare(&silent)?;
+                // Silence as the serving path sees it: its voice-activity
+                // mask zeroes the listen features of silent audio.
+                let silent_sample = TeacherSample {
+                    x0: sample.x0.clone(),
+                    talk_features: sample.talk_features.clone(),
+                    listen_features: sample.listen_features.zeros_like()?,
+                };
                 let x_silent = teacher.integrate_flow(&silent_sample, &eps, &grid, 1, |_, _| ())?;
                 let read = |latents: &Tensor| -> Result<Vec<f32>, TrainError> {
                     Ok(e.forward(latents, &reference, &at)?.to_vec1::<f32>()?)
