@@ -18,9 +18,9 @@
 //! per latent frame over [`PITCH_SCALE`], 0 where nothing reacts). Both
 //! estimates keep their gradients: a change of weights that moves both
 //! alike leaves the contrast as it is, so only what the listen tokens
-//! change is pushed. (A first run that detached the silent estimate moved
-//! the head through the shared weights instead: the flow-matching error
-//! doubled in 300 steps and the contrast did not fall, session-19 log.)
+//! change is pushed (with the silent estimate detached, the gradient
+//! would move the heard estimate through the weights both share, and the
+//! silent one would follow at the next step).
 //! Clips without a listening frame are skipped (both estimates see zero
 //! listen features there).
 
