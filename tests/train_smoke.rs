@@ -618,6 +618,8 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         "head_expert",
         "teacher_x0k",
         "teacher_x0km",
+        "teacher_x0c",
+        "teacher_x0cl",
         "ode_init",
         "dmd",
         "gan",
@@ -705,7 +707,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         }
     }
     assert!(report["lip_expert"]["real"].as_f64().is_some_and(f64::is_finite), "{report}");
-    for key in ["real", "generated", "silent_listen", "listen_reaction"] {
+    for key in ["real", "generated", "silent_listen", "listen_reaction", "reaction_r", "reaction_truth"] {
         assert!(report["head_expert"][key].as_f64().is_some_and(f64::is_finite), "head {key}: {report}");
     }
     assert!(check_dir.join("clip_000.png").is_file());
@@ -723,6 +725,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
     // the old ones would be refused, rightly.)
     std::fs::remove_dir_all(dir.path().join("samples_lf6m"))?;
     std::fs::remove_dir_all(dir.path().join("samples_lf6mw"))?;
+    std::fs::remove_dir_all(dir.path().join("samples_lf6ml"))?;
     let vae_before = std::fs::read(&vae_file)?;
     let again = run()?;
     assert!(again.status.success(), "rerun failed: {}", String::from_utf8_lossy(&again.stderr));

@@ -298,7 +298,27 @@ stage teacher_x0km "$TEACHER_XKM" "$(steps 1500)" teacher --vae "$VAE/params.saf
     --latent-frames 6 "${POOL_MOTION[@]}" --lr 1e-4 --save-every 250 --unshifted-sigma-share 0.3 --mouth-loss-weight 10 \
     --lip-expert "$LIPX/params.safetensors" --lip-sync-weight 10 \
     --head-expert "$HEADX/params.safetensors" --head-motion-expert-weight 30 --init-from "$TEACHER_XK/params.safetensors"
-TEACHER=$TEACHER_XKM
+#     Then the listen contrast (session 19, train/listen_contrast.rs): the
+#     head read-out of the clean estimate with the partner's audio minus
+#     the one with silent listen tokens, against the synth's listening nods
+#     (W 10, 1,500 steps on the plain pool), then 1,500 more at W 20 on a
+#     pool of 800 listening windows (the windows whose nods follow a frame
+#     of the partner's turn; ~12 min to prepare). teacher_check on
+#     listening windows: listen_reaction 0.036 -> 0.117 (the truth's nods
+#     0.128), reaction_r -0.09 -> 0.28; the students' listening ratio
+#     1.03 -> 1.17 (session-19 log).
+TEACHER_XC=$RUNS/teacher_x0c
+stage teacher_x0c "$TEACHER_XC" "$(steps 1500)" teacher --vae "$VAE/params.safetensors" "${W2V[@]}" \
+    --latent-frames 6 "${POOL6[@]}" --lr 1e-4 --save-every 250 --unshifted-sigma-share 0.3 --mouth-loss-weight 10 \
+    --lip-expert "$LIPX/params.safetensors" --lip-sync-weight 10 \
+    --head-expert "$HEADX/params.safetensors" --listen-contrast-weight 10 --init-from "$TEACHER_XKM/params.safetensors"
+POOL_LISTEN=(--clip-pool "$(steps 800)" --sample-cache "$RUNS/samples_lf6ml" --listening-windows)
+TEACHER_XCL=$RUNS/teacher_x0cl
+stage teacher_x0cl "$TEACHER_XCL" "$(steps 1500)" teacher --vae "$VAE/params.safetensors" "${W2V[@]}" \
+    --latent-frames 6 "${POOL_LISTEN[@]}" --lr 1e-4 --save-every 250 --unshifted-sigma-share 0.3 --mouth-loss-weight 10 \
+    --lip-expert "$LIPX/params.safetensors" --lip-sync-weight 10 \
+    --head-expert "$HEADX/params.safetensors" --listen-contrast-weight 20 --init-from "$TEACHER_XC/params.safetensors"
+TEACHER=$TEACHER_XCL
 
 # 5. Causal student: ODE initialisation from teacher trajectories.
 #    1,000 steps since session 14 (the sample-head teacher's trajectories;
@@ -307,10 +327,12 @@ ODE=$RUNS/ode_init
 stage ode_init "$ODE" "$(steps 1000)" ode_init --vae "$VAE/params.safetensors" "${W2V[@]}" \
     --teacher "$TEACHER/params.safetensors" --latent-frames 6 "${POOL6[@]}" --substeps 8 --lr 1e-4 --save-every 100
 
-# 6. DMD with student forcing (3 steps, reference sink, RAPR).
+# 6. DMD with student forcing (3 steps, reference sink, RAPR), on the
+#    listening windows since session 19 (the teacher's listening reactions
+#    are what the plain windows show least).
 DMD=$RUNS/dmd
 stage dmd "$DMD" "$(steps 1000)" dmd --vae "$VAE/params.safetensors" "${W2V[@]}" --teacher "$TEACHER/params.safetensors" \
-    --student "$ODE/params.safetensors" --latent-frames 6 "${POOL6[@]}" --critic-updates 2 --lr 1e-5 --critic-lr 1e-5 --save-every 50
+    --student "$ODE/params.safetensors" --latent-frames 6 "${POOL_LISTEN[@]}" --critic-updates 2 --lr 1e-5 --critic-lr 1e-5 --save-every 50
 
 # 7. Adversarial refinement, consistency-aware discriminator.
 GAN=$RUNS/gan
