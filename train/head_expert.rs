@@ -57,6 +57,19 @@ pub fn face_grid(face: &crate::eval::face_layout::PixelBox, factor: usize) -> Ve
         .collect()
 }
 
+/// The face grid of `face` at rest for `frames` latent frames and the
+/// reference, on an `h x w` latent grid of `factor`-pixel latent pixels.
+pub fn face_sampling(
+    face: &crate::eval::face_layout::PixelBox,
+    factor: usize,
+    frames: usize,
+    (h, w): (usize, usize),
+    dev: &Device,
+) -> Result<GridSampling, TrainError> {
+    let grid = face_grid(face, factor);
+    GridSampling::new(&vec![grid.clone(); frames], &grid, h, w, dev)
+}
+
 /// The targets of the latent frames after the reference: mean pitch of
 /// each one's four video frames minus frame 0's, over [`PITCH_SCALE`].
 pub fn latent_pitch(pitch: &[f32]) -> Vec<f32> {
@@ -85,8 +98,7 @@ impl ReadoutTargets for PitchTargets {
     ) -> Result<(Tensor, GridSampling), TrainError> {
         let truth = self.cache.get_or_read(index, || data.head_truth(index))?;
         let targets = latent_pitch(&truth.pitch);
-        let grid = face_grid(&truth.face, factor);
-        let at = GridSampling::new(&vec![grid.clone(); targets.len()], &grid, h, w, dev)?;
+        let at = face_sampling(&truth.face, factor, targets.len(), (h, w), dev)?;
         Ok((Tensor::from_slice(&targets, targets.len(), dev)?, at))
     }
 

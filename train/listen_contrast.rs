@@ -27,7 +27,7 @@
 use candle_core::{Device, Tensor};
 
 use super::data::{ClipSource, HeadTruth};
-use super::head_expert::{face_grid, PITCH_SCALE};
+use super::head_expert::{face_sampling, PITCH_SCALE};
 use super::latent_readout::{per_latent_mean, GridSampling, Readout, TruthCache};
 use super::TrainError;
 
@@ -72,8 +72,7 @@ impl ListenContrast {
             return Ok(None);
         }
         let targets = latent_reaction(&truth.reaction);
-        let grid = face_grid(&truth.face, factor);
-        let at = GridSampling::new(&vec![grid.clone(); targets.len()], &grid, h, w, dev)?;
+        let at = face_sampling(&truth.face, factor, targets.len(), (h, w), dev)?;
         Ok(Some((Tensor::from_slice(&targets, targets.len(), dev)?, at)))
     }
 
