@@ -620,6 +620,7 @@ fn reproduce_script_runs_every_stage_and_exports_weights() -> anyhow::Result<()>
         "teacher_x0km",
         "teacher_x0c",
         "teacher_x0cl",
+        "teacher_x0cl2",
         "ode_init",
         "dmd",
         "gan",

@@ -318,20 +318,30 @@ stage teacher_x0cl "$TEACHER_XCL" "$(steps 1500)" teacher --vae "$VAE/params.saf
     --latent-frames 6 "${POOL_LISTEN[@]}" --lr 1e-4 --save-every 250 --unshifted-sigma-share 0.3 --mouth-loss-weight 10 \
     --lip-expert "$LIPX/params.safetensors" --lip-sync-weight 10 \
     --head-expert "$HEADX/params.safetensors" --listen-contrast-weight 20 --init-from "$TEACHER_XC/params.safetensors"
-TEACHER=$TEACHER_XCL
+#     Then 500 steps at W 40 on the same pool: the students of this
+#     teacher (DMD 600 from the ODE student of teacher_x0cl) are the first
+#     to pass every threshold (listening 1.26; session-19 log).
+TEACHER_XCL2=$RUNS/teacher_x0cl2
+stage teacher_x0cl2 "$TEACHER_XCL2" "$(steps 500)" teacher --vae "$VAE/params.safetensors" "${W2V[@]}" \
+    --latent-frames 6 "${POOL_LISTEN[@]}" --lr 1e-4 --save-every 250 --unshifted-sigma-share 0.3 --mouth-loss-weight 10 \
+    --lip-expert "$LIPX/params.safetensors" --lip-sync-weight 10 \
+    --head-expert "$HEADX/params.safetensors" --listen-contrast-weight 40 --init-from "$TEACHER_XCL/params.safetensors"
+TEACHER=$TEACHER_XCL2
 
 # 5. Causal student: ODE initialisation from teacher trajectories.
 #    1,000 steps since session 14 (the sample-head teacher's trajectories;
-#    the velocity-head student of session 12 took 2,000).
+#    the velocity-head student of session 12 took 2,000); from
+#    teacher_x0cl's trajectories (session 19: the passing students' ODE
+#    stage ran before teacher_x0cl2 existed).
 ODE=$RUNS/ode_init
 stage ode_init "$ODE" "$(steps 1000)" ode_init --vae "$VAE/params.safetensors" "${W2V[@]}" \
-    --teacher "$TEACHER/params.safetensors" --latent-frames 6 "${POOL6[@]}" --substeps 8 --lr 1e-4 --save-every 100
+    --teacher "$TEACHER_XCL/params.safetensors" --latent-frames 6 "${POOL6[@]}" --substeps 8 --lr 1e-4 --save-every 100
 
 # 6. DMD with student forcing (3 steps, reference sink, RAPR), on the
 #    listening windows since session 19 (the teacher's listening reactions
-#    are what the plain windows show least).
+#    are what the plain windows show least); 600 steps (session 19).
 DMD=$RUNS/dmd
-stage dmd "$DMD" "$(steps 1000)" dmd --vae "$VAE/params.safetensors" "${W2V[@]}" --teacher "$TEACHER/params.safetensors" \
+stage dmd "$DMD" "$(steps 600)" dmd --vae "$VAE/params.safetensors" "${W2V[@]}" --teacher "$TEACHER/params.safetensors" \
     --student "$ODE/params.safetensors" --latent-frames 6 "${POOL_LISTEN[@]}" --critic-updates 2 --lr 1e-5 --critic-lr 1e-5 --save-every 50
 
 # 7. Adversarial refinement, consistency-aware discriminator.
