@@ -342,8 +342,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
-    /// Model preset or config JSON.
-    #[arg(long, default_value = "tiny")]
+    /// Model preset or config JSON (default: the bundled mini model of
+    /// weights/mini; `tiny` runs random weights).
+    #[arg(long, default_value = "mini")]
     config: String,
     /// Weight files (safetensors); empty = the bundled model of the preset.
     #[arg(long)]
